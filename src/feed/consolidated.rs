@@ -1,0 +1,437 @@
+//! The consolidated national file: every city's race of one office in one JSON document.
+//!
+//! ```text
+//! {"last_updated": {"date": "16/09/2020", "time": "15:02:32", "turno": 1,
+//!                   "apuracao_total": "100,00%", "encerrado": true},
+//!  "municipios": {"<IBGE>": {"nm": .., "a": .., "b": .., "n": .., "t": ..,
+//!                            "c": [{"nc", "sp", "v", "tp", "e", "st", "cp", "tc"}]}}}
+//! ```
+//!
+//! `a` abstentions, `b` blank, `n` null, `t` votes cast; per candidate `nc` ballot name, `sp`
+//! party, `v` votes, `tp` percent of valid votes, `e` elected, `st` goes to a second round, `cp`
+//! colour, `tc` photo. The provider's file has no per-city progress: every city takes the
+//! national `apuracao_total` and `encerrado`. Three optional per-city fields, which apura's
+//! simulator writes, carry it where a feed has it: `pst` percent of sections counted, `s`/`ts`
+//! sections counted and in all, `f` count finished.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+
+use super::FeedError;
+use super::municipalities::MunicipalityList;
+use super::number::{parse_count, parse_decimal, percent};
+use crate::model::{Candidate, Office, Progress, Race, Status, Totals};
+
+/// A parsed and validated consolidated file.
+#[derive(Debug, Clone)]
+pub struct ConsolidatedFeed {
+    pub round: u8,
+    /// National percent of sections counted.
+    pub percent: f64,
+    pub finished: bool,
+    pub source_time: Option<String>,
+    /// One race per city of the list found in the file, in file order.
+    pub races: Vec<Race>,
+    /// Keys of cities present in the file but absent from the municipality list.
+    pub unknown_cities: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    last_updated: RawHeader,
+    municipios: Entries<RawCity>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    #[serde(default)]
+    date: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+    #[serde(default)]
+    turno: Option<u8>,
+    #[serde(default)]
+    apuracao_total: Option<String>,
+    #[serde(default)]
+    encerrado: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawCity {
+    #[serde(default)]
+    a: String,
+    #[serde(default)]
+    b: String,
+    #[serde(default)]
+    n: String,
+    t: String,
+    c: Vec<RawCandidate>,
+    #[serde(default)]
+    pst: Option<String>,
+    #[serde(default)]
+    s: Option<String>,
+    #[serde(default)]
+    ts: Option<String>,
+    #[serde(default)]
+    f: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawCandidate {
+    nc: String,
+    #[serde(default)]
+    sp: String,
+    v: String,
+    #[serde(default)]
+    tp: String,
+    #[serde(default)]
+    e: bool,
+    #[serde(default)]
+    st: bool,
+    #[serde(default)]
+    cp: Option<String>,
+    #[serde(default)]
+    tc: Option<String>,
+    /// Ballot number, where a feed has it.
+    #[serde(default)]
+    num: Option<String>,
+}
+
+/// A JSON object read as a list of entries in file order, so that a key written twice (a
+/// duplicated city) is seen instead of silently keeping the last one.
+pub(crate) struct Entries<V>(pub Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((k, v)) = map.next_entry::<String, V>()? {
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// Turn `dd/mm/yyyy` and `hh:mm:ss` into ISO 8601 local time, or `None` if either is missing.
+pub(crate) fn iso_local(date: Option<&str>, time: Option<&str>) -> Option<String> {
+    let (date, time) = (date?.trim(), time?.trim());
+    let mut parts = date.split('/');
+    let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
+    if d.len() != 2 || m.len() != 2 || y.len() != 4 || time.len() != 8 {
+        return None;
+    }
+    Some(format!("{y}-{m}-{d}T{time}"))
+}
+
+/// Parse and validate one consolidated file for `office`.
+pub fn parse(
+    bytes: &[u8],
+    file: &str,
+    office: Office,
+    list: &MunicipalityList,
+) -> Result<ConsolidatedFeed, FeedError> {
+    let raw: RawFile = serde_json::from_slice(bytes).map_err(|e| FeedError::malformed(file, e))?;
+    let header = &raw.last_updated;
+    let national_percent = match header.apuracao_total.as_deref() {
+        Some(s) => parse_decimal(s)
+            .map_err(|d| FeedError::invalid(file, "last_updated.apuracao_total", d))?
+            .unwrap_or(0.0),
+        None => 0.0,
+    };
+    if !(0.0..=100.0).contains(&national_percent) {
+        return Err(FeedError::invalid(
+            file,
+            "last_updated.apuracao_total",
+            format!("{national_percent} is not a percentage"),
+        ));
+    }
+    let finished = header.encerrado.unwrap_or(false);
+    let round = header.turno.unwrap_or(1);
+    if !(1..=2).contains(&round) {
+        return Err(FeedError::invalid(
+            file,
+            "last_updated.turno",
+            format!("round {round} is neither 1 nor 2"),
+        ));
+    }
+    let source_time = iso_local(header.date.as_deref(), header.time.as_deref());
+
+    let mut seen = std::collections::HashSet::with_capacity(raw.municipios.0.len());
+    let mut races = Vec::with_capacity(raw.municipios.0.len());
+    let mut unknown_cities = Vec::new();
+    for (key, city) in raw.municipios.0 {
+        if !seen.insert(key.clone()) {
+            return Err(FeedError::invalid(
+                file,
+                format!("municipios.{key}"),
+                "city appears twice",
+            ));
+        }
+        let Some(m) = key.parse::<u32>().ok().and_then(|code| list.get(code)) else {
+            unknown_cities.push(key);
+            continue;
+        };
+        let at = format!("municipios.{key} ({})", m.name);
+        let race = city_race(city, m.ibge, office, round, national_percent, finished)
+            .map_err(|detail| FeedError::invalid(file, at, detail))?;
+        races.push(Race {
+            source_time: source_time.clone(),
+            ..race
+        });
+    }
+    Ok(ConsolidatedFeed {
+        round,
+        percent: national_percent,
+        finished,
+        source_time,
+        races,
+        unknown_cities,
+    })
+}
+
+fn count(s: &str, field: &str) -> Result<u64, String> {
+    parse_count(s)
+        .map(|v| v.unwrap_or(0))
+        .map_err(|e| format!("{field}: {e}"))
+}
+
+fn city_race(
+    city: RawCity,
+    ibge: u32,
+    office: Office,
+    round: u8,
+    national_percent: f64,
+    national_finished: bool,
+) -> Result<Race, String> {
+    let turnout = count(&city.t, "t")?;
+    let abstentions = count(&city.a, "a")?;
+    let blank = count(&city.b, "b")?;
+    let null = count(&city.n, "n")?;
+    let mut candidates = Vec::with_capacity(city.c.len());
+    let mut valid: u64 = 0;
+    let finished = city.f.unwrap_or(national_finished);
+    for (i, c) in city.c.into_iter().enumerate() {
+        let field = format!("c[{i}] ({})", c.nc);
+        let votes = count(&c.v, &format!("{field}.v"))?;
+        valid = valid
+            .checked_add(votes)
+            .ok_or_else(|| format!("{field}: votes overflow"))?;
+        let pct = parse_decimal(&c.tp).map_err(|e| format!("{field}.tp: {e}"))?;
+        if let Some(p) = pct
+            && !(0.0..=100.0).contains(&p)
+        {
+            return Err(format!("{field}.tp: {p} is not a percentage"));
+        }
+        let number = match c.num.as_deref() {
+            Some(n) => Some(
+                n.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{field}.num: {n:?} is not a ballot number"))?,
+            ),
+            None => None,
+        };
+        let status = if c.e {
+            Some(Status::Elected)
+        } else if c.st {
+            Some(Status::SecondRound)
+        } else if finished {
+            Some(Status::NotElected)
+        } else {
+            None
+        };
+        candidates.push(Candidate {
+            number,
+            name: c.nc,
+            party: c.sp,
+            coalition: None,
+            votes,
+            percent: pct.unwrap_or(f64::NAN),
+            elected: c.e,
+            status,
+            valid: true,
+            color: c.cp.filter(|s| !s.is_empty()),
+            photo: c.tc.filter(|s| !s.is_empty()),
+        });
+    }
+    for c in &mut candidates {
+        if c.percent.is_nan() {
+            c.percent = percent(c.votes, valid);
+        }
+    }
+    let counted = valid
+        .checked_add(blank)
+        .and_then(|v| v.checked_add(null))
+        .ok_or_else(|| "votes overflow".to_string())?;
+    if counted > turnout {
+        return Err(format!(
+            "candidate votes {valid} + blank {blank} + null {null} = {counted} exceed the total {turnout}"
+        ));
+    }
+    let sections_counted = city.s.as_deref().map(|s| count(s, "s")).transpose()?;
+    let sections_total = city.ts.as_deref().map(|s| count(s, "ts")).transpose()?;
+    if let (Some(s), Some(ts)) = (sections_counted, sections_total)
+        && s > ts
+    {
+        return Err(format!("{s} sections counted of {ts}"));
+    }
+    let pct = match city.pst.as_deref() {
+        Some(p) => parse_decimal(p)
+            .map_err(|e| format!("pst: {e}"))?
+            .unwrap_or(0.0),
+        None => match (sections_counted, sections_total) {
+            (Some(s), Some(ts)) => percent(s, ts),
+            _ => national_percent,
+        },
+    };
+    if !(0.0..=100.0).contains(&pct) {
+        return Err(format!("pst: {pct} is not a percentage"));
+    }
+    // The provider lists candidates by votes already; keep that order stable for ties.
+    candidates.sort_by(|a, b| b.votes.cmp(&a.votes));
+    Ok(Race {
+        ibge,
+        office,
+        round,
+        source_time: None,
+        progress: Progress {
+            sections_counted,
+            sections_total,
+            percent: pct,
+        },
+        totals: Totals {
+            electorate: (abstentions > 0 || finished).then_some(turnout + abstentions),
+            turnout,
+            abstentions,
+            blank,
+            null,
+            valid,
+        },
+        candidates,
+        finished,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Municipality;
+
+    fn list() -> MunicipalityList {
+        MunicipalityList::new(
+            vec![
+                Municipality::new(3550308, None, "São Paulo", "SP", true),
+                Municipality::new(2705903, None, "Olho d'Água Grande", "AL", false),
+            ],
+            "test",
+        )
+        .unwrap()
+    }
+
+    const GOOD: &str = r##"{"last_updated": {"date": "16/09/2020", "time": "15:02:32", "turno": 1,
+        "apuracao_total": "100,00%", "encerrado": true},
+      "municipios": {
+        "3550308": {"nm": "S. Paulo", "a": "1.000", "b": "100", "n": "50", "t": "10.150",
+          "c": [{"nc": "ANA", "sp": "AAA", "v": "6.000", "tp": "60,00%", "e": true, "st": false, "cp": "#112233"},
+                {"nc": "BIA", "sp": "BBB", "v": "4.000", "tp": "40,00%", "e": false, "st": false}]},
+        "2705903": {"nm": "OLHO", "a": "", "b": "1", "n": "1", "t": "12",
+          "c": [{"nc": "CID", "sp": "CCC", "v": "10", "tp": "100,00%", "e": true, "st": false}]},
+        "9999999": {"nm": "NOWHERE", "a": "1", "b": "0", "n": "0", "t": "1", "c": []}
+      }}"##;
+
+    #[test]
+    fn parses_numbers_and_joins_by_ibge() {
+        let feed = parse(GOOD.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap();
+        assert_eq!(feed.races.len(), 2);
+        assert_eq!(feed.unknown_cities, vec!["9999999".to_string()]);
+        assert_eq!(feed.source_time.as_deref(), Some("2020-09-16T15:02:32"));
+        let sp = &feed.races[0];
+        assert_eq!(sp.ibge, 3550308);
+        assert_eq!(sp.totals.turnout, 10_150);
+        assert_eq!(sp.totals.electorate, Some(11_150));
+        assert_eq!(sp.totals.valid, 10_000);
+        assert_eq!(sp.candidates[0].votes, 6_000);
+        assert_eq!(sp.candidates[0].percent, 60.0);
+        assert_eq!(sp.candidates[0].status, Some(Status::Elected));
+        assert_eq!(sp.candidates[1].status, Some(Status::NotElected));
+        assert_eq!(sp.progress.percent, 100.0);
+        assert!(sp.finished);
+    }
+
+    #[test]
+    fn a_file_cut_in_the_middle_is_malformed() {
+        let cut = &GOOD[..GOOD.len() / 2];
+        let err = parse(cut.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
+        assert_eq!(err.kind(), "malformed");
+        assert!(err.to_string().starts_with("mayors.json:"), "{err}");
+    }
+
+    #[test]
+    fn votes_above_the_total_are_rejected_naming_the_city() {
+        let bad = GOOD.replace(r#""t": "10.150""#, r#""t": "9.000""#);
+        let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("3550308") && text.contains("exceed"), "{text}");
+    }
+
+    #[test]
+    fn negative_votes_are_rejected() {
+        let bad = GOOD.replace(r#""v": "4.000""#, r#""v": "-4.000""#);
+        let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected() {
+        let bad = GOOD.replace(r#""v": "4.000""#, r#""v": 4000"#);
+        let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
+        assert_eq!(err.kind(), "malformed");
+        let bad = GOOD.replace(r#""c": [{"nc": "CID""#, r#""c": {"x": [{"nc": "CID""#);
+        assert!(parse(bad.as_bytes(), "m", Office::Mayor, &list()).is_err());
+    }
+
+    #[test]
+    fn a_duplicated_city_is_rejected() {
+        let bad = GOOD.replace(
+            r#""9999999": {"nm": "NOWHERE""#,
+            r#""2705903": {"nm": "OLHO", "a": "", "b": "1", "n": "1", "t": "12", "c": []},
+               "9999999": {"nm": "NOWHERE""#,
+        );
+        let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn overflowing_numbers_are_rejected() {
+        let bad = GOOD.replace(r#""v": "4.000""#, r#""v": "99999999999999999999999""#);
+        assert!(parse(bad.as_bytes(), "m", Office::Mayor, &list()).is_err());
+    }
+
+    #[test]
+    fn per_city_progress_overrides_the_national_figure() {
+        let partial = GOOD
+            .replace(r#""encerrado": true"#, r#""encerrado": false"#)
+            .replace(
+                r#""a": "", "b": "1""#,
+                r#""pst": "42,50%", "s": "17", "ts": "40", "f": false, "a": "", "b": "1""#,
+            );
+        let feed = parse(partial.as_bytes(), "m", Office::Mayor, &list()).unwrap();
+        let olho = &feed.races[1];
+        assert_eq!(olho.progress.percent, 42.5);
+        assert_eq!(olho.progress.sections_counted, Some(17));
+        assert!(!olho.finished);
+        assert_eq!(olho.candidates[0].status, Some(Status::Elected));
+        assert_eq!(olho.totals.electorate, None);
+    }
+}

@@ -1,0 +1,18 @@
+//! apura: a real-time election results gateway.
+//!
+//! The crate follows the data flow of `architecture.md`:
+//!
+//! - [`model`]: municipalities, offices, candidates, totals, progress; the slug rule.
+//! - [`feed`]: the government formats, parsed and validated into the model.
+//! - [`fetch`]: conditional GET of feed files over HTTP(S), `file://` or a plain path.
+//! - [`documents`]: the model sliced into topic documents and roll-ups (canonical JSON drafts).
+//! - [`ingest`]: the poll → parse → slice → diff → publish cycle.
+//! - [`bus`]: the seam between ingest and gateways; embedded (in-process) or Redis.
+//! - [`gateway`]: the topic hub and the SSE, WebSocket and JSON GET endpoints.
+//! - [`simulate`]: a count-night simulator serving the government feed over HTTP.
+//! - [`demo`] and [`run`]: the one-process commands.
+#![forbid(unsafe_code)]
+
+pub mod documents;
+pub mod feed;
+pub mod model;
