@@ -13,6 +13,12 @@
 //! - [`demo`] and [`run`]: the one-process commands.
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod documents;
 pub mod feed;
+pub mod fetch;
+pub mod gateway;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
+pub mod run;

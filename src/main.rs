@@ -1,5 +1,96 @@
 //! The `apura` binary: parse the command line, start tracing, run one component.
 
-fn main() {
-    println!("apura");
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use apura::{ingest, run};
+
+/// Time given to open connections and tasks to finish after SIGINT or SIGTERM.
+const GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// apura: real-time election results gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `apura=debug`.
+    #[arg(long, env = "APURA_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest and gateway in one process on the embedded bus, for a real or recorded feed.
+    Run(run::RunArgs),
+    /// Poll the feed and publish documents (`--once --print` to try a feed).
+    Ingest(ingest::IngestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let work = async {
+        match command {
+            Command::Run(args) => run::run(args, shutdown.clone()).await,
+            Command::Ingest(args) if args.once => ingest::once(args).await,
+            Command::Ingest(_) => anyhow::bail!(
+                "apura ingest publishes to Redis: give --redis URL, or try a feed with --once --print"
+            ),
+        }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => r,
+        _ = shutdown.cancelled() => {
+            match tokio::time::timeout(GRACE_PERIOD, work).await {
+                Ok(r) => r,
+                Err(_) => anyhow::bail!("did not stop within {GRACE_PERIOD:?}; exiting"),
+            }
+        }
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
 }

@@ -382,7 +382,10 @@ mod tests {
         let bad = GOOD.replace(r#""t": "10.150""#, r#""t": "9.000""#);
         let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("3550308") && text.contains("exceed"), "{text}");
+        assert!(
+            text.contains("3550308") && text.contains("exceed"),
+            "{text}"
+        );
     }
 
     #[test]

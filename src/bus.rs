@@ -1,0 +1,126 @@
+//! The seam between ingest and gateways: whole publication cycles out, cycles and snapshots in.
+//!
+//! Ingest calls [`Bus::publish`] with the drafts that changed; the bus takes the next number of
+//! the global version sequence, stamps it on every document, stores the latest document of every
+//! topic and broadcasts the cycle, all or nothing. A gateway calls [`Bus::subscribe`] first, then
+//! [`Bus::snapshot`], and ignores anything not newer than what it holds.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+
+use crate::documents::Draft;
+
+/// A published document: a draft stamped with its cycle's version and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub topic: Arc<str>,
+    pub version: u64,
+    /// Unix milliseconds at which the cycle was published.
+    pub published_at: i64,
+    /// The whole document as JSON: `{"version":N,"published_at":T,` followed by the draft body.
+    pub json: Bytes,
+}
+
+impl Document {
+    /// Stamp `version` and `published_at` onto a draft body (a JSON object) without re-encoding it.
+    pub fn stamp(draft: &Draft, version: u64, published_at: i64) -> Document {
+        let header = header(version, published_at);
+        let rest = &draft.body[1..];
+        let mut json = BytesMut::with_capacity(header.len() + rest.len() + 1);
+        json.extend_from_slice(header.as_bytes());
+        if rest.starts_with(b"}") {
+            json.extend_from_slice(b"}");
+        } else {
+            json.extend_from_slice(b",");
+            json.extend_from_slice(rest);
+        }
+        Document {
+            topic: Arc::from(draft.topic.as_str()),
+            version,
+            published_at,
+            json: json.freeze(),
+        }
+    }
+
+    /// The draft body this document was stamped from: what the diff compares.
+    pub fn content(&self) -> Option<Bytes> {
+        let header = header(self.version, self.published_at);
+        let rest = self.json.strip_prefix(header.as_bytes())?;
+        let mut body = BytesMut::with_capacity(rest.len());
+        body.extend_from_slice(b"{");
+        body.extend_from_slice(rest.strip_prefix(b",").unwrap_or(rest));
+        Some(body.freeze())
+    }
+}
+
+fn header(version: u64, published_at: i64) -> String {
+    format!("{{\"version\":{version},\"published_at\":{published_at}")
+}
+
+/// One publication cycle: every document that changed, under one version.
+#[derive(Debug)]
+pub struct Cycle {
+    pub version: u64,
+    pub published_at: i64,
+    pub documents: Vec<Document>,
+}
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum BusEvent {
+    /// A cycle, in version order.
+    Cycle(Arc<Cycle>),
+    /// Cycles may have been missed (the subscriber lagged, or the connection to the bus was
+    /// lost and is back): load the snapshots again.
+    Resync,
+}
+
+/// The bus and store behind ingest and gateways.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publish one cycle: all drafts under the next version, or none of them.
+    async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>>;
+    /// The latest document of every topic.
+    async fn snapshot(&self) -> anyhow::Result<Vec<Document>>;
+    /// Cycles published from now on. Subscribe before reading the snapshot.
+    async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, BusEvent>>;
+}
+
+/// Unix milliseconds now.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamping_is_reversible_and_valid_json() {
+        let draft = Draft {
+            topic: "brazil".into(),
+            body: Bytes::from_static(br#"{"topic":"brazil","x":[1,2]}"#),
+        };
+        let doc = Document::stamp(&draft, 42, 1_700_000_000_123);
+        let v: serde_json::Value = serde_json::from_slice(&doc.json).unwrap();
+        assert_eq!(v["version"], 42);
+        assert_eq!(v["published_at"], 1_700_000_000_123i64);
+        assert_eq!(v["topic"], "brazil");
+        assert_eq!(doc.content().unwrap(), draft.body);
+        let empty = Draft {
+            topic: "t".into(),
+            body: Bytes::from_static(b"{}"),
+        };
+        let doc = Document::stamp(&empty, 1, 2);
+        assert_eq!(&doc.json[..], br#"{"version":1,"published_at":2}"#);
+        assert_eq!(doc.content().unwrap(), empty.body);
+    }
+}

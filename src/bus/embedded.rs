@@ -1,0 +1,131 @@
+//! The embedded bus: an in-process broadcast channel and a memory store, no external service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{Bus, BusEvent, Cycle, Document, now_millis};
+use crate::documents::Draft;
+
+/// Cycles buffered for a slow subscriber before it is told to resync. A cycle comes every few
+/// seconds and a gateway applies one in microseconds, so 64 is minutes of slack.
+const CHANNEL_CAPACITY: usize = 64;
+
+/// In-process bus and store.
+pub struct EmbeddedBus {
+    store: Mutex<Store>,
+    tx: broadcast::Sender<Arc<Cycle>>,
+}
+
+#[derive(Default)]
+struct Store {
+    sequence: u64,
+    latest: HashMap<Arc<str>, Document>,
+}
+
+impl EmbeddedBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+        EmbeddedBus {
+            store: Mutex::new(Store::default()),
+            tx,
+        }
+    }
+}
+
+impl Default for EmbeddedBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>> {
+        let mut store = self.store.lock().expect("bus store poisoned");
+        store.sequence += 1;
+        let version = store.sequence;
+        let published_at = now_millis();
+        let documents: Vec<Document> = drafts
+            .iter()
+            .map(|d| Document::stamp(d, version, published_at))
+            .collect();
+        for doc in &documents {
+            store.latest.insert(doc.topic.clone(), doc.clone());
+        }
+        let cycle = Arc::new(Cycle {
+            version,
+            published_at,
+            documents,
+        });
+        // Sent under the lock so that subscribers see cycles in version order. No receiver is
+        // not an error: gateways may start later and read the store.
+        let _ = self.tx.send(cycle.clone());
+        Ok(cycle)
+    }
+
+    async fn snapshot(&self) -> anyhow::Result<Vec<Document>> {
+        let store = self.store.lock().expect("bus store poisoned");
+        Ok(store.latest.values().cloned().collect())
+    }
+
+    async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, BusEvent>> {
+        let rx = self.tx.subscribe();
+        Ok(BroadcastStream::new(rx)
+            .map(|item| match item {
+                Ok(cycle) => BusEvent::Cycle(cycle),
+                Err(_lagged) => BusEvent::Resync,
+            })
+            .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn draft(topic: &str, n: u32) -> Draft {
+        Draft {
+            topic: topic.into(),
+            body: Bytes::from(format!(r#"{{"topic":"{topic}","n":{n}}}"#)),
+        }
+    }
+
+    #[tokio::test]
+    async fn cycles_take_increasing_versions_and_update_the_store() {
+        let bus = EmbeddedBus::new();
+        let mut events = bus.subscribe().await.unwrap();
+        let c1 = bus
+            .publish(vec![draft("a", 1), draft("b", 1)])
+            .await
+            .unwrap();
+        let c2 = bus.publish(vec![draft("a", 2)]).await.unwrap();
+        assert_eq!((c1.version, c2.version), (1, 2));
+        let snap = bus.snapshot().await.unwrap();
+        let a = snap.iter().find(|d| &*d.topic == "a").unwrap();
+        let b = snap.iter().find(|d| &*d.topic == "b").unwrap();
+        assert_eq!((a.version, b.version), (2, 1));
+        for expected in [1, 2] {
+            match events.next().await.unwrap() {
+                BusEvent::Cycle(c) => assert_eq!(c.version, expected),
+                BusEvent::Resync => panic!("unexpected resync"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_told_to_resync() {
+        let bus = EmbeddedBus::new();
+        let mut events = bus.subscribe().await.unwrap();
+        for i in 0..(CHANNEL_CAPACITY as u32 + 5) {
+            bus.publish(vec![draft("a", i)]).await.unwrap();
+        }
+        assert!(matches!(events.next().await.unwrap(), BusEvent::Resync));
+    }
+}

@@ -1,0 +1,216 @@
+//! The gateway: the topic hub fed from the bus, and the SSE, WebSocket and JSON GET endpoints.
+
+pub mod http;
+pub mod hub;
+pub mod sse;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::ServeDir;
+
+use crate::bus::{Bus, BusEvent};
+use crate::metrics::Metrics;
+use hub::Hub;
+
+/// Largest number of topics on one SSE request or one WebSocket: a page shows a city, its
+/// state and the country, a dashboard a few dozen; 64 keeps a single connection cheap.
+pub const DEFAULT_MAX_TOPICS: usize = 64;
+/// Comment line sent on idle SSE streams (and WebSocket pings): proxies and load balancers
+/// commonly drop connections idle for 30–60 s.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// `Cache-Control` of every document GET: a CDN keeps a document 10 s, the poll cadence of the
+/// feed, and may serve it stale for 30 s more while it revalidates.
+pub const CACHE_CONTROL: &str = "public, max-age=10, stale-while-revalidate=30";
+
+/// Options of every command that serves clients.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "APURA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder of the web page served at `/`.
+    #[arg(long, env = "APURA_WEB_DIR", default_value = "web-demo")]
+    pub web_dir: PathBuf,
+    /// Interval of SSE heartbeat comments and WebSocket pings.
+    #[arg(long, env = "APURA_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+    /// Most topics on one SSE connection or WebSocket.
+    #[arg(long, env = "APURA_MAX_TOPICS", default_value_t = DEFAULT_MAX_TOPICS)]
+    pub max_topics: usize,
+    /// Reconnection delay suggested to SSE clients (`retry:`).
+    #[arg(long, env = "APURA_SSE_RETRY", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub sse_retry: Duration,
+    /// Refuse `/events` and `/ws` with 503, leaving GET only (clients fall back to polling).
+    #[arg(long, env = "APURA_DISABLE_STREAMS")]
+    pub disable_streams: bool,
+    /// Set SO_REUSEPORT so several gateway processes can share one listening port.
+    #[arg(long, env = "APURA_REUSE_PORT")]
+    pub reuse_port: bool,
+}
+
+impl GatewayArgs {
+    /// Every problem with the options, reported at once.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.max_topics == 0 {
+            problems.push("--max-topics must be at least 1".to_string());
+        }
+        if self.heartbeat < Duration::from_millis(100) {
+            problems.push("--heartbeat must be at least 100ms".to_string());
+        }
+        if !self.web_dir.is_dir() {
+            tracing::warn!(dir = %self.web_dir.display(), "web folder not found; / will answer 404");
+        }
+        problems
+    }
+
+    /// Bind the listening socket, with SO_REUSEPORT when asked.
+    pub fn bind(&self) -> anyhow::Result<TcpListener> {
+        let socket = match self.listen {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        if self.reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket
+            .bind(self.listen)
+            .with_context(|| format!("binding {}", self.listen))?;
+        // A large backlog absorbs reconnect storms after a neighbour gateway restarts.
+        Ok(socket.listen(4096)?)
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub max_topics: usize,
+    pub sse_retry: Duration,
+    pub disable_streams: bool,
+    /// Ticks every heartbeat interval: one shared timer instead of one per connection.
+    pub heartbeat: watch::Receiver<u64>,
+    pub shutdown: CancellationToken,
+}
+
+/// The HTTP routes, without a socket (tests can call it directly).
+pub fn router(state: AppState, web_dir: PathBuf) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([axum::http::Method::GET])
+        .allow_headers(Any)
+        .expose_headers([axum::http::header::ETAG]);
+    Router::new()
+        .route("/cities.json", get(http::cities_index))
+        .route("/brazil.json", get(http::brazil))
+        .route("/cities/{file}", get(http::city))
+        .route("/states/{file}", get(http::state))
+        .route("/events", get(sse::events))
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .fallback_service(ServeDir::new(web_dir))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Keep the hub in step with the bus until `shutdown`: subscribe first, then load every
+/// snapshot, then report ready; on a resync (lag, or a bus reconnect) load the snapshots again.
+pub async fn follow(
+    bus: Arc<dyn Bus>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut events = bus.subscribe().await.context("subscribing to the bus")?;
+    load_snapshot(&*bus, &hub).await?;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            e = events.next() => e,
+        };
+        match event {
+            Some(BusEvent::Cycle(cycle)) => {
+                for doc in &cycle.documents {
+                    hub.apply(doc);
+                }
+                if !hub.is_ready() && !hub.is_empty() {
+                    hub.set_ready();
+                }
+            }
+            Some(BusEvent::Resync) => {
+                if let Err(e) = load_snapshot(&*bus, &hub).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "snapshot reload failed; serving what we have"
+                    );
+                }
+            }
+            None => anyhow::bail!("the bus subscription ended"),
+        }
+    }
+}
+
+async fn load_snapshot(bus: &dyn Bus, hub: &Hub) -> anyhow::Result<()> {
+    let docs = bus.snapshot().await.context("loading snapshots")?;
+    let newer = docs.iter().filter(|d| hub.apply(d)).count();
+    tracing::info!(documents = docs.len(), newer, "snapshots loaded");
+    if !hub.is_empty() {
+        hub.set_ready();
+    }
+    Ok(())
+}
+
+/// Start the shared heartbeat timer.
+pub fn heartbeat(every: Duration, shutdown: CancellationToken) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => { tx.send_modify(|n| *n += 1); }
+            }
+        }
+    });
+    rx
+}
+
+/// Serve clients on `listener` from `hub` until `shutdown`, then close streams and drain.
+pub async fn serve(
+    args: &GatewayArgs,
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state = AppState {
+        metrics: hub.metrics.clone(),
+        hub,
+        max_topics: args.max_topics,
+        sse_retry: args.sse_retry,
+        disable_streams: args.disable_streams,
+        heartbeat: heartbeat(args.heartbeat, shutdown.clone()),
+        shutdown: shutdown.clone(),
+    };
+    let app = router(state, args.web_dir.clone());
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving HTTP")
+}

@@ -1,0 +1,243 @@
+//! JSON GET of documents (ETag, 304, gzip, cache headers), health, readiness and metrics.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::AppState;
+use super::CACHE_CONTROL;
+use crate::documents::{BRAZIL_TOPIC, CITIES_TOPIC};
+
+/// Every error a client can get: a safe message in JSON, a stable code, the status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unknown topic: {0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("too many topics: {got} (at most {max} per connection)")]
+    TooManyTopics { got: usize, max: usize },
+    #[error("streaming is disabled on this server; use GET")]
+    StreamsDisabled,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnknownTopic(_) => "unknown_topic",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::TooManyTopics { .. } => "too_many_topics",
+            ApiError::StreamsDisabled => "streams_disabled",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownTopic(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) | ApiError::TooManyTopics { .. } => StatusCode::BAD_REQUEST,
+            ApiError::StreamsDisabled => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::StreamsDisabled) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        resp
+    }
+}
+
+pub async fn cities_index(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    document(&s, &headers, CITIES_TOPIC)
+}
+
+pub async fn brazil(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    document(&s, &headers, BRAZIL_TOPIC)
+}
+
+/// `/cities/{mayors|councillors|zones}-{uf}-{slug}.json`
+pub async fn city(
+    State(s): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let topic = file.strip_suffix(".json").unwrap_or("");
+    let is_city = ["mayors-", "councillors-", "zones-"]
+        .iter()
+        .any(|p| topic.starts_with(p));
+    if !is_city {
+        return not_found(&s, &file);
+    }
+    document(&s, &headers, topic)
+}
+
+/// `/states/{uf}.json`
+pub async fn state(
+    State(s): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match file.strip_suffix(".json") {
+        Some(uf) if uf.len() == 2 && uf.bytes().all(|b| b.is_ascii_lowercase()) => {
+            document(&s, &headers, &format!("state-{uf}"))
+        }
+        _ => not_found(&s, &file),
+    }
+}
+
+fn not_found(s: &AppState, what: &str) -> Response {
+    s.metrics.client_errors.fetch_add(1, Relaxed);
+    // Echo at most a short, printable prefix of what the client asked for.
+    let shown: String = what.chars().filter(|c| !c.is_control()).take(80).collect();
+    ApiError::UnknownTopic(shown).into_response()
+}
+
+fn document(s: &AppState, headers: &HeaderMap, topic: &str) -> Response {
+    s.metrics.get_requests.fetch_add(1, Relaxed);
+    let Some(enc) = s.hub.get(topic) else {
+        return not_found(s, topic);
+    };
+    let cache = HeaderValue::from_static(CACHE_CONTROL);
+    if etag_matches(headers, &enc.etag) {
+        s.metrics.not_modified.fetch_add(1, Relaxed);
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, enc.etag.clone()),
+                (header::CACHE_CONTROL, cache),
+            ],
+        )
+            .into_response();
+    }
+    let gzip = accepts_gzip(headers);
+    let body: Bytes = if gzip {
+        enc.gzip().clone()
+    } else {
+        enc.body.clone()
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, enc.etag.clone()),
+            (header::CACHE_CONTROL, cache),
+            (header::VARY, HeaderValue::from_static("Accept-Encoding")),
+        ],
+        body,
+    )
+        .into_response();
+    if gzip {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    resp
+}
+
+/// `If-None-Match` holding this ETag (weak or strong, in a list, or `*`).
+fn etag_matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let ours = etag.to_str().unwrap_or("");
+    inm.split(',')
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t == ours || t.strip_prefix("W/") == Some(ours))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(s): State<AppState>) -> Response {
+    if s.hub.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no documents loaded yet\n",
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let mut text = s.metrics.render();
+    text.push_str(&format!(
+        "# HELP apura_topics Topics held by the hub.\n# TYPE apura_topics gauge\napura_topics {}\n",
+        s.hub.len()
+    ));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_matching_handles_lists_weak_and_star() {
+        let etag = HeaderValue::from_static("\"7\"");
+        let mut h = HeaderMap::new();
+        assert!(!etag_matches(&h, &etag));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"6\", W/\"7\""),
+        );
+        assert!(etag_matches(&h, &etag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"70\""));
+        assert!(!etag_matches(&h, &etag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(etag_matches(&h, &etag));
+    }
+
+    #[test]
+    fn gzip_negotiation_honours_q_zero() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.8"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0, br"),
+        );
+        assert!(!accepts_gzip(&h));
+    }
+}

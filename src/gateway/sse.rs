@@ -1,0 +1,158 @@
+//! `GET /events?topics=a,b`: Server-Sent Events, many topics on one stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+
+use super::AppState;
+use super::http::ApiError;
+use super::hub::{Encoded, Frame};
+use crate::metrics::Metrics;
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    topics: Option<String>,
+    /// Resume point for a first connect, where the browser cannot set `Last-Event-ID`.
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+/// Parse a comma-separated topic list: deduplicated, at most `max`, every one known to the hub.
+pub fn parse_topics<'a>(
+    state: &AppState,
+    raw: impl Iterator<Item = &'a str>,
+) -> Result<Vec<(Arc<str>, watch::Receiver<Arc<Encoded>>)>, ApiError> {
+    let mut names: Vec<&str> = Vec::new();
+    for t in raw.map(str::trim).filter(|t| !t.is_empty()) {
+        if !names.contains(&t) {
+            names.push(t);
+        }
+        if names.len() > state.max_topics {
+            return Err(ApiError::TooManyTopics {
+                got: names.len(),
+                max: state.max_topics,
+            });
+        }
+    }
+    if names.is_empty() {
+        return Err(ApiError::BadRequest("no topics: use ?topics=a,b".into()));
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|t| state.hub.get(t).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let shown: String = unknown
+            .join(",")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        return Err(ApiError::UnknownTopic(shown));
+    }
+    Ok(names
+        .into_iter()
+        .filter_map(|t| state.hub.subscribe(t).map(|rx| (Arc::from(t), rx)))
+        .collect())
+}
+
+/// The version after which a client wants changes: `Last-Event-ID`, else `?lastEventId=`.
+fn resume_point(headers: &HeaderMap, query: &EventsQuery) -> u64 {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(query.last_event_id.as_deref())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Decrements the connection gauges when the stream is dropped (client gone or shutdown).
+struct ConnectionGuard {
+    metrics: Arc<Metrics>,
+    subscriptions: i64,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.sse_connections.fetch_sub(1, Relaxed);
+        self.metrics
+            .subscriptions
+            .fetch_sub(self.subscriptions, Relaxed);
+    }
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.disable_streams {
+        return Err(ApiError::StreamsDisabled);
+    }
+    let subs = parse_topics(&state, query.topics.as_deref().unwrap_or("").split(',')).inspect_err(
+        |_| {
+            state.metrics.client_errors.fetch_add(1, Relaxed);
+        },
+    )?;
+    let since = resume_point(&headers, &query);
+    let metrics = state.metrics.clone();
+    metrics.sse_connections.fetch_add(1, Relaxed);
+    metrics.sse_connections_total.fetch_add(1, Relaxed);
+    metrics.subscriptions.fetch_add(subs.len() as i64, Relaxed);
+    let guard = ConnectionGuard {
+        metrics: metrics.clone(),
+        subscriptions: subs.len() as i64,
+    };
+
+    let mut first = vec![Bytes::from(format!(
+        "retry: {}\n\n",
+        state.sse_retry.as_millis()
+    ))];
+    let mut updates = Vec::with_capacity(subs.len());
+    for (_, mut rx) in subs {
+        let current = rx.borrow_and_update().clone();
+        if current.version > since {
+            first.push(current.sse(Frame::Snapshot).clone());
+        }
+        updates.push(WatchStream::from_changes(rx).map(|enc| enc.sse(Frame::Update).clone()));
+    }
+    let heartbeats =
+        WatchStream::from_changes(state.heartbeat.clone()).map(|_| Bytes::from_static(b":\n\n"));
+    let live = stream::select(stream::select_all(updates), heartbeats)
+        .take_until(state.shutdown.clone().cancelled_owned());
+    let body = stream::iter(first).chain(live).map(move |frame| {
+        let _alive = &guard;
+        metrics
+            .deliveries
+            .fetch_add(u64::from(frame.len() > 4), Relaxed);
+        metrics.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
+        Ok::<_, Infallible>(frame)
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Tell nginx-style proxies not to buffer the stream.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,189 @@
+//! `GET /ws`: the WebSocket protocol. One task and one `select!` loop per connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::WatchStream;
+
+use super::AppState;
+use super::http::ApiError;
+use super::hub::Frame;
+
+/// Read buffer per socket. tungstenite's default is 128 KiB; client messages here are short
+/// JSON commands, and a node holds hundreds of thousands of sockets.
+const READ_BUFFER: usize = 4 << 10;
+/// Write buffer target: 0 writes each message through at once instead of batching 128 KiB.
+const WRITE_BUFFER: usize = 0;
+/// Bytes queued for a client that does not read before sends fail: a couple of São Paulo
+/// councillor documents (~300 KB each).
+const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// Largest client message: a subscribe to 64 topics of ~40 characters is under 3 KiB.
+const MAX_MESSAGE: usize = 16 << 10;
+/// WebSocket close code "going away", sent when the server shuts down.
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMessage {
+    Subscribe {
+        topics: Vec<String>,
+        #[serde(default)]
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+    },
+}
+
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    if state.disable_streams {
+        return ApiError::StreamsDisabled.into_response();
+    }
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| connection(socket, state))
+}
+
+fn error_message(code: &str, message: &str, topic: Option<&str>) -> Message {
+    let v = serde_json::json!({"type": "error", "code": code, "message": message, "topic": topic});
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+async fn connection(mut socket: WebSocket, state: AppState) {
+    let metrics = state.metrics.clone();
+    metrics.ws_connections.fetch_add(1, Relaxed);
+    metrics.ws_connections_total.fetch_add(1, Relaxed);
+    let mut subs: StreamMap<Arc<str>, WatchStream<Arc<super::hub::Encoded>>> = StreamMap::new();
+    let mut heartbeat = state.heartbeat.clone();
+    heartbeat.borrow_and_update();
+    let mut awaiting_pong = false;
+    loop {
+        let outgoing: Option<Message> = tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(Some(CloseFrame {
+                    code: CLOSE_GOING_AWAY,
+                    reason: Utf8Bytes::from_static("server shutting down; reconnect"),
+                }))).await;
+                break;
+            }
+            Some((_, enc)) = subs.next(), if !subs.is_empty() => {
+                metrics.deliveries.fetch_add(1, Relaxed);
+                let text = enc.ws(Frame::Update).clone();
+                metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
+                Some(Message::Text(text))
+            }
+            changed = heartbeat.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // A client that did not answer the previous ping within a whole interval is gone.
+                if awaiting_pong {
+                    break;
+                }
+                awaiting_pong = true;
+                Some(Message::Ping(bytes::Bytes::new()))
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    handle(&state, &text, &mut subs, &mut socket).await;
+                    None
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    metrics.client_errors.fetch_add(1, Relaxed);
+                    Some(error_message("bad_request", "send JSON text messages", None))
+                }
+                Some(Ok(Message::Pong(_))) => { awaiting_pong = false; None }
+                Some(Ok(Message::Ping(_))) => None, // tungstenite answers pings itself
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // Oversized or malformed frames end here: tungstenite refuses them.
+                    metrics.client_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(error = %e, "websocket read error");
+                    break;
+                }
+            },
+        };
+        if let Some(msg) = outgoing
+            && socket.send(msg).await.is_err()
+        {
+            break;
+        }
+    }
+    metrics.subscriptions.fetch_sub(subs.len() as i64, Relaxed);
+    metrics.ws_connections.fetch_sub(1, Relaxed);
+}
+
+type Subscriptions = StreamMap<Arc<str>, WatchStream<Arc<super::hub::Encoded>>>;
+
+async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: &mut WebSocket) {
+    let metrics = &state.metrics;
+    let msg: ClientMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            metrics.client_errors.fetch_add(1, Relaxed);
+            let detail = format!("malformed message: {e}");
+            let _ = socket
+                .send(error_message("bad_request", &detail, None))
+                .await;
+            return;
+        }
+    };
+    match msg {
+        ClientMessage::Subscribe { topics, since } => {
+            let since = since.unwrap_or(0);
+            for topic in topics {
+                if subs.contains_key(topic.as_str()) {
+                    continue;
+                }
+                if subs.len() >= state.max_topics {
+                    metrics.client_errors.fetch_add(1, Relaxed);
+                    let err = ApiError::TooManyTopics {
+                        got: subs.len() + 1,
+                        max: state.max_topics,
+                    };
+                    let _ = socket
+                        .send(error_message(err.code(), &err.to_string(), Some(&topic)))
+                        .await;
+                    continue;
+                }
+                let Some(mut rx) = state.hub.subscribe(&topic) else {
+                    metrics.client_errors.fetch_add(1, Relaxed);
+                    let shown: String =
+                        topic.chars().filter(|c| !c.is_control()).take(80).collect();
+                    let err = ApiError::UnknownTopic(shown.clone());
+                    let _ = socket
+                        .send(error_message(err.code(), &err.to_string(), Some(&shown)))
+                        .await;
+                    continue;
+                };
+                let current = rx.borrow_and_update().clone();
+                if current.version > since {
+                    let text = current.ws(Frame::Snapshot).clone();
+                    metrics.deliveries.fetch_add(1, Relaxed);
+                    metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
+                    if socket.send(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                metrics.subscriptions.fetch_add(1, Relaxed);
+                subs.insert(Arc::from(topic.as_str()), WatchStream::from_changes(rx));
+            }
+        }
+        ClientMessage::Unsubscribe { topics } => {
+            for topic in topics {
+                if subs.remove(topic.as_str()).is_some() {
+                    metrics.subscriptions.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Ingest: poll the feed, parse, slice into topic documents, diff, publish whole cycles.
+//!
+//! The mayor and councillor files are polled every `interval` (10 s); zone files, one per city,
+//! every `zones_interval` (60 s) by a task of their own that hands parsed results to the main
+//! loop. A file that fails to fetch, parse or validate is rejected whole: its previous
+//! documents stay current, one log line says what and where, and a metric counts it.
+
+pub mod zones;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, Cycle};
+use crate::documents::{self, Draft};
+use crate::feed::consolidated;
+use crate::feed::municipalities::MunicipalityList;
+use crate::fetch::{Fetched, Fetcher, Source};
+use crate::metrics::Metrics;
+use crate::model::{Office, Race, TopicKind, ZoneBreakdown};
+
+/// Where the feed comes from and how often to poll it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedArgs {
+    /// The consolidated mayors file: an http(s) URL, a file:// URL or a path.
+    #[arg(long, env = "APURA_FEED")]
+    pub feed: String,
+    /// The consolidated councillors file, same shape as the mayors file.
+    #[arg(long, env = "APURA_COUNCILLORS_FEED")]
+    pub councillors_feed: Option<String>,
+    /// The municipality list: the consolidated JSON (`{"<IBGE>": {"n", "e"}}`) or the TSE CSV.
+    #[arg(long, env = "APURA_MUNICIPALITIES")]
+    pub municipalities: String,
+    /// URL template of the per-city zone files; `{uf}` and `{slug}` are replaced
+    /// (e.g. `https://feed.example/zones/zone-{uf}-{slug}.json`).
+    #[arg(long, env = "APURA_ZONES_URL_TEMPLATE")]
+    pub zones_url_template: Option<String>,
+    /// How often to poll the mayors and councillors files.
+    #[arg(long, env = "APURA_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// How often to poll the zone files.
+    #[arg(long, env = "APURA_ZONES_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub zones_interval: Duration,
+    /// Timeout of one feed request, body included.
+    #[arg(long, env = "APURA_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub fetch_timeout: Duration,
+}
+
+/// Load the municipality list, from a URL or a path.
+pub async fn load_municipalities(
+    location: &str,
+    fetcher: &Fetcher,
+) -> anyhow::Result<MunicipalityList> {
+    let mut source = Source::new(location);
+    let bytes = match fetcher.fetch(&mut source).await? {
+        Fetched::Modified(b) => b,
+        _ => anyhow::bail!("{location}: municipality list not found"),
+    };
+    let list = MunicipalityList::parse(&bytes, location)?;
+    anyhow::ensure!(
+        !list.is_empty(),
+        "{location}: the municipality list is empty"
+    );
+    Ok(list)
+}
+
+/// What one cycle did.
+#[derive(Debug, Default)]
+pub struct CycleReport {
+    /// The cycle published, if anything changed.
+    pub cycle: Option<Arc<Cycle>>,
+    /// Feed files rejected in this cycle, with the reason.
+    pub rejected: Vec<String>,
+}
+
+/// The ingest state: the latest accepted results and the last published body of every topic.
+pub struct Ingest {
+    list: Arc<MunicipalityList>,
+    fetcher: Fetcher,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    mayors_source: Source,
+    councillors_source: Option<Source>,
+    mayors: HashMap<u32, Race>,
+    councillors: HashMap<u32, Race>,
+    zones: HashMap<u32, ZoneBreakdown>,
+    /// Body of every topic as last published: the diff's reference.
+    published: HashMap<String, Bytes>,
+    /// Unknown city keys already logged, so a feed with one stays one log line.
+    unknown_logged: HashSet<String>,
+}
+
+impl Ingest {
+    pub fn new(
+        list: Arc<MunicipalityList>,
+        args: &FeedArgs,
+        fetcher: Fetcher,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Ingest {
+            list,
+            fetcher,
+            bus,
+            metrics,
+            mayors_source: Source::new(&args.feed),
+            councillors_source: args.councillors_feed.as_deref().map(Source::new),
+            mayors: HashMap::new(),
+            councillors: HashMap::new(),
+            zones: HashMap::new(),
+            published: HashMap::new(),
+            unknown_logged: HashSet::new(),
+        }
+    }
+
+    /// Take what the bus already holds as the reference for the diff, so a new leader (or a
+    /// restart) does not publish again documents that have not changed.
+    pub async fn seed_from_bus(&mut self) -> anyhow::Result<usize> {
+        let docs = self
+            .bus
+            .snapshot()
+            .await
+            .context("reading the bus snapshot")?;
+        for doc in &docs {
+            if let Some(body) = doc.content() {
+                self.published.insert(doc.topic.to_string(), body);
+            }
+        }
+        Ok(docs.len())
+    }
+
+    /// Forget what was published, so that the next cycle publishes every document again (the
+    /// store was found empty: a restarted Redis without persistence).
+    pub fn forget_published(&mut self) {
+        self.published.clear();
+    }
+
+    /// Poll the mayor and councillor files once and publish what changed.
+    pub async fn poll(&mut self) -> anyhow::Result<CycleReport> {
+        let started = Instant::now();
+        let mut rejected = Vec::new();
+        let mayors_source = &mut self.mayors_source;
+        let councillors_source = &mut self.councillors_source;
+        let (mayors, councillors) = tokio::join!(
+            fetch_race_file(
+                &self.fetcher,
+                mayors_source,
+                Office::Mayor,
+                &self.list,
+                &self.metrics
+            ),
+            async {
+                match councillors_source {
+                    Some(src) => Some(
+                        fetch_race_file(
+                            &self.fetcher,
+                            src,
+                            Office::Councillor,
+                            &self.list,
+                            &self.metrics,
+                        )
+                        .await,
+                    ),
+                    None => None,
+                }
+            }
+        );
+        for (office, outcome) in [
+            (Office::Mayor, Some(mayors)),
+            (Office::Councillor, councillors),
+        ] {
+            match outcome {
+                Some(Ok(Some(feed))) => {
+                    self.note_unknown(&feed.unknown_cities);
+                    let races = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
+                    match office {
+                        Office::Mayor => self.mayors = races,
+                        Office::Councillor => self.councillors = races,
+                    }
+                }
+                Some(Err(reason)) => rejected.push(reason),
+                Some(Ok(None)) | None => {}
+            }
+        }
+        let cycle = self.publish_changes().await?;
+        self.metrics
+            .last_cycle_micros
+            .store(started.elapsed().as_micros() as u64, Relaxed);
+        Ok(CycleReport { cycle, rejected })
+    }
+
+    /// Take a batch of zone results and publish what changed.
+    pub async fn apply_zones(
+        &mut self,
+        batch: Vec<(u32, ZoneBreakdown)>,
+    ) -> anyhow::Result<Option<Arc<Cycle>>> {
+        for (ibge, z) in batch {
+            self.zones.insert(ibge, z);
+        }
+        self.publish_changes().await
+    }
+
+    fn note_unknown(&mut self, unknown: &[String]) {
+        for key in unknown {
+            if self.unknown_logged.insert(key.clone()) {
+                self.metrics.unknown_cities.fetch_add(1, Relaxed);
+                tracing::warn!(city = %key, "city in the feed but not in the municipality list; skipped");
+            }
+        }
+    }
+
+    /// Every current document, built from the accepted results.
+    pub fn drafts(&self) -> Vec<Draft> {
+        let mut drafts = Vec::with_capacity(self.mayors.len() * 2 + self.zones.len() + 30);
+        for m in self.list.iter() {
+            if let Some(r) = self.mayors.get(&m.ibge) {
+                drafts.push(documents::city(m, r));
+            }
+            if let Some(r) = self.councillors.get(&m.ibge) {
+                drafts.push(documents::city(m, r));
+            }
+            if let Some(z) = self.zones.get(&m.ibge) {
+                drafts.push(documents::zones(m, z));
+            }
+        }
+        if !self.mayors.is_empty() {
+            drafts.extend(documents::rollups(&self.list, &self.mayors));
+        }
+        drafts.push(documents::index(&self.list, |m, kind| match kind {
+            TopicKind::Mayors => self.mayors.contains_key(&m.ibge),
+            TopicKind::Councillors => self.councillors.contains_key(&m.ibge),
+            TopicKind::Zones => self.zones.contains_key(&m.ibge),
+        }));
+        drafts
+    }
+
+    /// The drafts whose body differs from what was last published.
+    pub fn changed(&self, drafts: Vec<Draft>) -> Vec<Draft> {
+        drafts
+            .into_iter()
+            .filter(|d| self.published.get(&d.topic) != Some(&d.body))
+            .collect()
+    }
+
+    async fn publish_changes(&mut self) -> anyhow::Result<Option<Arc<Cycle>>> {
+        let changed = self.changed(self.drafts());
+        if changed.is_empty() {
+            self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
+            return Ok(None);
+        }
+        let bodies: Vec<(String, Bytes)> = changed
+            .iter()
+            .map(|d| (d.topic.clone(), d.body.clone()))
+            .collect();
+        let cycle = self
+            .bus
+            .publish(changed)
+            .await
+            .context("publishing a cycle")?;
+        // Only a published cycle becomes the diff's reference: a failed one is retried whole.
+        self.published.extend(bodies);
+        self.metrics.cycles_published.fetch_add(1, Relaxed);
+        self.metrics
+            .documents_published
+            .fetch_add(cycle.documents.len() as u64, Relaxed);
+        self.metrics.saw_published_at(cycle.published_at);
+        Ok(Some(cycle))
+    }
+
+    /// Zone URLs of every city with a mayor race, for the zone poller.
+    pub fn zone_targets(&self, template: &str) -> Vec<(u32, String)> {
+        self.list
+            .iter()
+            .filter(|m| self.mayors.contains_key(&m.ibge))
+            .map(|m| {
+                let url = template
+                    .replace("{uf}", &m.uf.to_ascii_lowercase())
+                    .replace("{slug}", &m.slug);
+                (m.ibge, url)
+            })
+            .collect()
+    }
+}
+
+/// Fetch and parse one race file. `Ok(None)`: nothing new. `Err`: rejected, with the reason
+/// already logged and counted.
+async fn fetch_race_file(
+    fetcher: &Fetcher,
+    source: &mut Source,
+    office: Office,
+    list: &MunicipalityList,
+    metrics: &Metrics,
+) -> Result<Option<consolidated::ConsolidatedFeed>, String> {
+    let name = source.name();
+    let bytes = match fetcher.fetch(source).await {
+        Ok(Fetched::Modified(b)) => b,
+        Ok(Fetched::NotModified) => return Ok(None),
+        Ok(Fetched::NotFound) => {
+            tracing::debug!(file = %name, "not published yet");
+            return Ok(None);
+        }
+        Err(e) => {
+            metrics.feed_error(e.kind());
+            tracing::error!(error = %e, "feed fetch failed; previous documents stay current");
+            return Err(e.to_string());
+        }
+    };
+    match consolidated::parse(&bytes, &name, office, list) {
+        Ok(feed) => Ok(Some(feed)),
+        Err(e) => {
+            metrics.feed_error(e.kind());
+            tracing::error!(error = %e, "feed rejected; previous documents stay current");
+            // Ask for the whole file again next time even if the server says it has not
+            // changed: the upstream may have been fixed behind a stale validator.
+            source.forget();
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Run the ingest loop until `shutdown`: poll every `interval`, zone files every
+/// `zones_interval`, publish on the bus.
+pub async fn run(
+    mut ingest: Ingest,
+    args: FeedArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (zone_tx, mut zone_rx) = mpsc::channel::<Vec<(u32, ZoneBreakdown)>>(4);
+    let mut zone_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut ticker = tokio::time::interval(args.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                match ingest.poll().await {
+                    Ok(report) => log_cycle(&report.cycle),
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "ingest cycle failed; will retry"),
+                }
+                if zone_task.is_none() && !ingest.mayors.is_empty()
+                    && let Some(template) = &args.zones_url_template
+                {
+                    zone_task = Some(tokio::spawn(zones::poll_loop(
+                        ingest.fetcher.clone(),
+                        ingest.zone_targets(template),
+                        args.zones_interval,
+                        zone_tx.clone(),
+                        ingest.metrics.clone(),
+                        shutdown.clone(),
+                    )));
+                }
+            }
+            Some(batch) = zone_rx.recv() => {
+                match ingest.apply_zones(batch).await {
+                    Ok(cycle) => log_cycle(&cycle),
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "zone cycle failed; will retry"),
+                }
+            }
+        }
+    }
+    if let Some(task) = zone_task {
+        task.abort();
+    }
+    Ok(())
+}
+
+fn log_cycle(cycle: &Option<Arc<Cycle>>) {
+    if let Some(c) = cycle {
+        tracing::info!(
+            version = c.version,
+            documents = c.documents.len(),
+            "published"
+        );
+    }
+}
+
+/// `apura ingest`: poll the feed and publish to the bus.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub feed: FeedArgs,
+    /// Run one cycle on an in-process bus and exit (to try a feed without Redis).
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: print every document, one JSON per line, to standard output.
+    #[arg(long, requires = "once")]
+    pub print: bool,
+}
+
+/// One cycle on an embedded bus; prints the documents or a summary.
+pub async fn once(args: IngestArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let metrics = Arc::new(Metrics::default());
+    let fetcher = Fetcher::new(args.feed.fetch_timeout, crate::fetch::DEFAULT_MAX_BYTES)?;
+    let list = Arc::new(load_municipalities(&args.feed.municipalities, &fetcher).await?);
+    let bus = Arc::new(crate::bus::embedded::EmbeddedBus::new());
+    let mut ingest = Ingest::new(list, &args.feed, fetcher, bus, metrics);
+    let report = ingest.poll().await?;
+    anyhow::ensure!(
+        report.rejected.is_empty(),
+        "feed rejected: {}",
+        report.rejected.join("; ")
+    );
+    let cycle = report.cycle.context("the feed had no documents")?;
+    if args.print {
+        let mut out = std::io::stdout().lock();
+        for doc in &cycle.documents {
+            out.write_all(&doc.json)?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        let mayors = cycle
+            .documents
+            .iter()
+            .filter(|d| d.topic.starts_with("mayors-"))
+            .count();
+        let councillors = cycle
+            .documents
+            .iter()
+            .filter(|d| d.topic.starts_with("councillors-"))
+            .count();
+        println!(
+            "version {}: {} documents ({mayors} mayors, {councillors} councillors)",
+            cycle.version,
+            cycle.documents.len()
+        );
+    }
+    Ok(())
+}

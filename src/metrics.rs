@@ -1,0 +1,186 @@
+//! Process metrics in the Prometheus text format, kept in atomics so the hot paths stay lock-free.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::bus::now_millis;
+
+/// Every counter and gauge of one process. Connections carry no client addresses.
+#[derive(Default)]
+pub struct Metrics {
+    pub sse_connections: AtomicI64,
+    pub ws_connections: AtomicI64,
+    pub subscriptions: AtomicI64,
+    pub sse_connections_total: AtomicU64,
+    pub ws_connections_total: AtomicU64,
+    /// Documents applied to the hub (one per topic per cycle).
+    pub updates_applied: AtomicU64,
+    /// Frames written to SSE and WebSocket subscribers.
+    pub deliveries: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub get_requests: AtomicU64,
+    pub not_modified: AtomicU64,
+    /// Client mistakes: unknown topics, malformed messages, too many topics.
+    pub client_errors: AtomicU64,
+    /// Unix ms of the newest document's publication, as this process knows it.
+    pub newest_published_at: AtomicI64,
+    /// Ingest: cycles published, cycles with nothing new, last cycle duration in µs.
+    pub cycles_published: AtomicU64,
+    pub cycles_unchanged: AtomicU64,
+    pub documents_published: AtomicU64,
+    pub last_cycle_micros: AtomicU64,
+    /// Ingest: cities in a feed but not in the municipality list.
+    pub unknown_cities: AtomicU64,
+    /// Ingest: feed fetch or validation failures by kind.
+    feed_errors: Mutex<Vec<(String, u64)>>,
+}
+
+impl Metrics {
+    /// Count one rejected or failed feed, by a short kind label.
+    pub fn feed_error(&self, kind: &str) {
+        let mut errors = self.feed_errors.lock().expect("metrics poisoned");
+        match errors.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => *n += 1,
+            None => errors.push((kind.to_string(), 1)),
+        }
+    }
+
+    /// Failed feeds of one kind so far.
+    pub fn feed_errors(&self, kind: &str) -> u64 {
+        let errors = self.feed_errors.lock().expect("metrics poisoned");
+        errors.iter().find(|(k, _)| k == kind).map_or(0, |e| e.1)
+    }
+
+    /// Remember the publication time of a document if it is the newest seen.
+    pub fn saw_published_at(&self, t: i64) {
+        self.newest_published_at.fetch_max(t, Relaxed);
+    }
+
+    /// Render every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP apura_{name} {help}\n# TYPE apura_{name} {kind}\napura_{name} {value}"
+            );
+        };
+        gauge(
+            "sse_connections",
+            "Open SSE connections.",
+            "gauge",
+            self.sse_connections.load(Relaxed).to_string(),
+        );
+        gauge(
+            "ws_connections",
+            "Open WebSocket connections.",
+            "gauge",
+            self.ws_connections.load(Relaxed).to_string(),
+        );
+        gauge(
+            "subscriptions",
+            "Topic subscriptions held by open connections.",
+            "gauge",
+            self.subscriptions.load(Relaxed).to_string(),
+        );
+        gauge(
+            "sse_connections_total",
+            "SSE connections accepted.",
+            "counter",
+            self.sse_connections_total.load(Relaxed).to_string(),
+        );
+        gauge(
+            "ws_connections_total",
+            "WebSocket connections accepted.",
+            "counter",
+            self.ws_connections_total.load(Relaxed).to_string(),
+        );
+        gauge(
+            "updates_applied_total",
+            "Documents applied to the topic hub.",
+            "counter",
+            self.updates_applied.load(Relaxed).to_string(),
+        );
+        gauge(
+            "deliveries_total",
+            "Documents written to SSE and WebSocket subscribers.",
+            "counter",
+            self.deliveries.load(Relaxed).to_string(),
+        );
+        gauge(
+            "bytes_sent_total",
+            "Bytes of documents written to streaming subscribers.",
+            "counter",
+            self.bytes_sent.load(Relaxed).to_string(),
+        );
+        gauge(
+            "get_requests_total",
+            "Document GET requests.",
+            "counter",
+            self.get_requests.load(Relaxed).to_string(),
+        );
+        gauge(
+            "not_modified_total",
+            "GET requests answered 304.",
+            "counter",
+            self.not_modified.load(Relaxed).to_string(),
+        );
+        gauge(
+            "client_errors_total",
+            "Requests or messages refused as malformed or unknown.",
+            "counter",
+            self.client_errors.load(Relaxed).to_string(),
+        );
+        gauge(
+            "cycles_published_total",
+            "Ingest cycles that published changes.",
+            "counter",
+            self.cycles_published.load(Relaxed).to_string(),
+        );
+        gauge(
+            "cycles_unchanged_total",
+            "Ingest cycles with nothing new to publish.",
+            "counter",
+            self.cycles_unchanged.load(Relaxed).to_string(),
+        );
+        gauge(
+            "documents_published_total",
+            "Documents published by ingest.",
+            "counter",
+            self.documents_published.load(Relaxed).to_string(),
+        );
+        gauge(
+            "ingest_cycle_seconds",
+            "Duration of the last ingest cycle (fetch, parse, slice, diff, publish).",
+            "gauge",
+            format!("{:.6}", self.last_cycle_micros.load(Relaxed) as f64 / 1e6),
+        );
+        gauge(
+            "unknown_cities_total",
+            "Cities found in a feed but not in the municipality list.",
+            "counter",
+            self.unknown_cities.load(Relaxed).to_string(),
+        );
+        let newest = self.newest_published_at.load(Relaxed);
+        let age = if newest > 0 {
+            (now_millis() - newest) as f64 / 1000.0
+        } else {
+            -1.0
+        };
+        gauge(
+            "data_age_seconds",
+            "Seconds since the newest document was published (-1: none yet).",
+            "gauge",
+            format!("{age:.3}"),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP apura_feed_errors_total Feed files rejected or not fetched, by kind.\n# TYPE apura_feed_errors_total counter"
+        );
+        for (kind, n) in self.feed_errors.lock().expect("metrics poisoned").iter() {
+            let _ = writeln!(out, "apura_feed_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+        out
+    }
+}
