@@ -107,13 +107,6 @@ impl Source {
             Location::File(p) => p.display().to_string(),
         }
     }
-
-    /// Forget the validators, so the next fetch downloads the file whatever it is.
-    pub fn forget(&mut self) {
-        self.etag = None;
-        self.last_modified = None;
-        self.file_stamp = None;
-    }
 }
 
 /// An HTTP client shared by every source.

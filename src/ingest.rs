@@ -315,10 +315,9 @@ async fn fetch_race_file(
         Ok(feed) => Ok(Some(feed)),
         Err(e) => {
             metrics.feed_error(e.kind());
+            // The validators are kept: the same bad file is not fetched, rejected and logged
+            // again every cycle; a corrected file has new validators.
             tracing::error!(error = %e, "feed rejected; previous documents stay current");
-            // Ask for the whole file again next time even if the server says it has not
-            // changed: the upstream may have been fixed behind a stale validator.
-            source.forget();
             Err(e.to_string())
         }
     }

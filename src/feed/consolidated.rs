@@ -299,7 +299,7 @@ fn city_race(
         return Err(format!("pst: {pct} is not a percentage"));
     }
     // The provider lists candidates by votes already; keep that order stable for ties.
-    candidates.sort_by(|a, b| b.votes.cmp(&a.votes));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.votes));
     Ok(Race {
         ibge,
         office,

@@ -27,11 +27,14 @@ pub struct EventsQuery {
     last_event_id: Option<String>,
 }
 
+/// A topic name and its channel.
+pub type TopicReceiver = (Arc<str>, watch::Receiver<Arc<Encoded>>);
+
 /// Parse a comma-separated topic list: deduplicated, at most `max`, every one known to the hub.
 pub fn parse_topics<'a>(
     state: &AppState,
     raw: impl Iterator<Item = &'a str>,
-) -> Result<Vec<(Arc<str>, watch::Receiver<Arc<Encoded>>)>, ApiError> {
+) -> Result<Vec<TopicReceiver>, ApiError> {
     let mut names: Vec<&str> = Vec::new();
     for t in raw.map(str::trim).filter(|t| !t.is_empty()) {
         if !names.contains(&t) {

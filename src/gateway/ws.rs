@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -41,10 +42,17 @@ enum ClientMessage {
     },
 }
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     if state.disable_streams {
         return ApiError::StreamsDisabled.into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
@@ -62,7 +70,7 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     metrics.ws_connections_total.fetch_add(1, Relaxed);
-    let mut subs: StreamMap<Arc<str>, WatchStream<Arc<super::hub::Encoded>>> = StreamMap::new();
+    let mut subs: Subscriptions = StreamMap::new();
     let mut heartbeat = state.heartbeat.clone();
     heartbeat.borrow_and_update();
     let mut awaiting_pong = false;

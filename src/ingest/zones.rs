@@ -91,7 +91,6 @@ async fn fetch_one(
             Err(e) => {
                 metrics.feed_error(e.kind());
                 tracing::error!(error = %e, "zone file rejected; previous document stays current");
-                source.forget();
                 Ok(None)
             }
         },

@@ -1,0 +1,465 @@
+//! The gateway over real sockets: GET, SSE and WebSocket on a server bound to port 0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn get_serves_documents_with_etag_304_gzip_and_json_404() {
+    let stack = Stack::start(&cities()).await;
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let resp = client
+        .get(stack.url("/cities/mayors-sp-sao-paulo.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "public, max-age=10, stale-while-revalidate=30"
+    );
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["topic"], "mayors-sp-sao-paulo");
+    assert_eq!(etag, format!("\"{}\"", doc["version"]));
+    assert_eq!(doc["candidates"][0]["votes"], 600);
+    assert_eq!(doc["city"]["name"], "São Paulo");
+
+    let resp = client
+        .get(stack.url("/cities/mayors-sp-sao-paulo.json"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"], etag.as_str());
+
+    let resp = client
+        .get(stack.url("/cities/mayors-sp-sao-paulo.json"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let gz = resp.bytes().await.unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&plain).unwrap(),
+        doc
+    );
+
+    for path in [
+        "/cities/mayors-sp-nowhere.json",
+        "/cities/other-sp-sao-paulo.json",
+        "/states/zz.json",
+    ] {
+        let resp = client.get(stack.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(err["error"], "unknown_topic", "{path}");
+    }
+
+    let resp = client
+        .get(stack.url("/brazil.json"))
+        .header("Origin", "https://news.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let brazil: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(brazil["progress"]["cities_total"], 3);
+    let sp: serde_json::Value = client
+        .get(stack.url("/states/sp.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sp["cities"][0]["leader"]["votes"], 600);
+    let index: serde_json::Value = client
+        .get(stack.url("/cities.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(index["cities"].as_array().unwrap().len(), 3);
+    let olho = index["cities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ibge"] == 2705903)
+        .unwrap();
+    assert_eq!(olho["slug"], "olho-d-agua-grande");
+    assert_eq!(olho["topics"], json!(["mayors-al-olho-d-agua-grande"]));
+}
+
+#[tokio::test]
+async fn sse_sends_snapshots_then_updates_and_resumes_from_last_event_id() {
+    let mut cs = cities();
+    let stack = Stack::start(&cs).await;
+    let url = stack.url("/events?topics=mayors-sp-sao-paulo,brazil");
+    let mut sse = Sse::connect(&url, None).await;
+    let a = sse.next(WAIT).await.unwrap();
+    let b = sse.next(WAIT).await.unwrap();
+    assert_eq!(sse.retry, Some(3000));
+    assert_eq!(
+        (a.event.as_str(), b.event.as_str()),
+        ("snapshot", "snapshot")
+    );
+    let mut topics = vec![a.data["topic"].clone(), b.data["topic"].clone()];
+    topics.sort_by_key(|t| t.to_string());
+    assert_eq!(topics, vec![json!("brazil"), json!("mayors-sp-sao-paulo")]);
+    assert_eq!(a.id.unwrap(), a.data["version"].as_u64().unwrap());
+    let first = a.id.unwrap().max(b.id.unwrap());
+
+    // São Paulo counts more: its document and the national one change, in one cycle.
+    cs[0] = cs[0].clone().votes(&[900, 700], 40.0);
+    stack.write_feed(&cs);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let ev = sse.next(WAIT).await.expect("an update");
+        assert_eq!(ev.event, "update");
+        got.push(ev);
+    }
+    assert!(got.iter().all(|e| e.id.unwrap() > first));
+    let sp = got
+        .iter()
+        .find(|e| e.data["topic"] == "mayors-sp-sao-paulo")
+        .unwrap();
+    assert_eq!(sp.data["candidates"][0]["votes"], 900);
+    assert_eq!(sp.data["progress"]["percent"], 40.0);
+    let last = got.iter().map(|e| e.id.unwrap()).max().unwrap();
+    drop(sse);
+
+    // Reconnect at the last id: nothing changed since, so no snapshot at all.
+    let mut resumed = Sse::connect(&url, Some(last)).await;
+    assert_eq!(resumed.next(Duration::from_millis(500)).await, None);
+    // Reconnect from before the change: only what changed after that point comes back.
+    let mut older = Sse::connect(
+        &stack.url("/events?topics=mayors-sp-sao-paulo,mayors-rj-rio-de-janeiro"),
+        Some(first),
+    )
+    .await;
+    let ev = older.next(WAIT).await.unwrap();
+    assert_eq!(ev.event, "snapshot");
+    assert_eq!(ev.data["topic"], "mayors-sp-sao-paulo");
+    assert_eq!(older.next(Duration::from_millis(500)).await, None);
+    // The query parameter works for a first connect.
+    let mut q = Sse::connect(&format!("{url}&lastEventId={last}"), None).await;
+    assert_eq!(q.next(Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test]
+async fn sse_refuses_unknown_and_too_many_topics_with_json_errors() {
+    let mut args = gateway_args();
+    args.max_topics = 2;
+    let gw = Gateway::start(args).await;
+    gw.publish(&[("a", 1), ("b", 1), ("c", 1)]).await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(gw.url("/events?topics=a,nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_topic");
+    assert!(body["message"].as_str().unwrap().contains("nope"));
+    let resp = client
+        .get(gw.url("/events?topics=a,b,c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_topics");
+    let resp = client.get(gw.url("/events")).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn websocket_subscribes_unsubscribes_and_answers_malformed_messages() {
+    let mut cs = cities();
+    let stack = Stack::start(&cs).await;
+    let mut ws = ws_connect(stack.addr).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "topics": ["mayors-sp-sao-paulo", "mayors-rj-rio-de-janeiro"]}),
+    )
+    .await;
+    let mut snaps = Vec::new();
+    for _ in 0..2 {
+        let m = ws_next(&mut ws, WAIT).await.unwrap();
+        assert_eq!(m["type"], "snapshot");
+        assert_eq!(m["version"], m["document"]["version"]);
+        snaps.push(m["topic"].as_str().unwrap().to_string());
+    }
+    snaps.sort();
+    assert_eq!(snaps, ["mayors-rj-rio-de-janeiro", "mayors-sp-sao-paulo"]);
+
+    // A malformed message gets an error and the connection stays usable.
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text("{not json"))
+        .await
+        .unwrap();
+    let err = ws_next(&mut ws, WAIT).await.unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["code"], "bad_request");
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "topics": ["mayors-xx-nowhere"]}),
+    )
+    .await;
+    let err = ws_next(&mut ws, WAIT).await.unwrap();
+    assert_eq!(
+        (err["code"].as_str(), err["topic"].as_str()),
+        (Some("unknown_topic"), Some("mayors-xx-nowhere"))
+    );
+
+    cs[0] = cs[0].clone().votes(&[700, 450], 20.0);
+    stack.write_feed(&cs);
+    let up = ws_next(&mut ws, WAIT).await.unwrap();
+    assert_eq!(up["type"], "update");
+    assert_eq!(up["topic"], "mayors-sp-sao-paulo");
+    assert_eq!(up["document"]["candidates"][0]["votes"], 700);
+
+    // After unsubscribing São Paulo, only Rio's change arrives.
+    ws_send(
+        &mut ws,
+        json!({"type": "unsubscribe", "topics": ["mayors-sp-sao-paulo"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cs[0] = cs[0].clone().votes(&[800, 500], 30.0);
+    cs[2] = cs[2].clone().votes(&[200, 500], 15.0);
+    stack.write_feed(&cs);
+    let up = ws_next(&mut ws, WAIT).await.unwrap();
+    assert_eq!(up["topic"], "mayors-rj-rio-de-janeiro");
+    assert_eq!(ws_next(&mut ws, Duration::from_millis(500)).await, None);
+
+    // `since` skips the snapshot of a topic that has not changed after it.
+    let v = up["version"].as_u64().unwrap();
+    let mut ws2 = ws_connect(stack.addr).await;
+    ws_send(&mut ws2, json!({"type": "subscribe", "topics": ["mayors-rj-rio-de-janeiro", "mayors-al-olho-d-agua-grande"], "since": v})).await;
+    assert_eq!(ws_next(&mut ws2, Duration::from_millis(500)).await, None);
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_skips_to_the_latest_and_never_goes_back() {
+    let gw = Gateway::start(gateway_args()).await;
+    gw.publish(&[("hot", 0)]).await;
+    let mut sse = Sse::connect(&gw.url("/events?topics=hot"), None).await;
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": ["hot"]})).await;
+    ws_next(&mut ws, WAIT).await.unwrap();
+    // 300 versions of 100 KB (30 MB, far more than the sockets buffer) while neither client
+    // reads.
+    let mut last = 0;
+    for n in 1..=300 {
+        last = gw.publish_padded(&[("hot", n)], 100_000).await;
+    }
+    let mut versions = Vec::new();
+    while let Some(ev) = sse.next(Duration::from_millis(500)).await {
+        versions.push(ev.id.unwrap());
+        if ev.id == Some(last) {
+            break;
+        }
+    }
+    assert_eq!(
+        versions.last(),
+        Some(&last),
+        "SSE ends on the latest version"
+    );
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "SSE versions only increase: {versions:?}"
+    );
+    let mut ws_versions = Vec::new();
+    while let Some(m) = ws_next(&mut ws, Duration::from_millis(500)).await {
+        ws_versions.push(m["version"].as_u64().unwrap());
+        if m["version"] == last {
+            break;
+        }
+    }
+    assert_eq!(
+        ws_versions.last(),
+        Some(&last),
+        "WS ends on the latest version"
+    );
+    assert!(
+        ws_versions.windows(2).all(|w| w[0] < w[1]),
+        "WS versions only increase"
+    );
+    // It skipped: it did not get a queue of all 300.
+    assert!(
+        versions.len() < 300 && ws_versions.len() < 300,
+        "{} / {}",
+        versions.len(),
+        ws_versions.len()
+    );
+}
+
+#[tokio::test]
+async fn unknown_topics_allocate_no_channel() {
+    let gw = Gateway::start(gateway_args()).await;
+    gw.publish(&[("a", 1)]).await;
+    let before = gw.hub.len();
+    let client = reqwest::Client::new();
+    for i in 0..50 {
+        let r = client
+            .get(gw.url(&format!("/events?topics=x{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = client
+            .get(gw.url(&format!("/cities/mayors-sp-x{i}.json")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let mut ws = ws_connect(gw.addr).await;
+    let topics: Vec<String> = (0..50).map(|i| format!("y{i}")).collect();
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": topics})).await;
+    for _ in 0..50 {
+        assert_eq!(
+            ws_next(&mut ws, WAIT).await.unwrap()["code"],
+            "unknown_topic"
+        );
+    }
+    assert_eq!(gw.hub.len(), before);
+    let metrics = client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("apura_topics {before}\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apura_client_errors_total 150\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn streams_can_be_disabled_leaving_get() {
+    let mut args = gateway_args();
+    args.disable_streams = true;
+    let gw = Gateway::start(args).await;
+    gw.publish(&[("brazil", 1)]).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(gw.url("/events?topics=brazil"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "60");
+    let r = client.get(gw.url("/ws")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        client
+            .get(gw.url("/brazil.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_streams_and_closes_websockets_with_going_away() {
+    let mut gw = Gateway::start(gateway_args()).await;
+    gw.publish(&[("a", 1)]).await;
+    let mut sse = Sse::connect(&gw.url("/events?topics=a"), None).await;
+    sse.next(WAIT).await.unwrap();
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": ["a"]})).await;
+    ws_next(&mut ws, WAIT).await.unwrap();
+
+    gw.shutdown.cancel();
+    assert!(sse.ended(WAIT).await, "the SSE stream ends");
+    use futures_util::StreamExt;
+    let close = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+    match close {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1001)
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let served = tokio::time::timeout(WAIT, gw.task.take().unwrap()).await;
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "the server stops cleanly: {served:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let stack = Stack::start(&cities()).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(stack.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(stack.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _sse = Sse::connect(
+        &stack.url("/events?topics=brazil,mayors-sp-sao-paulo"),
+        None,
+    )
+    .await;
+    let m = client
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "apura_sse_connections 1\n",
+        "apura_ws_connections 0\n",
+        "apura_subscriptions 2\n",
+        "apura_cycles_published_total 1\n",
+        "apura_ingest_cycle_seconds ",
+        "apura_data_age_seconds ",
+        "apura_bytes_sent_total ",
+    ] {
+        assert!(m.contains(needle), "{needle:?} in\n{m}");
+    }
+}
