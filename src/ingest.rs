@@ -171,21 +171,11 @@ impl Ingest {
                 }
             }
         );
-        for (office, outcome) in [
-            (Office::Mayor, Some(mayors)),
-            (Office::Councillor, councillors),
-        ] {
+        for outcome in [Some(mayors), councillors].into_iter().flatten() {
             match outcome {
-                Some(Ok(Some(feed))) => {
-                    self.note_unknown(&feed.unknown_cities);
-                    let races = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
-                    match office {
-                        Office::Mayor => self.mayors = races,
-                        Office::Councillor => self.councillors = races,
-                    }
-                }
-                Some(Err(reason)) => rejected.push(reason),
-                Some(Ok(None)) | None => {}
+                Ok(Some(feed)) => self.accept(feed),
+                Err(reason) => rejected.push(reason),
+                Ok(None) => {}
             }
         }
         let cycle = self.publish_changes().await?;
@@ -204,6 +194,19 @@ impl Ingest {
             self.zones.insert(ibge, z);
         }
         self.publish_changes().await
+    }
+
+    /// Take a validated feed file as the current results of its office.
+    pub fn accept(&mut self, feed: consolidated::ConsolidatedFeed) {
+        self.note_unknown(&feed.unknown_cities);
+        let Some(office) = feed.races.first().map(|r| r.office) else {
+            return;
+        };
+        let races = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
+        match office {
+            Office::Mayor => self.mayors = races,
+            Office::Councillor => self.councillors = races,
+        }
     }
 
     fn note_unknown(&mut self, unknown: &[String]) {
@@ -240,31 +243,34 @@ impl Ingest {
         drafts
     }
 
-    /// The drafts whose body differs from what was last published.
-    pub fn changed(&self, drafts: Vec<Draft>) -> Vec<Draft> {
-        drafts
+    /// The current documents whose body differs from what was last published: slice and diff.
+    pub fn changed(&self) -> Vec<Draft> {
+        self.drafts()
             .into_iter()
             .filter(|d| self.published.get(&d.topic) != Some(&d.body))
             .collect()
     }
 
+    /// Make `drafts` the diff's reference, once they are published.
+    pub fn mark_published(&mut self, drafts: &[Draft]) {
+        for d in drafts {
+            self.published.insert(d.topic.clone(), d.body.clone());
+        }
+    }
+
     async fn publish_changes(&mut self) -> anyhow::Result<Option<Arc<Cycle>>> {
-        let changed = self.changed(self.drafts());
+        let changed = self.changed();
         if changed.is_empty() {
             self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
             return Ok(None);
         }
-        let bodies: Vec<(String, Bytes)> = changed
-            .iter()
-            .map(|d| (d.topic.clone(), d.body.clone()))
-            .collect();
         let cycle = self
             .bus
-            .publish(changed)
+            .publish(changed.clone())
             .await
             .context("publishing a cycle")?;
         // Only a published cycle becomes the diff's reference: a failed one is retried whole.
-        self.published.extend(bodies);
+        self.mark_published(&changed);
         self.metrics.cycles_published.fetch_add(1, Relaxed);
         self.metrics
             .documents_published

@@ -1,0 +1,38 @@
+# apura: multi-stage build. The builder compiles the release binary; the runtime image holds
+# only that binary, the web page and CA certificates, and runs as an unprivileged user.
+
+FROM rust:1.95-slim-bookworm AS builder
+# aws-lc-sys (TLS for HTTPS feeds) builds C code: it needs a C toolchain, cmake and perl.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake perl pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, so that a change to apura's own code does not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/ingest.rs \
+ && cargo build --release --locked \
+ && rm -rf src benches
+COPY src ./src
+COPY benches ./benches
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin apura
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin apura
+COPY --from=builder /src/target/release/apura /usr/local/bin/apura
+COPY web-demo /app/web-demo
+WORKDIR /app
+USER apura
+ENV APURA_LISTEN=0.0.0.0:8080 \
+    APURA_WEB_DIR=/app/web-demo
+EXPOSE 8080
+# /healthz answers as soon as the process serves; /readyz once documents are loaded.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD curl -fsS "http://127.0.0.1:${APURA_HEALTH_PORT:-8080}/healthz" || exit 1
+ENTRYPOINT ["apura"]
+CMD ["demo"]
