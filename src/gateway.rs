@@ -1,5 +1,6 @@
 //! The gateway: the topic hub fed from the bus, and the SSE, WebSocket and JSON GET endpoints.
 
+pub mod admission;
 pub mod http;
 pub mod hub;
 pub mod sse;
@@ -30,6 +31,9 @@ pub const DEFAULT_MAX_TOPICS: usize = 64;
 /// Comment line sent on idle SSE streams (and WebSocket pings): proxies and load balancers
 /// commonly drop connections idle for 30–60 s.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// New streams per second: a WebSocket handshake plus snapshots costs ~100 µs of CPU, so 5,000
+/// a second is about half a core, and 200,000 clients reconnect in 40 s.
+pub const DEFAULT_CONNECT_RATE: u64 = 5_000;
 /// `Cache-Control` of every document GET: a CDN keeps a document 10 s, the poll cadence of the
 /// feed, and may serve it stale for 30 s more while it revalidates.
 pub const CACHE_CONTROL: &str = "public, max-age=10, stale-while-revalidate=30";
@@ -58,6 +62,17 @@ pub struct GatewayArgs {
     /// Set SO_REUSEPORT so several gateway processes can share one listening port.
     #[arg(long, env = "APURA_REUSE_PORT")]
     pub reuse_port: bool,
+    /// Most open SSE + WebSocket connections before new ones get 503; 0: the open-file limit
+    /// (raised to its hard limit at start-up) minus 1,000.
+    #[arg(long, env = "APURA_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u64,
+    /// Most new SSE + WebSocket connections per second before new ones get 503.
+    #[arg(long, env = "APURA_MAX_CONNECT_RATE", default_value_t = DEFAULT_CONNECT_RATE)]
+    pub max_connect_rate: u64,
+    /// On shutdown, streams close at random moments over this period, so that their clients
+    /// do not all reconnect to the neighbour gateways at once.
+    #[arg(long, env = "APURA_DRAIN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
 }
 
 impl GatewayArgs {
@@ -66,6 +81,9 @@ impl GatewayArgs {
         let mut problems = Vec::new();
         if self.max_topics == 0 {
             problems.push("--max-topics must be at least 1".to_string());
+        }
+        if self.max_connect_rate == 0 {
+            problems.push("--max-connect-rate must be at least 1".to_string());
         }
         if self.heartbeat < Duration::from_millis(100) {
             problems.push("--heartbeat must be at least 100ms".to_string());
@@ -105,6 +123,21 @@ pub struct AppState {
     /// Ticks every heartbeat interval: one shared timer instead of one per connection.
     pub heartbeat: watch::Receiver<u64>,
     pub shutdown: CancellationToken,
+    pub admission: Arc<admission::Admission>,
+    pub drain: Duration,
+}
+
+impl AppState {
+    /// Resolves when one connection should close: after shutdown, at a random moment of the
+    /// drain period.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (shutdown, drain) = (self.shutdown.clone(), self.drain);
+        async move {
+            shutdown.cancelled().await;
+            let share = rand::random::<f64>();
+            tokio::time::sleep(drain.mul_f64(share)).await;
+        }
+    }
 }
 
 /// The HTTP routes, without a socket (tests can call it directly).
@@ -198,7 +231,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let max_streams = match args.max_connections {
+        0 => admission::raise_file_limit()
+            .saturating_sub(admission::RESERVED_FILES)
+            .max(1),
+        n => {
+            admission::raise_file_limit();
+            n
+        }
+    };
+    tracing::info!(
+        max_streams,
+        rate = args.max_connect_rate,
+        "admission limits"
+    );
     let state = AppState {
+        admission: Arc::new(admission::Admission::new(
+            max_streams,
+            args.max_connect_rate,
+        )),
+        drain: args.drain,
         metrics: hub.metrics.clone(),
         hub,
         max_topics: args.max_topics,

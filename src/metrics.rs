@@ -23,6 +23,8 @@ pub struct Metrics {
     pub not_modified: AtomicU64,
     /// Client mistakes: unknown topics, malformed messages, too many topics.
     pub client_errors: AtomicU64,
+    /// Streaming connections refused with 503 (connection or connect-rate cap).
+    pub refused_connections: AtomicU64,
     /// Unix ms of the newest document's publication, as this process knows it.
     pub newest_published_at: AtomicI64,
     /// Ingest: cycles published, cycles with nothing new, last cycle duration in µs.

@@ -390,7 +390,7 @@ async fn streams_can_be_disabled_leaving_get() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_ends_streams_and_closes_websockets_with_going_away() {
+async fn graceful_shutdown_ends_streams_and_closes_websockets_with_service_restart() {
     let mut gw = Gateway::start(gateway_args()).await;
     gw.publish(&[("a", 1)]).await;
     let mut sse = Sse::connect(&gw.url("/events?topics=a"), None).await;
@@ -400,12 +400,16 @@ async fn graceful_shutdown_ends_streams_and_closes_websockets_with_going_away() 
     ws_next(&mut ws, WAIT).await.unwrap();
 
     gw.shutdown.cancel();
+    // The stream ends with a randomised reconnection delay (drain of 200 ms in tests).
+    while sse.next(WAIT).await.is_some() {}
+    let retry = sse.retry.unwrap();
+    assert!((1_000..1_400).contains(&retry), "randomised retry: {retry}");
     assert!(sse.ended(WAIT).await, "the SSE stream ends");
     use futures_util::StreamExt;
     let close = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
     match close {
         Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
-            assert_eq!(u16::from(frame.code), 1001)
+            assert_eq!(u16::from(frame.code), 1012)
         }
         other => panic!("expected a close frame, got {other:?}"),
     }
@@ -462,4 +466,54 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(m.contains(needle), "{needle:?} in\n{m}");
     }
+}
+
+#[tokio::test]
+async fn over_the_connection_cap_streams_get_503_with_retry_after() {
+    let mut args = gateway_args();
+    args.max_connections = 2;
+    let gw = Gateway::start(args).await;
+    gw.publish(&[("a", 1)]).await;
+    let mut first = Sse::connect(&gw.url("/events?topics=a"), None).await;
+    first.next(WAIT).await.unwrap();
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": ["a"]})).await;
+    ws_next(&mut ws, WAIT).await.unwrap();
+    let client = reqwest::Client::new();
+    let r = client.get(gw.url("/events?topics=a")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded");
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+            .await
+            .is_err()
+    );
+    // GET is not a stream and still answers.
+    assert_eq!(
+        client
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A stream that closes frees its place.
+    drop(first);
+    eventually(|| {
+        gw.hub
+            .metrics
+            .sse_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
+    Sse::connect(&gw.url("/events?topics=a"), None).await;
 }

@@ -17,7 +17,10 @@ fn shared_data() -> Option<PathBuf> {
     if dir.join("seed-mayors-2020-excerpt.json").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: no reference data at {} (set APURA_SHARED_DATA)", dir.display());
+        eprintln!(
+            "SKIPPED: no reference data at {} (set APURA_SHARED_DATA)",
+            dir.display()
+        );
         None
     }
 }
@@ -69,7 +72,8 @@ async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
     wait_ready(addr).await;
 
     let source: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("seed-mayors-2020-excerpt.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("seed-mayors-2020-excerpt.json")).unwrap())
+            .unwrap();
     let names: HashMap<String, serde_json::Value> =
         serde_json::from_slice(&std::fs::read(dir.join("seed-cities.json")).unwrap()).unwrap();
     let municipios = source["municipios"].as_object().unwrap();
@@ -80,10 +84,17 @@ async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
         let name = entry["n"].as_str().unwrap();
         let uf = entry["e"].as_str().unwrap().to_lowercase();
         let topic = format!("mayors-{uf}-{}", apura::model::slug(name));
-        let resp = client.get(format!("http://{addr}/cities/{topic}.json")).send().await.unwrap();
+        let resp = client
+            .get(format!("http://{addr}/cities/{topic}.json"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{topic}");
         let doc: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(doc["city"]["name"], name, "names come from the list, not the results file");
+        assert_eq!(
+            doc["city"]["name"], name,
+            "names come from the list, not the results file"
+        );
         assert_eq!(doc["totals"]["turnout"], int(&city["t"]), "{topic}");
         assert_eq!(doc["totals"]["blank"], int(&city["b"]), "{topic}");
         assert_eq!(doc["totals"]["null"], int(&city["n"]), "{topic}");
@@ -98,16 +109,26 @@ async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["name"].as_str().unwrap().to_string(), c["votes"].as_u64().unwrap()))
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["votes"].as_u64().unwrap(),
+                )
+            })
             .collect();
         want.sort();
         got.sort();
         assert_eq!(got, want, "{topic}");
         let sum: u64 = got.iter().map(|c| c.1).sum();
-        assert_eq!(doc["totals"]["valid"], sum, "{topic}: candidate votes add up to the valid total");
+        assert_eq!(
+            doc["totals"]["valid"], sum,
+            "{topic}: candidate votes add up to the valid total"
+        );
     }
     let olho: serde_json::Value = client
-        .get(format!("http://{addr}/cities/mayors-al-olho-d-agua-grande.json"))
+        .get(format!(
+            "http://{addr}/cities/mayors-al-olho-d-agua-grande.json"
+        ))
         .send()
         .await
         .unwrap()
@@ -118,10 +139,15 @@ async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
 
     // The zone file of São Paulo, the only one there is; the other 14 cities have none.
     let zone_src: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("seed-zone-sp-sao-paulo.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("seed-zone-sp-sao-paulo.json")).unwrap())
+            .unwrap();
     let mut zones = None;
     for _ in 0..200 {
-        let r = client.get(format!("http://{addr}/cities/zones-sp-sao-paulo.json")).send().await.unwrap();
+        let r = client
+            .get(format!("http://{addr}/cities/zones-sp-sao-paulo.json"))
+            .send()
+            .await
+            .unwrap();
         if r.status() == 200 {
             zones = Some(r.json::<serde_json::Value>().await.unwrap());
             break;
@@ -135,17 +161,31 @@ async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
         let src = &src_zones[z["zone"].as_str().unwrap()];
         assert_eq!(z["turnout"], int(&src["total"]));
         assert_eq!(z["blank"], int(&src["brancos"]));
-        let src_sum: u64 = src["candidatos"].as_array().unwrap().iter().map(|c| int(&c["total_votos_validos"])).sum();
+        let src_sum: u64 = src["candidatos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| int(&c["total_votos_validos"]))
+            .sum();
         assert_eq!(z["valid"], src_sum);
     }
     assert_eq!(zones["total"]["turnout"], int(&zone_src["total"]["total"]));
-    let r = client.get(format!("http://{addr}/cities/zones-al-olho-d-agua-grande.json")).send().await.unwrap();
+    let r = client
+        .get(format!(
+            "http://{addr}/cities/zones-al-olho-d-agua-grande.json"
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!log.contains("ERROR"), "no error was logged (cities without a zone file are skipped quietly):\n{log}");
+    assert!(
+        !log.contains("ERROR"),
+        "no error was logged (cities without a zone file are skipped quietly):\n{log}"
+    );
 }
 
 /// The TSE CSV list gives the same slugs for the 15 cities.
@@ -168,5 +208,8 @@ fn the_tse_csv_list_gives_the_contract_slugs() {
         .filter(|m| list.get(m.ibge).map(|c| &c.slug) != Some(&m.slug))
         .map(|m| format!("{} {}", m.ibge, m.name))
         .collect();
-    assert!(differ.len() < 60, "the two lists mostly agree on slugs: {differ:?}");
+    assert!(
+        differ.len() < 60,
+        "the two lists mostly agree on slugs: {differ:?}"
+    );
 }

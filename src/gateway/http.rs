@@ -22,6 +22,11 @@ pub enum ApiError {
     TooManyTopics { got: usize, max: usize },
     #[error("streaming is disabled on this server; use GET")]
     StreamsDisabled,
+    #[error("overloaded: {reason}; retry in {retry_after} s")]
+    Overloaded {
+        reason: &'static str,
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -31,6 +36,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::TooManyTopics { .. } => "too_many_topics",
             ApiError::StreamsDisabled => "streams_disabled",
+            ApiError::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -38,7 +44,9 @@ impl ApiError {
         match self {
             ApiError::UnknownTopic(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::TooManyTopics { .. } => StatusCode::BAD_REQUEST,
-            ApiError::StreamsDisabled => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StreamsDisabled | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -47,9 +55,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
         let mut resp = (self.status(), axum::Json(body)).into_response();
-        if matches!(self, ApiError::StreamsDisabled) {
+        let retry_after = match self {
+            ApiError::StreamsDisabled => Some(60),
+            ApiError::Overloaded { retry_after, .. } => Some(retry_after),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -103,6 +103,7 @@ pub async fn events(
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
     }
+    state.admission.admit(&state.metrics)?;
     let subs = parse_topics(&state, query.topics.as_deref().unwrap_or("").split(',')).inspect_err(
         |_| {
             state.metrics.client_errors.fetch_add(1, Relaxed);
@@ -132,8 +133,16 @@ pub async fn events(
     }
     let heartbeats =
         WatchStream::from_changes(state.heartbeat.clone()).map(|_| Bytes::from_static(b":\n\n"));
+    // On shutdown the stream ends at a random moment of the drain period, with a random
+    // `retry:` so its client comes back at a time of its own.
+    let drain_ms = state.drain.as_millis().max(1) as u64;
+    let farewell = stream::once(async move {
+        let retry = rand::random_range(1_000..1_000 + 2 * drain_ms);
+        Bytes::from(format!("retry: {retry}\n\n"))
+    });
     let live = stream::select(stream::select_all(updates), heartbeats)
-        .take_until(state.shutdown.clone().cancelled_owned());
+        .take_until(state.closing())
+        .chain(farewell);
     let body = stream::iter(first).chain(live).map(move |frame| {
         let _alive = &guard;
         metrics

@@ -26,8 +26,9 @@ const WRITE_BUFFER: usize = 0;
 const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// Largest client message: a subscribe to 64 topics of ~40 characters is under 3 KiB.
 const MAX_MESSAGE: usize = 16 << 10;
-/// WebSocket close code "going away", sent when the server shuts down.
-const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code "service restart", sent when the server shuts down: the client should
+/// reconnect (to another gateway behind the same address).
+const CLOSE_SERVICE_RESTART: u16 = 1012;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -48,6 +49,9 @@ pub async fn upgrade(
 ) -> Response {
     if state.disable_streams {
         return ApiError::StreamsDisabled.into_response();
+    }
+    if let Err(e) = state.admission.admit(&state.metrics) {
+        return e.into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,
@@ -74,11 +78,14 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     let mut heartbeat = state.heartbeat.clone();
     heartbeat.borrow_and_update();
     let mut awaiting_pong = false;
+    let mut beating = true;
+    let closing = state.closing();
+    tokio::pin!(closing);
     loop {
         let outgoing: Option<Message> = tokio::select! {
-            _ = state.shutdown.cancelled() => {
+            _ = &mut closing => {
                 let _ = socket.send(Message::Close(Some(CloseFrame {
-                    code: CLOSE_GOING_AWAY,
+                    code: CLOSE_SERVICE_RESTART,
                     reason: Utf8Bytes::from_static("server shutting down; reconnect"),
                 }))).await;
                 break;
@@ -89,9 +96,11 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                 metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
                 Some(Message::Text(text))
             }
-            changed = heartbeat.changed() => {
+            changed = heartbeat.changed(), if beating => {
                 if changed.is_err() {
-                    break;
+                    // The timer stops at shutdown; the drain closes this connection.
+                    beating = false;
+                    continue;
                 }
                 // A client that did not answer the previous ping within a whole interval is gone.
                 if awaiting_pong {

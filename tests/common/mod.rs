@@ -139,6 +139,9 @@ pub fn gateway_args() -> GatewayArgs {
         sse_retry: Duration::from_secs(3),
         disable_streams: false,
         reuse_port: false,
+        max_connections: 0,
+        max_connect_rate: 100_000,
+        drain: Duration::from_millis(200),
     }
 }
 
