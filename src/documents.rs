@@ -166,11 +166,11 @@ struct Leader<'a> {
 }
 
 fn leader(race: &Race) -> Option<Leader<'_>> {
-    let c = race
-        .candidates
-        .iter()
-        .filter(|c| c.valid)
-        .max_by(|a, b| a.votes.cmp(&b.votes).then(b.elected.cmp(&a.elected).reverse()))?;
+    let c = race.candidates.iter().filter(|c| c.valid).max_by(|a, b| {
+        a.votes
+            .cmp(&b.votes)
+            .then(b.elected.cmp(&a.elected).reverse())
+    })?;
     if c.votes == 0 && !c.elected {
         return None;
     }
@@ -340,7 +340,11 @@ impl Tally {
             })
             .collect();
         lines.sort_by(|a, b| {
-            (b.elected + b.leading, b.elected, &a.party).cmp(&(a.elected + a.leading, a.elected, &b.party))
+            (b.elected + b.leading, b.elected, &a.party).cmp(&(
+                a.elected + a.leading,
+                a.elected,
+                &b.party,
+            ))
         });
         lines
     }
@@ -477,7 +481,10 @@ mod tests {
     #[test]
     fn city_document_has_the_contract_fields() {
         let l = list();
-        let d = city(l.get(3550308).unwrap(), &race(3550308, &[("A", 7), ("B", 3)], false));
+        let d = city(
+            l.get(3550308).unwrap(),
+            &race(3550308, &[("A", 7), ("B", 3)], false),
+        );
         assert_eq!(d.topic, "mayors-sp-sao-paulo");
         let v: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
         assert_eq!(v["topic"], "mayors-sp-sao-paulo");

@@ -38,7 +38,12 @@ impl Municipality {
 
     /// The topic of this city's race for `office`, e.g. `mayors-sp-sao-paulo`.
     pub fn topic(&self, kind: TopicKind) -> String {
-        format!("{}-{}-{}", kind.prefix(), self.uf.to_ascii_lowercase(), self.slug)
+        format!(
+            "{}-{}-{}",
+            kind.prefix(),
+            self.uf.to_ascii_lowercase(),
+            self.slug
+        )
     }
 }
 
@@ -296,7 +301,10 @@ mod tests {
         assert_eq!(title_case("SÃO JOÃO DA PARAÚNA"), "São João da Paraúna");
         assert_eq!(title_case("OLHO D'ÁGUA GRANDE"), "Olho d'Água Grande");
         assert_eq!(title_case("RIO DE JANEIRO"), "Rio de Janeiro");
-        assert_eq!(slug(&title_case("OLHO D'ÁGUA GRANDE")), "olho-d-agua-grande");
+        assert_eq!(
+            slug(&title_case("OLHO D'ÁGUA GRANDE")),
+            "olho-d-agua-grande"
+        );
     }
 
     #[test]

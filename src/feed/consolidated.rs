@@ -299,7 +299,7 @@ fn city_race(
         return Err(format!("pst: {pct} is not a percentage"));
     }
     // The provider lists candidates by votes already; keep that order stable for ties.
-    candidates.sort_by(|a, b| b.votes.cmp(&a.votes));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.votes));
     Ok(Race {
         ibge,
         office,
@@ -382,7 +382,10 @@ mod tests {
         let bad = GOOD.replace(r#""t": "10.150""#, r#""t": "9.000""#);
         let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("3550308") && text.contains("exceed"), "{text}");
+        assert!(
+            text.contains("3550308") && text.contains("exceed"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -75,7 +75,12 @@ impl MunicipalityList {
             if pair[0].uf == pair[1].uf && pair[0].slug == pair[1].slug {
                 problems.push(format!(
                     "{} ({}) and {} ({}) in {} share the slug {:?}",
-                    pair[0].name, pair[0].ibge, pair[1].name, pair[1].ibge, pair[0].uf, pair[0].slug
+                    pair[0].name,
+                    pair[0].ibge,
+                    pair[1].name,
+                    pair[1].ibge,
+                    pair[0].uf,
+                    pair[0].slug
                 ));
             }
         }
@@ -85,7 +90,10 @@ impl MunicipalityList {
                 problems.push(format!("municipality {} has an empty name", m.ibge));
             }
             if !UFS.contains(&m.uf.as_str()) {
-                problems.push(format!("municipality {} has an unknown state {:?}", m.ibge, m.uf));
+                problems.push(format!(
+                    "municipality {} has an unknown state {:?}",
+                    m.ibge, m.uf
+                ));
             }
             let m = Arc::new(m);
             if let Some(prev) = list.by_ibge.insert(m.ibge, m.clone()) {
@@ -102,7 +110,11 @@ impl MunicipalityList {
         if problems.is_empty() {
             Ok(list)
         } else {
-            Err(FeedError::invalid(file, "municipality list", problems.join("; ")))
+            Err(FeedError::invalid(
+                file,
+                "municipality list",
+                problems.join("; "),
+            ))
         }
     }
 
@@ -289,7 +301,10 @@ mod tests {
                       "2500003": {"n": "Santa Rita", "e": "PB"}}"#;
         let err = MunicipalityList::parse(json.as_bytes(), "list.json").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("3500001") && text.contains("3500002"), "{text}");
+        assert!(
+            text.contains("3500001") && text.contains("3500002"),
+            "{text}"
+        );
         assert!(!text.contains("2500003"), "{text}");
     }
 

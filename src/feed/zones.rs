@@ -106,7 +106,8 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<ZoneBreakdown, FeedError> {
         })?;
         numbers.insert(id.clone(), n);
     }
-    let total = block(&raw.total, "total", &numbers).map_err(|d| FeedError::invalid(file, "total", d))?;
+    let total =
+        block(&raw.total, "total", &numbers).map_err(|d| FeedError::invalid(file, "total", d))?;
     let mut zones = Vec::with_capacity(raw.zonas.0.len());
     let mut seen = std::collections::HashSet::new();
     for (zone, b) in &raw.zonas.0 {
@@ -156,7 +157,10 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<ZoneBreakdown, FeedError> {
     candidates.sort_by(|a, b| b.votes.cmp(&a.votes).then(a.number.cmp(&b.number)));
     Ok(ZoneBreakdown {
         round,
-        source_time: iso_local(raw.atualizacao.data.as_deref(), raw.atualizacao.hora.as_deref()),
+        source_time: iso_local(
+            raw.atualizacao.data.as_deref(),
+            raw.atualizacao.hora.as_deref(),
+        ),
         finished,
         percent: pct,
         candidates,
@@ -182,8 +186,8 @@ fn block(b: &RawBlock, zone: &str, numbers: &HashMap<String, u32>) -> Result<Zon
             .ok_or_else(|| format!("candidate {:?} is not in candidatos", v.id_candidato))?;
         let votes = count(&v.total_votos_validos, "total_votos_validos")?;
         valid = valid.checked_add(votes).ok_or("votes overflow")?;
-        let pct = parse_decimal(&v.total_percentual)
-            .map_err(|e| format!("total_percentual: {e}"))?;
+        let pct =
+            parse_decimal(&v.total_percentual).map_err(|e| format!("total_percentual: {e}"))?;
         results.push(ZoneVotes {
             number,
             votes,
@@ -252,7 +256,11 @@ mod tests {
 
     #[test]
     fn unknown_candidate_and_excess_votes_are_rejected() {
-        let bad = GOOD.replacen(r#""id_candidato": "13", "total_votos_validos""#, r#""id_candidato": "99", "total_votos_validos""#, 1);
+        let bad = GOOD.replacen(
+            r#""id_candidato": "13", "total_votos_validos""#,
+            r#""id_candidato": "99", "total_votos_validos""#,
+            1,
+        );
         let err = parse(bad.as_bytes(), "zone.json").unwrap_err();
         assert!(err.to_string().contains("zonas.0002"), "{err}");
         let bad = GOOD.replace(r#""total": "45""#, r#""total": "30""#);
