@@ -16,3 +16,4 @@
 pub mod documents;
 pub mod feed;
 pub mod model;
+pub mod simulate;
