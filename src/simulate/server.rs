@@ -68,18 +68,25 @@ impl FeedFile {
         }
     }
 
-    async fn gzipped(&self) -> Result<Bytes, ApiError> {
-        self.gzip
-            .get_or_try_init(|| {
-                let body = self.body.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || gzip(&body))
-                        .await
-                        .map_err(|e| ApiError::Internal(format!("gzip task: {e}")))?
-                }
-            })
-            .await
-            .cloned()
+    async fn gzipped(self: &Arc<Self>) -> Result<Bytes, ApiError> {
+        if let Some(zipped) = self.gzip.get() {
+            return Ok(zipped.clone());
+        }
+        let file = self.clone();
+        detached(async move {
+            file.gzip
+                .get_or_try_init(|| {
+                    let body = file.body.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || gzip(&body))
+                            .await
+                            .map_err(|e| ApiError::Internal(format!("gzip task: {e}")))?
+                    }
+                })
+                .await
+                .cloned()
+        })
+        .await
     }
 
     /// Whether the client's copy is current: `If-None-Match` (either form's tag, weak or
@@ -107,7 +114,7 @@ impl FeedFile {
     }
 
     /// The response to a GET with `headers`: 304, or the body, gzipped if the client accepts it.
-    async fn respond(&self, headers: &HeaderMap) -> Result<Response, ApiError> {
+    async fn respond(self: &Arc<Self>, headers: &HeaderMap) -> Result<Response, ApiError> {
         let gzip = accepts_gzip(headers);
         let etag = if gzip { &self.etag_gzip } else { &self.etag };
         let mut response = if self.not_modified(headers) {
@@ -130,8 +137,9 @@ impl FeedFile {
     }
 }
 
-/// Compress at the fastest level: a 30–60 MB councillor file must be ready within a tick, and
-/// JSON this repetitive still shrinks about tenfold.
+/// Compress at the fastest level: the 25 MB councillor file takes ~0.1 s (release) and still
+/// shrinks about fourfold; the default level would take several times longer for a few
+/// percent less.
 fn gzip(body: &[u8]) -> Result<Bytes, ApiError> {
     use std::io::Write;
     let started = Instant::now();
@@ -167,15 +175,27 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Run `work` in its own task: a render or a compression that other requests wait for must
+/// finish even if the client that started it hangs up (dropping its request future).
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("task: {e}")))?
+}
+
 /// The files of one tick, each rendered on first demand.
 #[derive(Debug)]
 pub struct TickFiles {
     tick: u64,
     mayors: OnceCell<Arc<FeedFile>>,
     councillors: OnceCell<Arc<FeedFile>>,
-    /// Every zone file of the tick, by `"{uf}-{slug}"`.
-    zones: OnceCell<Arc<HashMap<String, Arc<FeedFile>>>>,
+    zones: OnceCell<Arc<ZoneFiles>>,
 }
+
+/// Every zone file of a tick, by `"{uf}-{slug}"`.
+type ZoneFiles = HashMap<String, Arc<FeedFile>>;
 
 impl TickFiles {
     pub fn new(tick: u64) -> Self {
@@ -184,6 +204,13 @@ impl TickFiles {
             mayors: OnceCell::new(),
             councillors: OnceCell::new(),
             zones: OnceCell::new(),
+        }
+    }
+
+    fn office(&self, office: Office) -> &OnceCell<Arc<FeedFile>> {
+        match office {
+            Office::Mayor => &self.mayors,
+            Office::Councillor => &self.councillors,
         }
     }
 }
@@ -207,27 +234,29 @@ impl Simulator {
 /// The consolidated file of `office` for the current tick.
 async fn office_file(sim: &Arc<Simulator>, office: Office) -> Result<Arc<FeedFile>, ApiError> {
     let files = sim.tick_files();
-    let tick = files.tick;
-    let cell = match office {
-        Office::Mayor => &files.mayors,
-        Office::Councillor => &files.councillors,
-    };
-    cell.get_or_try_init(|| {
-        let sim = sim.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
-                let body = sim.render_tick(tick, office);
-                debug!(tick, ?office, bytes = body.len(), elapsed = ?started.elapsed(), "rendered");
-                let tag = sim.etag_tag(tick, office_name(office));
-                Arc::new(FeedFile::new(body, tag, sim.published_at(tick)))
+    if let Some(file) = files.office(office).get() {
+        return Ok(file.clone());
+    }
+    let sim = sim.clone();
+    detached(async move {
+        let tick = files.tick;
+        files
+            .office(office)
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let body = sim.render_tick(tick, office);
+                    debug!(tick, ?office, bytes = body.len(), elapsed = ?started.elapsed(), "rendered");
+                    let tag = sim.etag_tag(tick, office_name(office));
+                    Arc::new(FeedFile::new(body, tag, sim.published_at(tick)))
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("rendering tick {tick}: {e}")))
             })
             .await
-            .map_err(|e| ApiError::Internal(format!("rendering tick {tick}: {e}")))
-        }
+            .cloned()
     })
     .await
-    .cloned()
 }
 
 fn office_name(office: Office) -> &'static str {
@@ -238,36 +267,40 @@ fn office_name(office: Office) -> &'static str {
 }
 
 /// Every zone file of the current tick.
-async fn zone_files(sim: &Arc<Simulator>) -> Result<Arc<HashMap<String, Arc<FeedFile>>>, ApiError> {
+async fn zone_files(sim: &Arc<Simulator>) -> Result<Arc<ZoneFiles>, ApiError> {
     let files = sim.tick_files();
-    let tick = files.tick;
-    files
-        .zones
-        .get_or_try_init(|| {
-            let sim = sim.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    let stamp = sim.stamp(tick);
-                    let modified = sim.published_at(tick);
-                    let zones = sim
-                        .election
-                        .zone_cities()
-                        .map(|city| {
-                            let m = &city.municipality;
-                            let tag = sim.etag_tag(tick, &format!("zone-{}", m.ibge));
-                            let body = files::zone_file(city, &stamp);
-                            let file = Arc::new(FeedFile::new(body, tag, modified));
-                            (zone_key(&m.uf, &m.slug), file)
-                        })
-                        .collect();
-                    Arc::new(zones)
-                })
-                .await
-                .map_err(|e| ApiError::Internal(format!("rendering zones of tick {tick}: {e}")))
-            }
+    if let Some(zones) = files.zones.get() {
+        return Ok(zones.clone());
+    }
+    let sim = sim.clone();
+    detached(async move {
+        let tick = files.tick;
+        files
+            .zones
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Arc::new(render_zones(&sim, tick)))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("rendering zones of tick {tick}: {e}")))
+            })
+            .await
+            .cloned()
+    })
+    .await
+}
+
+fn render_zones(sim: &Simulator, tick: u64) -> ZoneFiles {
+    let stamp = sim.stamp(tick);
+    let modified = sim.published_at(tick);
+    sim.election
+        .zone_cities()
+        .map(|city| {
+            let m = &city.municipality;
+            let tag = sim.etag_tag(tick, &format!("zone-{}", m.ibge));
+            let body = files::zone_file(city, &stamp);
+            let file = Arc::new(FeedFile::new(body, tag, modified));
+            (zone_key(&m.uf, &m.slug), file)
         })
-        .await
-        .cloned()
+        .collect()
 }
 
 /// An error as the client sees it: a status and a short JSON body; details go to the log.
@@ -432,6 +465,25 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    /// Build and gzip times; informative (run with `--release --nocapture`).
+    #[test]
+    fn build_and_gzip_time() {
+        let started = Instant::now();
+        let sim = Simulator::new(SimConfig::default());
+        eprintln!("simulator built in {:?}", started.elapsed());
+        for office in [Office::Mayor, Office::Councillor] {
+            let body = sim.render_tick(30, office);
+            let started = Instant::now();
+            let zipped = gzip(&body).unwrap();
+            eprintln!(
+                "{office:?}: {} bytes gzipped to {} in {:?}",
+                body.len(),
+                zipped.len(),
+                started.elapsed()
+            );
+        }
     }
 
     #[test]
