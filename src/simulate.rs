@@ -4,11 +4,11 @@
 //! section counted, and serves it over HTTP the way the results provider does: one national file
 //! per office republished every `interval`, plus zone files of the large cities.
 //!
-//! - [`cities`]: the 5,570 municipalities (the real capitals, invented towns) and their electorates.
-//! - [`candidates`]: parties, ballot names.
-//! - [`count`]: the hidden final result of every race and how the count converges to it.
-//! - [`files`]: the feed's JSON, rendered once per tick.
-//! - [`server`]: the HTTP endpoints, conditional GET and gzip.
+//! - `cities`: the 5,570 municipalities (the real capitals, invented towns) and their electorates.
+//! - `candidates`: parties, ballot names.
+//! - `count`: the hidden final result of every race and how the count converges to it.
+//! - `files`: the feed's JSON, rendered once per tick.
+//! - `server`: the HTTP endpoints, conditional GET and gzip.
 //!
 //! Time is cut into ticks: tick `k = floor(elapsed / interval)`, clamped to the last tick
 //! `ceil(duration / interval)`; the files of tick `k` show the count at `k × interval`. Everything
@@ -65,7 +65,7 @@ pub struct SimConfig {
     pub duration: Duration,
     /// A new set of files every `interval`.
     pub interval: Duration,
-    /// The municipalities to play; `None` for the synthetic list of [`cities`].
+    /// The municipalities to play; `None` for the synthetic list of `cities`.
     pub municipalities: Option<MunicipalityList>,
 }
 

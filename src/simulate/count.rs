@@ -24,8 +24,9 @@ use crate::model::{Municipality, Office};
 /// wins more than half of the valid votes (Constitution, art. 29 II); they also get zone files.
 pub const RUNOFF_ELECTORATE: u64 = 200_000;
 
-/// Registered voters per section (ballot box): Brazil has ~155 M voters in ~470,000 sections.
-const VOTERS_PER_SECTION: u64 = 330;
+/// Registered voters per section (ballot box): Brazil's ~155 M voters vote in ~470,000
+/// sections (330 each); 350 keeps the round figure the provider's section counts suggest.
+const VOTERS_PER_SECTION: u64 = 350;
 
 /// Registered voters per electoral zone in the large cities: São Paulo's 9.3 M voters in 58
 /// zones.

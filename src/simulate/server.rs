@@ -416,7 +416,7 @@ async fn not_found() -> ApiError {
 }
 
 /// Build the night from `config` (the count starts once it is built), then serve it on
-/// `listener` until `shutdown` is cancelled; in-flight responses get [`SHUTDOWN_GRACE`] to
+/// `listener` until `shutdown` is cancelled; in-flight responses get `SHUTDOWN_GRACE` (10 s) to
 /// finish.
 pub async fn run(
     config: SimConfig,
