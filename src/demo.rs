@@ -30,7 +30,11 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let problems = args.gateway.validate();
-    anyhow::ensure!(problems.is_empty(), "invalid options: {}", problems.join("; "));
+    anyhow::ensure!(
+        problems.is_empty(),
+        "invalid options: {}",
+        problems.join("; ")
+    );
     anyhow::ensure!(
         !args.interval.is_zero() && args.duration >= args.interval,
         "--interval must be positive and no longer than --duration"

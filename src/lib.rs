@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod demo;
 pub mod documents;
 pub mod feed;
 pub mod fetch;
@@ -22,3 +23,4 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod run;
+pub mod simulate;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use apura::{ingest, run};
+use apura::{demo, ingest, run, simulate};
 
 /// Time given to open connections and tasks to finish after SIGINT or SIGTERM.
 const GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -24,10 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Simulator, ingest and gateway in one process: open http://127.0.0.1:8080/.
+    Demo(demo::DemoArgs),
     /// Ingest and gateway in one process on the embedded bus, for a real or recorded feed.
     Run(run::RunArgs),
     /// Poll the feed and publish documents (`--once --print` to try a feed).
     Ingest(ingest::IngestArgs),
+    /// A count-night simulator serving the government feed over HTTP.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,7 +64,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let work = async {
         match command {
+            Command::Demo(args) => demo::run(args, shutdown.clone()).await,
             Command::Run(args) => run::run(args, shutdown.clone()).await,
+            Command::Simulate(args) => simulate::serve(&args, shutdown.clone()).await,
             Command::Ingest(args) if args.once => ingest::once(args).await,
             Command::Ingest(_) => anyhow::bail!(
                 "apura ingest publishes to Redis: give --redis URL, or try a feed with --once --print"

@@ -1,0 +1,486 @@
+//! `apura simulate`: a count-night simulator that serves the government feed, consolidated layout.
+//!
+//! The simulator plays one first-round municipal election night, from polls closing to the last
+//! section counted, and serves it over HTTP the way the results provider does: one national file
+//! per office republished every `interval`, plus zone files of the large cities.
+//!
+//! - `cities`: the 5,570 municipalities (the real capitals, invented towns) and their electorates.
+//! - `candidates`: parties, ballot names.
+//! - `count`: the hidden final result of every race and how the count converges to it.
+//! - `files`: the feed's JSON, rendered once per tick.
+//! - `server`: the HTTP endpoints, conditional GET and gzip.
+//!
+//! Time is cut into ticks: tick `k = floor(elapsed / interval)`, clamped to the last tick
+//! `ceil(duration / interval)`; the files of tick `k` show the count at `k × interval`. Everything
+//! a file shows is a pure function of the seed, the municipality list, the duration, the interval
+//! and the tick, so two simulators with the same configuration serve byte-identical files.
+
+mod candidates;
+mod cities;
+mod count;
+mod files;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use crate::feed::municipalities::MunicipalityList;
+use crate::model::Office;
+
+pub use server::{router, run};
+
+/// `apura simulate`: load the configuration, bind `--listen`, serve until `shutdown`.
+pub async fn serve(
+    args: &SimulateArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let config = SimConfig::from_args(args)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %args.listen, "simulator listening");
+    run(config, listener, shutdown).await
+}
+
+/// Command-line arguments of `apura simulate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, env = "APURA_SIM_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Seed of the simulated election: the same seed plays the same night, byte for byte.
+    #[arg(long, env = "APURA_SIM_SEED", default_value_t = 2026)]
+    pub seed: u64,
+    /// How long the count takes from polls closing to the last section (e.g. 10m, 90s, 1h).
+    #[arg(long, env = "APURA_SIM_DURATION", default_value = "10m")]
+    pub duration: humantime::Duration,
+    /// How often a new set of files is published (e.g. 10s, 500ms).
+    #[arg(long, env = "APURA_SIM_INTERVAL", default_value = "10s")]
+    pub interval: humantime::Duration,
+    /// Municipality list to play instead of the synthetic one: the consolidated JSON list or the
+    /// TSE CSV.
+    #[arg(long, env = "APURA_SIM_MUNICIPALITIES")]
+    pub municipalities: Option<PathBuf>,
+}
+
+/// What a simulator plays: checked and loaded from [`SimulateArgs`] by [`SimConfig::from_args`].
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// From polls closing to the last section counted.
+    pub duration: Duration,
+    /// A new set of files every `interval`.
+    pub interval: Duration,
+    /// The municipalities to play; `None` for the synthetic list of `cities`.
+    pub municipalities: Option<MunicipalityList>,
+}
+
+impl Default for SimConfig {
+    /// The defaults of the command line: seed 2026, ten minutes, a file every ten seconds.
+    fn default() -> Self {
+        SimConfig {
+            seed: 2026,
+            duration: Duration::from_secs(600),
+            interval: Duration::from_secs(10),
+            municipalities: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Check the arguments and load the municipality list, reporting every problem at once.
+    pub fn from_args(args: &SimulateArgs) -> anyhow::Result<Self> {
+        let duration: Duration = args.duration.into();
+        let interval: Duration = args.interval.into();
+        let mut problems = Vec::new();
+        if duration.is_zero() {
+            problems.push("--duration must be longer than zero".to_string());
+        }
+        if interval.is_zero() {
+            problems.push("--interval must be longer than zero".to_string());
+        } else if interval > duration && !duration.is_zero() {
+            problems.push(format!(
+                "--interval ({}) is longer than --duration ({})",
+                args.interval, args.duration
+            ));
+        }
+        let municipalities = match &args.municipalities {
+            None => None,
+            Some(path) => match load_list(path) {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    problems.push(format!("{e:#}"));
+                    None
+                }
+            },
+        };
+        if !problems.is_empty() {
+            bail!("invalid simulator configuration: {}", problems.join("; "));
+        }
+        Ok(SimConfig {
+            seed: args.seed,
+            duration,
+            interval,
+            municipalities,
+        })
+    }
+}
+
+impl TryFrom<&SimulateArgs> for SimConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: &SimulateArgs) -> anyhow::Result<Self> {
+        SimConfig::from_args(args)
+    }
+}
+
+fn load_list(path: &std::path::Path) -> anyhow::Result<MunicipalityList> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the municipality list {}", path.display()))?;
+    let list = MunicipalityList::parse(&bytes, &path.display().to_string())?;
+    if list.is_empty() {
+        bail!("the municipality list {} is empty", path.display());
+    }
+    Ok(list)
+}
+
+/// The whole simulated night: the races, the clock and the files already rendered.
+/// Immutable apart from the file cache, so one `Arc<Simulator>` serves every request.
+pub struct Simulator {
+    seed: u64,
+    duration: Duration,
+    interval: Duration,
+    last_tick: u64,
+    list: MunicipalityList,
+    election: count::Election,
+    /// Hash of everything the files depend on besides the tick: tells files of two
+    /// configurations apart in their `ETag`s.
+    fingerprint: u64,
+    started: Instant,
+    started_wall: SystemTime,
+    municipalities_file: Arc<server::FeedFile>,
+    cache: Mutex<Arc<server::TickFiles>>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("seed", &self.seed)
+            .field("duration", &self.duration)
+            .field("interval", &self.interval)
+            .field("last_tick", &self.last_tick)
+            .field("municipalities", &self.list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Build every race of the night; the count starts now (tick 0 is this instant).
+    ///
+    /// A zero duration or interval (which [`SimConfig::from_args`] refuses) is raised to one
+    /// millisecond, and an interval longer than the duration makes a night of one tick.
+    pub fn new(config: SimConfig) -> Self {
+        let interval = config.interval.max(Duration::from_millis(1));
+        let duration = config.duration.max(Duration::from_millis(1));
+        let last_tick = duration.as_nanos().div_ceil(interval.as_nanos()) as u64;
+        let list = config.municipalities.unwrap_or_else(cities::synthetic);
+        let election = count::Election::build(config.seed, &list);
+        let fingerprint = fingerprint(config.seed, duration, interval, &list);
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let municipalities_file = Arc::new(server::FeedFile::new(
+            files::municipality_list(&list),
+            format!("{fingerprint:016x}-municipalities"),
+            started_wall,
+        ));
+        Simulator {
+            seed: config.seed,
+            duration,
+            interval,
+            last_tick,
+            list,
+            election,
+            fingerprint,
+            started,
+            started_wall,
+            municipalities_file,
+            cache: Mutex::new(Arc::new(server::TickFiles::new(0))),
+        }
+    }
+
+    /// The municipalities played, including the two without a municipal election.
+    pub fn municipalities(&self) -> &MunicipalityList {
+        &self.list
+    }
+
+    /// The count has reached 100 % everywhere and the final files are out.
+    pub fn finished(&self) -> bool {
+        self.current_tick() >= self.last_tick
+    }
+
+    /// The seed this night was played with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The tick being served now.
+    pub fn current_tick(&self) -> u64 {
+        let ticks = self.started.elapsed().as_nanos() / self.interval.as_nanos();
+        ticks.min(u128::from(self.last_tick)) as u64
+    }
+
+    /// The tick of the final files: `ceil(duration / interval)`; ticks run from 0 to this.
+    pub fn last_tick(&self) -> u64 {
+        self.last_tick
+    }
+
+    /// National percent of sections counted at `tick`, with two decimals, never 100 before the
+    /// last section.
+    pub fn national_percent(&self, tick: u64) -> f64 {
+        let (s, ts) = self.election.sections(self.fraction(tick));
+        files::hundredths_floor(s, ts) as f64 / 100.0
+    }
+
+    /// The consolidated file of `office` at `tick` (ticks past the last serve the final file).
+    pub fn render_tick(&self, tick: u64, office: Office) -> Bytes {
+        files::consolidated(&self.election, office, &self.stamp(tick))
+    }
+
+    /// The zone file of the city `uf`/`slug` at `tick`, or `None` if that city has no zone file.
+    pub fn render_zone(&self, tick: u64, uf: &str, slug: &str) -> Option<Bytes> {
+        let city = self.election.zone_city(uf, slug)?;
+        Some(files::zone_file(city, &self.stamp(tick)))
+    }
+
+    /// The `(uf, slug)` of every city that has a zone file, in IBGE order.
+    pub fn zone_cities(&self) -> Vec<(String, String)> {
+        self.election
+            .zone_cities()
+            .map(|c| {
+                (
+                    c.municipality.uf.to_ascii_lowercase(),
+                    c.municipality.slug.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The `/municipalities.json` body: every municipality in the consolidated-list format.
+    pub fn render_municipalities(&self) -> Bytes {
+        self.municipalities_file.body.clone()
+    }
+
+    /// How far into the count `tick` is, 0 to 1.
+    fn fraction(&self, tick: u64) -> f64 {
+        let at = u128::from(tick.min(self.last_tick)) * self.interval.as_nanos();
+        let total = self.duration.as_nanos();
+        at.min(total) as f64 / total as f64
+    }
+
+    /// The clock of `tick`: its fraction of the count and the fictional local time the files say.
+    fn stamp(&self, tick: u64) -> files::Stamp {
+        files::Stamp::at(self.fraction(tick))
+    }
+
+    /// When the files of `tick` came out, for `Last-Modified`.
+    fn published_at(&self, tick: u64) -> SystemTime {
+        let nanos = u128::from(tick.min(self.last_tick)) * self.interval.as_nanos();
+        self.started_wall + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
+    }
+}
+
+/// The random generator of the simulator: xoshiro256++, whose output is fixed by its
+/// specification (unlike `StdRng`'s), seeded per purpose so that adding a draw in one place does
+/// not shift every draw after it.
+pub(crate) type SimRng = Xoshiro256PlusPlus;
+
+/// A generator for one purpose: `parts` name it (seed, city code, a tag).
+pub(crate) fn rng_for(parts: &[u64]) -> SimRng {
+    SimRng::seed_from_u64(mix(parts))
+}
+
+/// Mix words into one with SplitMix64's finaliser: stable across Rust versions, unlike
+/// `DefaultHasher`.
+pub(crate) fn mix(parts: &[u64]) -> u64 {
+    let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &p in parts {
+        h ^= p;
+        h = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 31;
+    }
+    h
+}
+
+/// A standard normal draw (Box–Muller).
+pub(crate) fn normal(rng: &mut SimRng) -> f64 {
+    // 1 - u keeps the logarithm's argument in (0, 1].
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn fingerprint(seed: u64, duration: Duration, interval: Duration, list: &MunicipalityList) -> u64 {
+    let mut h = mix(&[seed, duration.as_nanos() as u64, interval.as_nanos() as u64]);
+    for m in list.iter() {
+        let mut words = vec![h, u64::from(m.ibge)];
+        words.extend(m.name.bytes().map(u64::from));
+        words.extend(m.uf.bytes().map(u64::from));
+        h = mix(&words);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use clap::Parser;
+
+    /// One simulator with the default configuration, shared by the tests of this module tree
+    /// (building one takes a moment in a debug build).
+    pub(super) fn shared() -> &'static Simulator {
+        static SIM: OnceLock<Simulator> = OnceLock::new();
+        SIM.get_or_init(|| Simulator::new(SimConfig::default()))
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    #[test]
+    fn arguments_have_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["apura"]).unwrap();
+        let config = SimConfig::from_args(&cli.args).unwrap();
+        assert_eq!(cli.args.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(config.seed, 2026);
+        assert_eq!(config.duration, Duration::from_secs(600));
+        assert_eq!(config.interval, Duration::from_secs(10));
+        assert!(config.municipalities.is_none());
+    }
+
+    #[test]
+    fn every_bad_argument_is_reported_at_once() {
+        let cli = Cli::try_parse_from([
+            "apura",
+            "--duration",
+            "0s",
+            "--interval",
+            "0s",
+            "--municipalities",
+            "/nonexistent/list.json",
+        ])
+        .unwrap();
+        let err = format!("{:#}", SimConfig::from_args(&cli.args).unwrap_err());
+        assert!(err.contains("--duration"), "{err}");
+        assert!(err.contains("--interval"), "{err}");
+        assert!(err.contains("/nonexistent/list.json"), "{err}");
+    }
+
+    #[test]
+    fn a_municipality_file_replaces_the_synthetic_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("list.json");
+        std::fs::write(
+            &path,
+            r#"{"3550308": {"n": "São Paulo", "e": "SP"}, "3500105": {"n": "Vila Teste", "e": "SP"},
+                "5300108": {"n": "Brasília", "e": "DF"}}"#,
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "apura",
+            "--municipalities",
+            path.to_str().unwrap(),
+            "--duration",
+            "1m",
+            "--interval",
+            "1s",
+        ])
+        .unwrap();
+        let sim = Simulator::new(SimConfig::from_args(&cli.args).unwrap());
+        assert_eq!(sim.municipalities().len(), 3);
+        assert_eq!(sim.last_tick(), 60);
+        let list = crate::feed::municipalities::MunicipalityList::parse(
+            &sim.render_municipalities(),
+            "served",
+        )
+        .unwrap();
+        assert_eq!(list.len(), 3);
+        let feed = crate::feed::consolidated::parse(
+            &sim.render_tick(60, Office::Mayor),
+            "mayors.json",
+            Office::Mayor,
+            sim.municipalities(),
+        )
+        .unwrap();
+        // Brasília has no municipal election.
+        assert_eq!(feed.races.len(), 2);
+        assert!(feed.finished);
+        assert!(sim.render_zone(60, "sp", "sao-paulo").is_some());
+    }
+
+    #[test]
+    fn ticks_cover_the_duration() {
+        let sim = shared();
+        assert_eq!(sim.last_tick(), 60);
+        assert_eq!(sim.fraction(0), 0.0);
+        assert_eq!(sim.fraction(30), 0.5);
+        assert_eq!(sim.fraction(60), 1.0);
+        assert_eq!(sim.fraction(1_000), 1.0);
+        assert_eq!(sim.national_percent(0), 0.0);
+        assert_eq!(sim.national_percent(60), 100.0);
+        assert!(!sim.finished());
+        let uneven = Simulator::new(SimConfig {
+            duration: Duration::from_millis(1_050),
+            interval: Duration::from_millis(100),
+            municipalities: Some(one_city()),
+            ..SimConfig::default()
+        });
+        assert_eq!(uneven.last_tick(), 11);
+        assert_eq!(uneven.fraction(11), 1.0);
+        assert!(uneven.fraction(10) < 1.0);
+    }
+
+    fn one_city() -> MunicipalityList {
+        MunicipalityList::new(
+            vec![crate::model::Municipality::new(
+                3500105,
+                None,
+                "Vila Teste",
+                "SP",
+                false,
+            )],
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_national_count_follows_a_count_night() {
+        let sim = shared();
+        let mut last = 0.0;
+        let mut curve = Vec::new();
+        for tick in 0..=sim.last_tick() {
+            let p = sim.national_percent(tick);
+            assert!(p >= last, "national percent went down at tick {tick}");
+            last = p;
+            if tick % 6 == 0 {
+                curve.push(format!("{tick}:{p}"));
+            }
+        }
+        eprintln!("national percent by tick: {}", curve.join(" "));
+        assert!(sim.national_percent(12) > 10.0);
+        assert!(sim.national_percent(59) < 100.0);
+    }
+}
