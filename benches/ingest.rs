@@ -62,9 +62,18 @@ fn main() {
 
             let t = Instant::now();
             let feed = consolidated::parse(next, "bench", Office::Mayor, &list).unwrap();
+            let parsed = t.elapsed();
             ingest.accept(feed);
+            let accepted = t.elapsed();
             let drafts = ingest.changed();
             times.push(t.elapsed());
+            if std::env::var_os("APURA_BENCH_SPLIT").is_some() {
+                eprintln!(
+                    "parse {parsed:?} accept {:?} slice+diff {:?}",
+                    accepted - parsed,
+                    t.elapsed() - accepted
+                );
+            }
             changed = drafts.len();
         }
         times.sort();

@@ -90,6 +90,12 @@ pub struct Ingest {
     mayors: HashMap<u32, Race>,
     councillors: HashMap<u32, Race>,
     zones: HashMap<u32, ZoneBreakdown>,
+    /// Sliced city documents, kept until the city's results change: most cities do not
+    /// change in a given cycle, and slicing all 17,000 documents again would cost more than
+    /// parsing the file.
+    sliced: HashMap<(u32, TopicKind), Draft>,
+    /// The `/cities.json` index, kept until a city gains or loses a topic.
+    index: Option<Draft>,
     /// Body of every topic as last published: the diff's reference.
     published: HashMap<String, Bytes>,
     /// Unknown city keys already logged, so a feed with one stays one log line.
@@ -115,6 +121,8 @@ impl Ingest {
             councillors: HashMap::new(),
             zones: HashMap::new(),
             published: HashMap::new(),
+            sliced: HashMap::new(),
+            index: None,
             unknown_logged: HashSet::new(),
         }
     }
@@ -191,7 +199,12 @@ impl Ingest {
         batch: Vec<(u32, ZoneBreakdown)>,
     ) -> anyhow::Result<Option<Arc<Cycle>>> {
         for (ibge, z) in batch {
-            self.zones.insert(ibge, z);
+            if self.zones.get(&ibge) != Some(&z) {
+                self.sliced.remove(&(ibge, TopicKind::Zones));
+                if self.zones.insert(ibge, z).is_none() {
+                    self.index = None;
+                }
+            }
         }
         self.publish_changes().await
     }
@@ -202,11 +215,21 @@ impl Ingest {
         let Some(office) = feed.races.first().map(|r| r.office) else {
             return;
         };
-        let races = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
-        match office {
-            Office::Mayor => self.mayors = races,
-            Office::Councillor => self.councillors = races,
+        let races: HashMap<u32, Race> = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
+        let kind = office.topic_kind();
+        let old = match office {
+            Office::Mayor => &mut self.mayors,
+            Office::Councillor => &mut self.councillors,
+        };
+        for (ibge, race) in old.iter() {
+            if races.get(ibge) != Some(race) {
+                self.sliced.remove(&(*ibge, kind));
+            }
         }
+        if old.len() != races.len() || races.keys().any(|k| !old.contains_key(k)) {
+            self.index = None;
+        }
+        *old = races;
     }
 
     fn note_unknown(&mut self, unknown: &[String]) {
@@ -219,35 +242,59 @@ impl Ingest {
     }
 
     /// Every current document, built from the accepted results.
-    pub fn drafts(&self) -> Vec<Draft> {
+    pub fn drafts(&mut self) -> Vec<Draft> {
         let mut drafts = Vec::with_capacity(self.mayors.len() * 2 + self.zones.len() + 30);
         for m in self.list.iter() {
+            let key = |kind| (m.ibge, kind);
             if let Some(r) = self.mayors.get(&m.ibge) {
-                drafts.push(documents::city(m, r));
+                let d = self
+                    .sliced
+                    .entry(key(TopicKind::Mayors))
+                    .or_insert_with(|| documents::city(m, r));
+                drafts.push(d.clone());
             }
             if let Some(r) = self.councillors.get(&m.ibge) {
-                drafts.push(documents::city(m, r));
+                let d = self
+                    .sliced
+                    .entry(key(TopicKind::Councillors))
+                    .or_insert_with(|| documents::city(m, r));
+                drafts.push(d.clone());
             }
             if let Some(z) = self.zones.get(&m.ibge) {
-                drafts.push(documents::zones(m, z));
+                let d = self
+                    .sliced
+                    .entry(key(TopicKind::Zones))
+                    .or_insert_with(|| documents::zones(m, z));
+                drafts.push(d.clone());
             }
         }
         if !self.mayors.is_empty() {
             drafts.extend(documents::rollups(&self.list, &self.mayors));
         }
-        drafts.push(documents::index(&self.list, |m, kind| match kind {
-            TopicKind::Mayors => self.mayors.contains_key(&m.ibge),
-            TopicKind::Councillors => self.councillors.contains_key(&m.ibge),
-            TopicKind::Zones => self.zones.contains_key(&m.ibge),
-        }));
+        let (list, mayors, councillors, zones) =
+            (&self.list, &self.mayors, &self.councillors, &self.zones);
+        let index = self.index.get_or_insert_with(|| {
+            documents::index(list, |m, kind| match kind {
+                TopicKind::Mayors => mayors.contains_key(&m.ibge),
+                TopicKind::Councillors => councillors.contains_key(&m.ibge),
+                TopicKind::Zones => zones.contains_key(&m.ibge),
+            })
+        });
+        drafts.push(index.clone());
         drafts
     }
 
     /// The current documents whose body differs from what was last published: slice and diff.
-    pub fn changed(&self) -> Vec<Draft> {
-        self.drafts()
+    pub fn changed(&mut self) -> Vec<Draft> {
+        let drafts = self.drafts();
+        drafts
             .into_iter()
-            .filter(|d| self.published.get(&d.topic) != Some(&d.body))
+            .filter(|d| {
+                !self
+                    .published
+                    .get(&d.topic)
+                    .is_some_and(|p| same_bytes(p, &d.body))
+            })
             .collect()
     }
 
@@ -292,6 +339,11 @@ impl Ingest {
             })
             .collect()
     }
+}
+
+/// Equal bodies, answered without reading them when both are the same buffer (a cached slice).
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 /// Fetch and parse one race file. `Ok(None)`: nothing new. `Err`: rejected, with the reason

@@ -14,6 +14,7 @@
 //! simulator writes, carry it where a feed has it: `pst` percent of sections counted, `s`/`ts`
 //! sections counted and in all, `f` count finished.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -39,10 +40,13 @@ pub struct ConsolidatedFeed {
     pub unknown_cities: Vec<String>,
 }
 
+// Strings are borrowed from the file where they need no unescaping: a national file has
+// ~40,000 candidates, and an allocation per field was most of the parse time.
 #[derive(Deserialize)]
-struct RawFile {
+struct RawFile<'a> {
     last_updated: RawHeader,
-    municipios: Entries<RawCity>,
+    #[serde(borrow)]
+    municipios: Entries<RawCity<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -60,44 +64,48 @@ struct RawHeader {
 }
 
 #[derive(Deserialize)]
-struct RawCity {
-    #[serde(default)]
-    a: String,
-    #[serde(default)]
-    b: String,
-    #[serde(default)]
-    n: String,
-    t: String,
-    c: Vec<RawCandidate>,
-    #[serde(default)]
-    pst: Option<String>,
-    #[serde(default)]
-    s: Option<String>,
-    #[serde(default)]
-    ts: Option<String>,
+struct RawCity<'a> {
+    #[serde(default, borrow)]
+    a: Cow<'a, str>,
+    #[serde(default, borrow)]
+    b: Cow<'a, str>,
+    #[serde(default, borrow)]
+    n: Cow<'a, str>,
+    #[serde(borrow)]
+    t: Cow<'a, str>,
+    #[serde(borrow)]
+    c: Vec<RawCandidate<'a>>,
+    #[serde(default, borrow)]
+    pst: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    s: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    ts: Option<Cow<'a, str>>,
     #[serde(default)]
     f: Option<bool>,
 }
 
 #[derive(Deserialize)]
-struct RawCandidate {
-    nc: String,
-    #[serde(default)]
-    sp: String,
-    v: String,
-    #[serde(default)]
-    tp: String,
+struct RawCandidate<'a> {
+    #[serde(borrow)]
+    nc: Cow<'a, str>,
+    #[serde(default, borrow)]
+    sp: Cow<'a, str>,
+    #[serde(borrow)]
+    v: Cow<'a, str>,
+    #[serde(default, borrow)]
+    tp: Cow<'a, str>,
     #[serde(default)]
     e: bool,
     #[serde(default)]
     st: bool,
-    #[serde(default)]
-    cp: Option<String>,
-    #[serde(default)]
-    tc: Option<String>,
+    #[serde(default, borrow)]
+    cp: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tc: Option<Cow<'a, str>>,
     /// Ballot number, where a feed has it.
-    #[serde(default)]
-    num: Option<String>,
+    #[serde(default, borrow)]
+    num: Option<Cow<'a, str>>,
 }
 
 /// A JSON object read as a list of entries in file order, so that a key written twice (a
@@ -223,22 +231,25 @@ fn city_race(
     let mut valid: u64 = 0;
     let finished = city.f.unwrap_or(national_finished);
     for (i, c) in city.c.into_iter().enumerate() {
-        let field = format!("c[{i}] ({})", c.nc);
-        let votes = count(&c.v, &format!("{field}.v"))?;
+        // Built only for an error message: most files have none.
+        let field = || format!("c[{i}] ({})", c.nc);
+        let votes = parse_count(&c.v)
+            .map(|v| v.unwrap_or(0))
+            .map_err(|e| format!("{}.v: {e}", field()))?;
         valid = valid
             .checked_add(votes)
-            .ok_or_else(|| format!("{field}: votes overflow"))?;
-        let pct = parse_decimal(&c.tp).map_err(|e| format!("{field}.tp: {e}"))?;
+            .ok_or_else(|| format!("{}: votes overflow", field()))?;
+        let pct = parse_decimal(&c.tp).map_err(|e| format!("{}.tp: {e}", field()))?;
         if let Some(p) = pct
             && !(0.0..=100.0).contains(&p)
         {
-            return Err(format!("{field}.tp: {p} is not a percentage"));
+            return Err(format!("{}.tp: {p} is not a percentage", field()));
         }
         let number = match c.num.as_deref() {
             Some(n) => Some(
                 n.trim()
                     .parse::<u32>()
-                    .map_err(|_| format!("{field}.num: {n:?} is not a ballot number"))?,
+                    .map_err(|_| format!("{}.num: {n:?} is not a ballot number", field()))?,
             ),
             None => None,
         };
@@ -253,16 +264,16 @@ fn city_race(
         };
         candidates.push(Candidate {
             number,
-            name: c.nc,
-            party: c.sp,
+            name: c.nc.into_owned(),
+            party: c.sp.into_owned(),
             coalition: None,
             votes,
             percent: pct.unwrap_or(f64::NAN),
             elected: c.e,
             status,
             valid: true,
-            color: c.cp.filter(|s| !s.is_empty()),
-            photo: c.tc.filter(|s| !s.is_empty()),
+            color: c.cp.filter(|s| !s.is_empty()).map(Cow::into_owned),
+            photo: c.tc.filter(|s| !s.is_empty()).map(Cow::into_owned),
         });
     }
     for c in &mut candidates {
