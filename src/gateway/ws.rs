@@ -61,6 +61,14 @@ pub async fn upgrade(
         .on_upgrade(move |socket| connection(socket, state))
 }
 
+/// The close frame of a server shutting down.
+fn going_away() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_GOING_AWAY,
+        reason: Utf8Bytes::from_static("server shutting down; reconnect"),
+    }))
+}
+
 fn error_message(code: &str, message: &str, topic: Option<&str>) -> Message {
     let v = serde_json::json!({"type": "error", "code": code, "message": message, "topic": topic});
     Message::Text(Utf8Bytes::from(v.to_string()))
@@ -77,10 +85,7 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     loop {
         let outgoing: Option<Message> = tokio::select! {
             _ = state.shutdown.cancelled() => {
-                let _ = socket.send(Message::Close(Some(CloseFrame {
-                    code: CLOSE_GOING_AWAY,
-                    reason: Utf8Bytes::from_static("server shutting down; reconnect"),
-                }))).await;
+                let _ = socket.send(going_away()).await;
                 break;
             }
             Some((_, enc)) = subs.next(), if !subs.is_empty() => {
@@ -91,6 +96,8 @@ async fn connection(mut socket: WebSocket, state: AppState) {
             }
             changed = heartbeat.changed() => {
                 if changed.is_err() {
+                    // The shared timer stops only at shutdown, and this branch may see it first.
+                    let _ = socket.send(going_away()).await;
                     break;
                 }
                 // A client that did not answer the previous ping within a whole interval is gone.
