@@ -6,6 +6,7 @@
 //! [`Bus::snapshot`], and ignores anything not newer than what it holds.
 
 pub mod embedded;
+pub mod redis;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! The gateway: the topic hub fed from the bus, and the SSE, WebSocket and JSON GET endpoints.
 
 pub mod admission;
+pub mod command;
 pub mod http;
 pub mod hub;
 pub mod sse;

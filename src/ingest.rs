@@ -5,6 +5,7 @@
 //! loop. A file that fails to fetch, parse or validate is rejected whole: its previous
 //! documents stay current, one log line says what and where, and a metric counts it.
 
+pub mod leader;
 pub mod zones;
 
 use std::collections::{HashMap, HashSet};
@@ -388,6 +389,16 @@ pub async fn run(
     args: FeedArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_on(&mut ingest, &args, shutdown).await
+}
+
+/// The ingest loop on a borrowed [`Ingest`], which keeps its state when the loop ends: a leader
+/// that loses its lock stops here and may lead again later.
+pub async fn run_on(
+    ingest: &mut Ingest,
+    args: &FeedArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (zone_tx, mut zone_rx) = mpsc::channel::<Vec<(u32, ZoneBreakdown)>>(4);
     let mut zone_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut ticker = tokio::time::interval(args.interval);
@@ -448,6 +459,23 @@ pub struct IngestArgs {
     /// With --once: print every document, one JSON per line, to standard output.
     #[arg(long, requires = "once")]
     pub print: bool,
+    /// Redis of the scaled deployment, e.g. `redis://127.0.0.1:6379/0` (required unless --once).
+    #[arg(
+        long = "redis",
+        env = "APURA_REDIS_URL",
+        required_unless_present = "once"
+    )]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments can share one server.
+    #[arg(long, env = "APURA_REDIS_PREFIX", default_value = crate::bus::redis::DEFAULT_PREFIX)]
+    pub redis_prefix: String,
+    /// Lifetime of the leader lock: a standby takes over at most this long (plus a third of it)
+    /// after the leader dies. Renewed every third of it.
+    #[arg(long, env = "APURA_LEADER_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_ttl: Duration,
+    /// Serve `/metrics` and `/healthz` of this ingest on this address.
+    #[arg(long, env = "APURA_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// One cycle on an embedded bus; prints the documents or a summary.

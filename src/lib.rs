@@ -6,9 +6,12 @@
 //! - [`feed`]: the government formats, parsed and validated into the model.
 //! - [`fetch`]: conditional GET of feed files over HTTP(S), `file://` or a plain path.
 //! - [`documents`]: the model sliced into topic documents and roll-ups (canonical JSON drafts).
-//! - [`ingest`]: the poll → parse → slice → diff → publish cycle.
-//! - [`bus`]: the seam between ingest and gateways; embedded (in-process) or Redis.
-//! - [`gateway`]: the topic hub and the SSE, WebSocket and JSON GET endpoints.
+//! - [`ingest`]: the poll → parse → slice → diff → publish cycle; with Redis, one leader at a
+//!   time ([`ingest::leader`]).
+//! - [`bus`]: the seam between ingest and gateways; embedded (in-process) or Redis
+//!   ([`bus::redis`]: every key, the channel, the lock).
+//! - [`gateway`]: the topic hub and the SSE, WebSocket and JSON GET endpoints; the scaled
+//!   gateway process in [`gateway::command`].
 //! - [`simulate`]: a count-night simulator serving the government feed over HTTP.
 //! - [`demo`] and [`run`]: the one-process commands.
 #![forbid(unsafe_code)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use apura::{demo, ingest, run, simulate};
+use apura::{demo, gateway, ingest, run, simulate};
 
 /// Time given to open connections and tasks to finish after SIGINT or SIGTERM.
 const GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -28,10 +28,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Ingest and gateway in one process on the embedded bus, for a real or recorded feed.
     Run(run::RunArgs),
-    /// Poll the feed and publish documents (`--once --print` to try a feed).
+    /// Poll the feed and publish to Redis as leader or standby (`--once --print` to try a feed).
     Ingest(ingest::IngestArgs),
     /// A count-night simulator serving the government feed over HTTP.
     Simulate(simulate::SimulateArgs),
+    /// Serve clients from the documents published on Redis.
+    Gateway(gateway::command::GatewayCommandArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,9 +70,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Command::Run(args) => run::run(args, shutdown.clone()).await,
             Command::Simulate(args) => simulate::serve(&args, shutdown.clone()).await,
             Command::Ingest(args) if args.once => ingest::once(args).await,
-            Command::Ingest(_) => anyhow::bail!(
-                "apura ingest publishes to Redis: give --redis URL, or try a feed with --once --print"
-            ),
+            Command::Ingest(args) => ingest::leader::run(args, shutdown.clone()).await,
+            Command::Gateway(args) => gateway::command::run(args, shutdown.clone()).await,
         }
     };
     tokio::pin!(work);

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub unknown_cities: AtomicU64,
     /// Ingest: feed fetch or validation failures by kind.
     feed_errors: Mutex<Vec<(String, u64)>>,
+    /// Redis bus: messages that could not be decoded (skipped; the snapshot is reloaded).
+    pub bus_decode_errors: AtomicU64,
+    /// Redis bus: subscription connections lost and re-established.
+    pub bus_reconnects: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +167,18 @@ impl Metrics {
             "Cities found in a feed but not in the municipality list.",
             "counter",
             self.unknown_cities.load(Relaxed).to_string(),
+        );
+        gauge(
+            "bus_decode_errors_total",
+            "Bus messages that could not be decoded and were skipped.",
+            "counter",
+            self.bus_decode_errors.load(Relaxed).to_string(),
+        );
+        gauge(
+            "bus_reconnects_total",
+            "Bus subscription connections lost and re-established.",
+            "counter",
+            self.bus_reconnects.load(Relaxed).to_string(),
         );
         let newest = self.newest_published_at.load(Relaxed);
         let age = if newest > 0 {

@@ -2,6 +2,8 @@
 //! and small SSE and WebSocket clients over real sockets.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,360 @@
+//! The scaled deployment on a real redis-server: cycles through Redis, the fenced leader lock
+//! and its failover, a Redis restart under a serving gateway, and gateway readiness.
+
+mod common;
+
+use std::time::Duration;
+
+use apura::bus::{Bus, BusEvent, Cycle, Document};
+use apura::documents::Draft;
+use bytes::Bytes;
+use common::redis::*;
+use common::*;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Leader lock ttl of these tests: renewed every 333 ms, so failover takes about a second.
+const TTL: Duration = Duration::from_secs(1);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn draft(topic: &str, n: u64) -> Draft {
+    padded(topic, n, 0)
+}
+
+fn padded(topic: &str, n: u64, pad: usize) -> Draft {
+    Draft {
+        topic: topic.to_string(),
+        body: Bytes::from(format!(
+            r#"{{"topic":"{topic}","n":{n},"pad":"{}"}}"#,
+            "x".repeat(pad)
+        )),
+    }
+}
+
+fn by_topic(mut docs: Vec<Document>) -> Vec<Document> {
+    docs.sort_by(|a, b| a.topic.cmp(&b.topic));
+    docs
+}
+
+fn topics(cycle: &Cycle) -> Vec<String> {
+    let mut t: Vec<String> = cycle
+        .documents
+        .iter()
+        .map(|d| d.topic.to_string())
+        .collect();
+    t.sort();
+    t
+}
+
+async fn next_cycle(events: &mut BoxStream<'static, BusEvent>) -> std::sync::Arc<Cycle> {
+    match tokio::time::timeout(WAIT, events.next()).await {
+        Ok(Some(BusEvent::Cycle(c))) => c,
+        other => panic!("expected a cycle, got {other:?}"),
+    }
+}
+
+async fn get(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn cycles_round_trip_in_version_order_and_another_process_continues_the_sequence() {
+    let server = RedisServer::start().await;
+    let a = bus(&server).await;
+    assert!(a.acquire_leadership(WAIT).await.unwrap());
+    let mut events = a.subscribe().await.unwrap();
+
+    let c1 = a.publish(vec![draft("a", 1), draft("b", 1)]).await.unwrap();
+    let c2 = a.publish(vec![draft("a", 2)]).await.unwrap();
+    assert!(c2.version > c1.version);
+    for sent in [&c1, &c2] {
+        let got = next_cycle(&mut events).await;
+        assert_eq!(got.version, sent.version);
+        assert_eq!(got.published_at, sent.published_at);
+        assert_eq!(got.documents, sent.documents);
+    }
+
+    // Another process reads the latest document of each topic.
+    let b = bus(&server).await;
+    assert_eq!(
+        by_topic(b.snapshot().await.unwrap()),
+        vec![c2.documents[0].clone(), c1.documents[1].clone()]
+    );
+
+    // A cycle too big to send inline (3 × 2 MB) still reaches subscribers whole.
+    let big = (0..3)
+        .map(|i| padded(&format!("big-{i}"), i, 2_000_000))
+        .collect();
+    let c3 = a.publish(big).await.unwrap();
+    let got = next_cycle(&mut events).await;
+    assert_eq!(got.version, c3.version);
+    assert_eq!(by_topic(got.documents.clone()), c3.documents);
+
+    // Only the lock holder publishes; a refused cycle leaves no trace.
+    let err = b.publish(vec![draft("a", 99)]).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("does not hold the leader lock"),
+        "{err:#}"
+    );
+    assert!(!b.acquire_leadership(WAIT).await.unwrap());
+
+    // Handed over, the sequence continues in the other process.
+    assert!(a.release_leadership().await.unwrap());
+    assert!(b.acquire_leadership(WAIT).await.unwrap());
+    let c4 = b.publish(vec![draft("a", 4)]).await.unwrap();
+    assert_eq!(c4.version, c3.version + 1, "refused cycles took no version");
+    assert!(a.publish(vec![draft("a", 5)]).await.is_err());
+    let got = next_cycle(&mut events).await;
+    assert_eq!(got.version, c4.version, "the refused cycles were not sent");
+    let snap = by_topic(a.snapshot().await.unwrap());
+    assert_eq!(snap.len(), 5);
+    assert_eq!(snap[0], c4.documents[0]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&snap[0].json).unwrap()["n"],
+        4
+    );
+}
+
+#[tokio::test]
+async fn only_the_lock_holder_publishes_and_a_standby_takes_over_when_it_dies() {
+    let server = RedisServer::start().await;
+    let mut cs = cities();
+    let feed = Feed::new(&cs);
+    let observer = bus(&server).await;
+    let mut events = observer.subscribe().await.unwrap();
+
+    let first = IngestProcess::start(&server, &feed, TTL).await;
+    eventually(|| first.is_leading()).await;
+    let second = IngestProcess::start(&server, &feed, TTL).await;
+    let c1 = next_cycle(&mut events).await;
+    assert_eq!(
+        c1.documents.len(),
+        8,
+        "3 cities, 3 states, brazil, the index"
+    );
+    // The standby tries for the lock three times a ttl; it never gets it, never publishes.
+    tokio::time::sleep(TTL).await;
+    assert!(first.is_leading());
+    assert!(!second.is_leading());
+    assert_eq!(second.cycles_published(), 0);
+    assert!(second.bus.publish(vec![draft("brazil", 1)]).await.is_err());
+
+    // The leader dies without releasing its lock: the standby takes over once it expires.
+    first.kill();
+    let killed = Instant::now();
+    eventually(|| second.is_leading()).await;
+    let took = killed.elapsed();
+    assert!(
+        took <= TTL + TTL / 3 + Duration::from_millis(700),
+        "took over in {took:?}"
+    );
+
+    // It continues from what Redis holds: nothing unchanged is published again...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(second.cycles_published(), 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), events.next())
+            .await
+            .is_err(),
+        "nothing was published twice"
+    );
+    // ...and what changes is published once, under a higher version.
+    cs[0] = cs[0].clone().votes(&[900, 700], 40.0);
+    feed.write(&cs);
+    let c2 = next_cycle(&mut events).await;
+    assert!(c2.version > c1.version);
+    assert_eq!(topics(&c2), ["brazil", "mayors-sp-sao-paulo", "state-sp"]);
+    let sp = c2
+        .documents
+        .iter()
+        .find(|d| &*d.topic == "mayors-sp-sao-paulo")
+        .unwrap();
+    let sp: serde_json::Value = serde_json::from_slice(&sp.json).unwrap();
+    assert_eq!(sp["candidates"][0]["votes"], 900);
+    assert_eq!(second.cycles_published(), 1);
+}
+
+#[tokio::test]
+async fn a_gateway_serves_through_a_redis_restart_then_catches_up_with_higher_versions() {
+    let mut server = RedisServer::start().await;
+    let mut cs = cities();
+    let feed = Feed::new(&cs);
+    let ingest = IngestProcess::start(&server, &feed, TTL).await;
+    let gw = RedisGateway::start(&server).await;
+    wait_ready(gw.addr).await;
+    eventually(|| gw.hub.len() == 8).await;
+    let sp_url = gw.url("/cities/mayors-sp-sao-paulo.json");
+    let (_, before) = get(&sp_url).await;
+    assert_eq!(before["candidates"][0]["votes"], 600);
+    let newest_before = gw.hub.max_version();
+
+    // Redis dies; the count goes on meanwhile.
+    server.stop();
+    cs[0] = cs[0].clone().votes(&[900, 700], 40.0);
+    feed.write(&cs);
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(3) {
+        let (status, doc) = get(&sp_url).await;
+        assert_eq!(status, 200, "GET keeps working during the outage");
+        assert_eq!(doc, before);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // It comes back empty. The ingest leads again and publishes everything again; the gateway
+    // resubscribes, reloads, and has the change with a version above anything before.
+    server.spawn().await;
+    eventually(|| {
+        gw.hub
+            .get("mayors-sp-sao-paulo")
+            .is_some_and(|d| d.version > newest_before)
+    })
+    .await;
+    let (_, after) = get(&sp_url).await;
+    assert_eq!(after["candidates"][0]["votes"], 900);
+    assert!(after["version"].as_u64().unwrap() > newest_before);
+    assert!(ingest.is_leading());
+
+    let latest = bus(&server).await.snapshot().await.unwrap();
+    assert_eq!(latest.len(), 8, "every document was published again");
+    for doc in &latest {
+        assert!(doc.version > newest_before, "{} went backwards", doc.topic);
+        eventually(|| gw.hub.get(&doc.topic).is_some_and(|e| e.body == doc.json)).await;
+    }
+    let metrics = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("apura_bus_reconnects_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("apura_bus_decode_errors_total 0\n"));
+}
+
+#[tokio::test]
+async fn a_gateway_started_after_publications_is_ready_only_with_every_snapshot_loaded() {
+    let server = RedisServer::start().await;
+    let publisher = bus(&server).await;
+    assert!(publisher.acquire_leadership(WAIT).await.unwrap());
+    let names: Vec<String> = (0..2_500)
+        .map(|i| format!("mayors-sp-city-{i:04}"))
+        .collect();
+    let c1 = publisher
+        .publish(names.iter().map(|t| padded(t, 1, 500)).collect())
+        .await
+        .unwrap();
+    let c2 = publisher
+        .publish(names[..10].iter().map(|t| draft(t, 2)).collect())
+        .await
+        .unwrap();
+
+    // The command's own serving path, on port 0.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let args = apura::gateway::command::GatewayCommandArgs {
+        redis: server.url(),
+        redis_prefix: "apura".to_string(),
+        gateway: gateway_args(),
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(apura::gateway::command::serve(
+        args,
+        listener,
+        shutdown.clone(),
+    ));
+    wait_ready(addr).await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("apura_topics 2500\n"), "{metrics}");
+    let (status, doc) = get(&format!("http://{addr}/cities/mayors-sp-city-0005.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (doc["version"].as_u64(), doc["n"].as_u64()),
+        (Some(c2.version), Some(2))
+    );
+    let (_, doc) = get(&format!("http://{addr}/cities/mayors-sp-city-2499.json")).await;
+    assert_eq!(
+        (doc["version"].as_u64(), doc["n"].as_u64()),
+        (Some(c1.version), Some(1))
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_or_gets_garbage_is_told_to_resync() {
+    let server = RedisServer::start().await;
+    let metrics = std::sync::Arc::new(apura::metrics::Metrics::default());
+    let publisher = bus(&server).await;
+    assert!(publisher.acquire_leadership(WAIT).await.unwrap());
+    let follower = apura::bus::redis::RedisBus::connect(&server.url(), "apura", metrics.clone())
+        .await
+        .unwrap();
+    let mut events = follower.subscribe().await.unwrap();
+
+    // Not read for 100 cycles: it gets what fitted in its queue, then one resync, not 100.
+    let mut last = 0;
+    for n in 0..100 {
+        last = publisher
+            .publish(vec![draft("a", n)])
+            .await
+            .unwrap()
+            .version;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut cycles = 0;
+    while let BusEvent::Cycle(_) = tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        cycles += 1;
+    }
+    assert!(
+        (1..100).contains(&cycles),
+        "{cycles} cycles before the resync"
+    );
+    let snap = follower.snapshot().await.unwrap();
+    assert_eq!(
+        snap[0].version, last,
+        "the resync's snapshot has the latest"
+    );
+
+    // Something that is not a cycle on the channel: counted, skipped, answered with a resync.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = ::redis::cmd("PUBLISH")
+        .arg("apura:cycles")
+        .arg("not a cycle")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        BusEvent::Resync => {}
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    assert_eq!(
+        metrics
+            .bus_decode_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // And the subscription goes on.
+    let c = publisher.publish(vec![draft("a", 1000)]).await.unwrap();
+    assert_eq!(next_cycle(&mut events).await.version, c.version);
+}
