@@ -217,10 +217,15 @@ return 0
 "#;
 
 /// Raise the sequence to at least ARGV[2], fenced by the lock; answers the sequence before, or
-/// -1 if it did not exist. A missing sequence starts at the server's Unix time in seconds, not
-/// at 1: should Redis lose its data while every ingest restarts too (no process remembers the
-/// versions gateways hold), versions still continue above them, as long as cycles averaged
-/// fewer than one a second (one per 10 s poll, plus zone cycles every 60 s).
+/// -1 if it did not exist. A missing sequence starts at the server's Unix time in
+/// milliseconds, not at 1. The floor alone is not enough when Redis comes back empty: a standby
+/// that takes over knows the sequence only as of its last try for the lock (a third of a ttl
+/// old, a cycle or more behind), and if every ingest restarted too no process remembers the
+/// versions gateways hold. The clock covers both, as long as cycles averaged fewer than one a
+/// millisecond since the sequence started: a cycle polls a feed, so they never come faster than
+/// a few a second. Seconds were not enough: a night played at a file every 500 ms runs 2–3
+/// cycles a second, and versions ran ahead of the clock within a minute. At ~1.8 × 10¹² the
+/// numbers stay far below 2⁵³, exact in JavaScript.
 /// KEYS: leader, sequence. ARGV: token, floor.
 const CONTINUE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -229,7 +234,8 @@ end
 local current = tonumber(redis.call('GET', KEYS[2]) or '-1')
 local floor = tonumber(ARGV[2])
 if current < 0 then
-  floor = math.max(floor, tonumber(redis.call('TIME')[1]))
+  local now = redis.call('TIME')
+  floor = math.max(floor, tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 end
 if current < floor then
   redis.call('SET', KEYS[2], string.format('%d', floor))
@@ -391,7 +397,7 @@ impl RedisBus {
     /// At the start of a leader term: make sure the sequence exists and is at least the highest
     /// version this process has seen, so versions never go backwards for gateways that still
     /// hold them, even if Redis came back empty (a missing sequence starts at the Unix time in
-    /// seconds: see `CONTINUE_LUA`). Answers the sequence as it was, `None` if it did not
+    /// milliseconds: see `CONTINUE_LUA`). Answers the sequence as it was, `None` if it did not
     /// exist (an empty store). Fenced: only the lock holder may do it.
     pub async fn continue_sequence(&self) -> anyhow::Result<Option<u64>> {
         let keys = &self.shared.keys;
