@@ -141,6 +141,8 @@ impl Ingest {
                 self.published.insert(doc.topic.to_string(), body);
             }
         }
+        // The index lists what the store holds (see `drafts`): build it again.
+        self.index = None;
         Ok(docs.len())
     }
 
@@ -148,6 +150,7 @@ impl Ingest {
     /// store was found empty: a restarted Redis without persistence).
     pub fn forget_published(&mut self) {
         self.published.clear();
+        self.index = None;
     }
 
     /// Poll the mayor and councillor files once and publish what changed.
@@ -272,13 +275,26 @@ impl Ingest {
         if !self.mayors.is_empty() {
             drafts.extend(documents::rollups(&self.list, &self.mayors));
         }
-        let (list, mayors, councillors, zones) =
-            (&self.list, &self.mayors, &self.councillors, &self.zones);
+        let (list, mayors, councillors, zones, published) = (
+            &self.list,
+            &self.mayors,
+            &self.councillors,
+            &self.zones,
+            &self.published,
+        );
+        // A topic is listed while this process has its results, and also while the store holds
+        // its document: a new leader has the mayor and councillor files after its first poll,
+        // but the zone files only after its first zone round, and meanwhile the zone documents
+        // its predecessor published are still served; an index without them would tell clients
+        // they are gone, then come back a zone round later.
         let index = self.index.get_or_insert_with(|| {
-            documents::index(list, |m, kind| match kind {
-                TopicKind::Mayors => mayors.contains_key(&m.ibge),
-                TopicKind::Councillors => councillors.contains_key(&m.ibge),
-                TopicKind::Zones => zones.contains_key(&m.ibge),
+            documents::index(list, |m, kind| {
+                let held = match kind {
+                    TopicKind::Mayors => mayors.contains_key(&m.ibge),
+                    TopicKind::Councillors => councillors.contains_key(&m.ibge),
+                    TopicKind::Zones => zones.contains_key(&m.ibge),
+                };
+                held || published.contains_key(&m.topic(kind))
             })
         });
         drafts.push(index.clone());
