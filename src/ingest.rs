@@ -101,6 +101,9 @@ pub struct Ingest {
     published: HashMap<String, Bytes>,
     /// Unknown city keys already logged, so a feed with one stays one log line.
     unknown_logged: HashSet<String>,
+    /// Set by [`Ingest::hold_for_zones`]: publish nothing until the first zone round is in, or
+    /// this deadline.
+    zones_hold: Option<Instant>,
 }
 
 impl Ingest {
@@ -125,6 +128,18 @@ impl Ingest {
             sliced: HashMap::new(),
             index: None,
             unknown_logged: HashSet::new(),
+            zones_hold: None,
+        }
+    }
+
+    /// On a store found empty, when this process holds no zone results (a standby that never
+    /// led, or a restart): publish nothing until the first zone round is in, for at most
+    /// `patience`. Otherwise the first cycle would be the state without its zone documents,
+    /// and with an index that lists no zones topic, though gateways still serve them, until a
+    /// zone round (60 s) later.
+    pub fn hold_for_zones(&mut self, patience: Duration) {
+        if self.zones.is_empty() {
+            self.zones_hold = Some(Instant::now() + patience);
         }
     }
 
@@ -202,6 +217,7 @@ impl Ingest {
         &mut self,
         batch: Vec<(u32, ZoneBreakdown)>,
     ) -> anyhow::Result<Option<Arc<Cycle>>> {
+        self.zones_hold = None;
         for (ibge, z) in batch {
             if self.zones.get(&ibge) != Some(&z) {
                 self.sliced.remove(&(ibge, TopicKind::Zones));
@@ -323,6 +339,13 @@ impl Ingest {
     }
 
     async fn publish_changes(&mut self) -> anyhow::Result<Option<Arc<Cycle>>> {
+        if let Some(until) = self.zones_hold {
+            if Instant::now() < until {
+                return Ok(None);
+            }
+            tracing::warn!("no zone round in time; publishing without zone documents");
+            self.zones_hold = None;
+        }
         let changed = self.changed();
         if changed.is_empty() {
             self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
