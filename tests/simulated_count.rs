@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use apura::ingest::FeedArgs;
@@ -206,13 +205,14 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
                     );
                 }
             }
-            seen.lock().unwrap().push(mine);
+            mine
         }));
     }
     wait_finished(&sim).await;
     // Clients stop after 3 s without news: the count is over and the last cycle is out.
+    let mut seen = Vec::new();
     for c in clients {
-        c.await.unwrap();
+        seen.push(c.await.unwrap());
     }
     let client = reqwest::Client::new();
     let mut finals = HashMap::new();
@@ -233,7 +233,6 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
         finals.insert(t.to_string(), doc);
     }
     assert_eq!(finals["mayors-sp-sao-paulo"]["final"], true);
-    let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 6);
     for (i, client) in seen.iter().enumerate() {
         for t in topics {
