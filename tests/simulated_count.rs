@@ -171,11 +171,8 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
         "brazil",
     ];
     // Every client keeps (version, document) per topic and checks versions only increase.
-    let seen: Arc<std::sync::Mutex<Vec<HashMap<String, (u64, serde_json::Value)>>>> =
-        Arc::default();
     let mut clients = Vec::new();
     for i in 0..6 {
-        let seen = seen.clone();
         let url = format!("http://{addr}/events?topics={}", topics.join(","));
         clients.push(tokio::spawn(async move {
             let mut mine: HashMap<String, (u64, serde_json::Value)> = HashMap::new();
