@@ -48,8 +48,13 @@ const PARTY_COLORS = {
   PV: '#2c8c3f', AGIR: '#5b2a86', DC: '#ab7c24', MOBILIZA: '#e08a1e', PCO: '#923d00', PSTU: '#ca4242',
 };
 const PALETTE = ['#5470c6', '#91cc75', '#d6a21e', '#ee6666', '#3ba272', '#9a60b4', '#ea7ccc', '#3d8fb4', '#b86b3c'];
+const seenColors = new Map(); // party -> the colour the feed last gave its candidates
 function partyColor(party, given) {
-  if (given && /^#[0-9a-f]{6}$/i.test(given)) return given;
+  if (given && /^#[0-9a-f]{6}$/i.test(given)) {
+    seenColors.set(party, given);
+    return given;
+  }
+  if (seenColors.has(party)) return seenColors.get(party);
   if (PARTY_COLORS[party]) return PARTY_COLORS[party];
   let hash = 0;
   for (const ch of party ?? '') hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
@@ -277,8 +282,8 @@ function showCity(city) {
   const topics = city.topics ?? [];
   const mayors = topics.find((t) => t.startsWith('mayors-'));
   const councillors = topics.find((t) => t.startsWith('councillors-'));
-  if (!mayors) $('#mayor-list').replaceChildren(h('li', { class: 'empty' }, 'Este município não tem eleição municipal.'));
-  if (!councillors) $('#council-body').replaceChildren(h('p', { class: 'empty' }, 'Sem disputa para vereador.'));
+  if (!mayors) $('#mayor-list').replaceChildren(h('li', { class: 'empty' }, 'Sem resultado para prefeito neste município.'));
+  if (!councillors) $('#council-body').replaceChildren(h('p', { class: 'empty' }, 'Sem resultado para vereador neste município.'));
   const wanted = [mayors, councillors].filter(Boolean);
   if (wanted.length) {
     state.offCity = client.subscribe(wanted, (doc) => {
@@ -538,7 +543,8 @@ async function loadCities() {
   const doc = await res.json();
   state.cities = doc.cities.map((c) => ({ ...c, folded: fold(c.name) }));
   state.byRoute = new Map(state.cities.map((c) => [`${c.uf.toLowerCase()}/${c.slug}`, c]));
-  $('#search').placeholder = `Busque entre ${int(state.cities.length)} municípios, ex.: São Paulo`;
+  $('#search').placeholder = 'Digite o nome da cidade';
+  $('#search-count').textContent = `${int(state.cities.length)} municípios`;
   $('#search').disabled = false;
 }
 

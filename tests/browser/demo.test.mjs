@@ -202,6 +202,16 @@ test('live page over SSE: search, live mayor race, national view, outage and res
   await check('no script errors in the page', async () => {
     assert.deepEqual(page.errors, []);
   });
+
+  await check('WebSocket transport (?transport=ws): connects and updates', async () => {
+    const ws = await openPage(`${demo.url}/?transport=ws#/sp/sao-paulo`);
+    const s = await waitStatus(ws, ['connected'], 'ws', 20_000);
+    await ws.waitForFunction(() => document.querySelector('#city-pct').dataset.value !== undefined, null, { timeout: 15_000 });
+    const before = await counted(ws);
+    const v = await waitCountMoves(ws, before);
+    assert.deepEqual(ws.errors, []);
+    return `${s.label}; ${before}% → ${v}% counted`;
+  });
 });
 
 test('streams disabled (503): the page falls back to polling and still updates', { timeout: 180_000 }, async () => {

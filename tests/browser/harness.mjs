@@ -42,7 +42,7 @@ export async function startDemo({ disableStreams = false } = {}) {
   const args = ['demo', '--listen', `127.0.0.1:${port}`, '--duration', DURATION, '--interval', INTERVAL,
     '--web-dir', path.join(repoRoot, 'web-demo')];
   if (disableStreams) args.push('--disable-streams');
-  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
+  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, APURA_LOG: process.env.APURA_LOG ?? 'warn' } });
   let log = '';
   child.stdout.on('data', (d) => (log += d));
   child.stderr.on('data', (d) => (log += d));
