@@ -133,3 +133,34 @@ test('a failed upgrade goes back to polling without showing an outage', async ()
   assert.ok(statuses.slice(before).every((s) => s.state === 'connected'), JSON.stringify(statuses.slice(before)));
   client.close();
 });
+
+test('SSE refused for an unknown topic: reported, left out, the stream retried without it', async () => {
+  const fetch = upGateway(); // 404 for anything but brazil
+  const { client, clock } = makeClient({ fetch });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  client.subscribe(['brazil', 'mayors-sp-nowhere'], () => {});
+  await clock.advance(0);
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-sp-nowhere');
+  FakeEventSource.last.fail(); // the gateway answered 404 to the whole stream
+  await clock.advance(0);
+  assert.deepEqual(errors.map((e) => [e.code, e.topic]), [['unknown_topic', 'mayors-sp-nowhere']]);
+  assert.equal(FakeEventSource.instances.length, 2, 'retried at once');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil');
+  assert.equal(client.transport, 'sse', 'not a reason to fall back');
+  client.close();
+});
+
+test('unsubscribing from everything closes the connection and goes idle', async () => {
+  const { client, clock, statuses } = makeClient({ transport: 'sse' });
+  const off = client.subscribe('brazil', () => {});
+  await clock.advance(0);
+  FakeEventSource.last.open();
+  FakeEventSource.last.send('snapshot', doc('brazil', 1));
+  off();
+  assert.ok(FakeEventSource.last.closed);
+  assert.equal(statuses.at(-1).state, 'idle');
+  await clock.advance(60000);
+  assert.equal(FakeEventSource.instances.length, 1);
+  client.close();
+});
