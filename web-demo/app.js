@@ -39,6 +39,16 @@ function fold(s) {
     .trim();
 }
 
+/** Ballot names arrive in capitals: "JOÃO DA SILVA" → "João da Silva"; mixed case is kept. */
+function displayName(name) {
+  if (name !== name.toUpperCase()) return name;
+  return name
+    .toLowerCase()
+    .split(' ')
+    .map((w, i) => (i > 0 && /^(da|das|de|do|dos|e)$/.test(w) ? w : w.charAt(0).toUpperCase() + w.slice(1)))
+    .join(' ');
+}
+
 // Party colours for documents that carry none; anything else gets a stable colour from its name.
 const PARTY_COLORS = {
   PT: '#c4122d', PL: '#1f3f8f', MDB: '#2e9e48', PSD: '#f0a500', PP: '#3a78c2', UNIÃO: '#1c4b9c',
@@ -343,7 +353,7 @@ function renderMayor(doc) {
     li.classList.toggle('lead', i === 0 && c.votes > 0);
     li.classList.toggle('invalid', c.valid === false);
     $('.badge', li).textContent = c.number ?? c.name.slice(0, 1);
-    $('.cand-name', li).textContent = c.name;
+    $('.cand-name', li).textContent = displayName(c.name);
     $('.party', li).textContent = c.party;
     $('.cand-mark', li).replaceChildren(statusMark(c) ?? '');
     setNumber($('.cand-pct', li), c.percent, pct);
@@ -397,7 +407,7 @@ function renderCouncil(doc) {
     }
     tr.children[0].textContent = `${i + 1}º`;
     $('.sw', tr).style.background = partyColor(c.party, c.color);
-    $('.cname', tr).textContent = c.name;
+    $('.cname', tr).textContent = displayName(c.name);
     $('.party', tr).textContent = c.number ? `${c.party} · ${c.number}` : c.party;
     $('.cmark', tr).replaceChildren(statusMark(c) ?? '');
     const votes = tr.children[2];
@@ -487,7 +497,7 @@ function renderBrazil(doc) {
           h('a', { href: `#/${c.uf.toLowerCase()}/${c.slug}` },
             h('span', { class: 'cap-city' }, h('span', { class: 'cap-name' }), ' ', h('span', { class: 'uf' })),
             h('span', { class: 'cap-leader' }),
-            h('span', { class: 'cap-foot' }, h('span', { class: 'minibar' }, h('span')), h('span', { class: 'cap-pct num' })),
+            h('span', { class: 'cap-foot' }, h('span', { class: 'minibar' }, h('span')), h('span', { class: 'cap-pct num' }), h('span', { class: 'cap-mark' })),
           ),
         );
       }
@@ -496,12 +506,14 @@ function renderBrazil(doc) {
       $('.uf', li).textContent = c.uf;
       $('.cap-leader', li).replaceChildren(
         ...(l
-          ? [h('span', { class: 'sw', style: `background:${partyColor(l.party, l.color)}` }), h('span', { class: 'who' }, l.name),
-             h('span', { class: 'party' }, l.party), h('span', { class: 'num lp' }, pct1(l.percent)),
-             l.elected ? h('span', { class: 'mark elected' }, 'Eleito') : '']
+          ? [h('span', { class: 'sw', style: `background:${partyColor(l.party, l.color)}` }),
+             h('span', { class: 'who', title: displayName(l.name) }, displayName(l.name)),
+             h('span', { class: 'party' }, l.party),
+             h('span', { class: 'num lp' }, pct1(l.percent))]
           : [h('span', { class: 'muted' }, 'aguardando votos')]),
       );
       $('.minibar span', li).style.width = `${c.percent}%`;
+      $('.cap-mark', li).replaceChildren(l?.elected ? h('span', { class: 'mark elected' }, 'Eleito') : '');
       setNumber($('.cap-pct', li), c.percent, (v) => `${pct1(v)} apurado`);
       li.classList.toggle('final', !!c.final);
       return li;
@@ -570,7 +582,7 @@ function main() {
         // The gateway may be restarting: try again, less often each time.
         console.warn(e);
         $('#search').placeholder = 'Lista de municípios indisponível; tentando de novo…';
-        setTimeout(() => load(Math.min(wait * 2, 30000)), wait);
+        setTimeout(() => load(Math.min(wait * 2, 10000)), wait);
       });
   load(2000);
   window.apura = { client, state }; // for the console and the browser test

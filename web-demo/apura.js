@@ -21,6 +21,8 @@
 //                    moves on to the next transport (2)
 //   upgradeAfter     ms of fallback polling before 'auto' tries the streams again (300000; 0 = never)
 //   staleAfter       ms without a connection after which status says 'stale' (10000)
+//   missingRetry     ms before asking again for a topic the gateway did not know (10000): a
+//                    gateway that has just started knows no topic until its first publication
 //   fetch, EventSource, WebSocket, setTimeout, clearTimeout, now, random: injectable for tests.
 //
 // Guarantees: documents reach callbacks only with a version newer than the last one delivered for
@@ -37,6 +39,7 @@ export const DEFAULTS = Object.freeze({
   fallbackAfter: 2,
   upgradeAfter: 300000,
   staleAfter: 10000,
+  missingRetry: 10000,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -272,7 +275,10 @@ function wsTransport(ctx) {
       return;
     }
     if (msg.type === 'snapshot' || msg.type === 'update') ctx.onDoc(msg.document, Number(msg.version), msg.topic);
-    else if (msg.type === 'error') ctx.onServerError(msg);
+    else if (msg.type === 'error') {
+      if (msg.topic) subscribed.delete(msg.topic); // not subscribed: a later sync asks again
+      ctx.onServerError(msg);
+    }
   };
   ws.onerror = () => fail('websocket error');
   ws.onclose = (e) => fail(`websocket closed (${e?.code ?? '?'})`);
@@ -395,7 +401,8 @@ export class ApuraClient {
     this.failures = 0; // consecutive failed attempts of the current transport, gateway reachable
     this.book = new VersionBook();
     this.subs = new Map(); // topic -> Set of callbacks
-    this.missing = new Set(); // topics the gateway says do not exist
+    this.missing = new Set(); // topics the gateway said it does not know, left out for now
+    this.reported = new Set(); // missing topics already reported by an 'error' event
     this.handlers = new Map(); // event name -> Set of handlers
     this.backoff = new Backoff({ base: o.backoffBase, cap: o.backoffCap, random: this.env.random });
     this.timers = new Map();
@@ -476,6 +483,7 @@ export class ApuraClient {
         this.subs.delete(topic);
         this.book.forget(topic);
         this.missing.delete(topic);
+        this.reported.delete(topic);
         removed = true;
       }
     }
@@ -606,6 +614,7 @@ export class ApuraClient {
     const version = Number(doc.version ?? hint);
     if (!this.subs.has(topic)) return false;
     if (!this.book.accept(topic, version, doc)) return false;
+    this.reported.delete(topic);
     const meta = { topic, version, via };
     for (const cb of [...this.subs.get(topic)]) safeCall(cb, doc, meta);
     this.emit('document', doc, meta);
@@ -716,7 +725,19 @@ export class ApuraClient {
   }
 
   onServerError(err) {
-    if (err?.topic) this.missing.add(err.topic);
-    this.emit('error', err);
+    const topic = err?.topic;
+    if (!topic || !this.subs.has(topic)) return this.emit('error', err);
+    this.missing.add(topic);
+    if (!this.reported.has(topic)) {
+      this.reported.add(topic);
+      this.emit('error', err);
+    }
+    // Not necessarily for good: a gateway warming up or a city published later. Ask again.
+    if (!this.timers.has('missing')) {
+      this.setTimer('missing', this.options.missingRetry, () => {
+        this.missing.clear();
+        this.topicsChanged();
+      });
+    }
   }
 }

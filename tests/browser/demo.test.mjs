@@ -33,7 +33,7 @@ const counted = (page) => page.evaluate(() => Number(document.querySelector('#ci
 const held = (page, topic) => page.evaluate((t) => window.apura.client.book.version(t), topic);
 
 /** Wait until São Paulo's % counted differs from `before` (the count moved on screen). */
-async function waitCountMoves(page, before, timeout = 40_000) {
+async function waitCountMoves(page, before, timeout = 60_000) {
   await page.waitForFunction(
     (v) => {
       const el = document.querySelector('#city-pct');
@@ -140,13 +140,15 @@ test('live page over SSE: search, live mayor race, national view, outage and res
   });
 
   await check('delivery latency, published_at to page (informational)', async () => {
+    // Wait for a few live documents (a cycle every --interval; slower with a debug build).
     const lat = await page.evaluate(() => new Promise((resolve) => {
       const seen = [];
-      const off = window.apura.client.on('document', (d) => seen.push(Date.now() - d.published_at));
-      setTimeout(() => (off(), resolve(seen.sort((a, b) => a - b))), 4000);
+      const done = () => (off(), resolve(seen.sort((a, b) => a - b)));
+      const off = window.apura.client.on('document', (d) => seen.push(Date.now() - d.published_at) >= 4 && done());
+      setTimeout(done, 30_000);
     }));
     assert.ok(lat.length > 0, 'documents arrived');
-    return `${lat.length} documents in 4 s, median ${lat[lat.length >> 1]} ms, max ${lat.at(-1)} ms`;
+    return `${lat.length} documents, median ${lat[lat.length >> 1]} ms, max ${lat.at(-1)} ms`;
   });
 
   await check('reload keeps the chosen city (hash)', async () => {
@@ -158,6 +160,7 @@ test('live page over SSE: search, live mayor race, national view, outage and res
 
   await screenshot(page.locator('#city'), 'city-desktop.png');
   await screenshot(page.locator('#national'), 'national-desktop.png');
+  await page.evaluate(() => window.scrollTo(0, 0));
   await screenshot(page, 'page-desktop.png');
 
   let streamsBeforeCut;
@@ -166,6 +169,7 @@ test('live page over SSE: search, live mayor race, national view, outage and res
     await proxy.cut();
     const s = await waitStatus(page, ['reconnecting', 'stale'], null, 15_000);
     assert.match(s.label, /reconectando/);
+    await screenshot(page.locator('.masthead'), 'status-reconnecting-desktop.png');
     return s.label;
   });
   await page.waitForTimeout(3000);
@@ -214,20 +218,27 @@ test('live page over SSE: search, live mayor race, national view, outage and res
   });
 });
 
-test('streams disabled (503): the page falls back to polling and still updates', { timeout: 180_000 }, async () => {
-  const demo = await startDemo({ disableStreams: true });
+test('streams disabled (503): the page falls back to polling and still updates', { timeout: 240_000 }, async () => {
+  // The page is opened as soon as the gateway serves it, before its first publication: topics
+  // are unknown (404) for a while and must be asked for again, not given up.
+  const demo = await startDemo({ disableStreams: true, warm: false });
   cleanups.push(() => demo.stop());
   console.log(`apura demo --disable-streams on ${demo.url}`);
+  const page = await openPage(`${demo.url}/#/sp/sao-paulo`);
 
-  await check('gateway refuses /events and /ws with 503, serves GET', async () => {
+  await check('gateway refuses /events and /ws with 503', async () => {
     const events = await fetch(`${demo.url}/events?topics=brazil`);
     const ws = await fetch(`${demo.url}/ws`);
     assert.equal(events.status, 503);
     assert.equal(ws.status, 503);
-    assert.equal((await fetch(`${demo.url}/cities/${SP}.json`)).status, 200);
   });
 
-  const page = await openPage(`${demo.url}/#/sp/sao-paulo`);
+  await check('page opened during warm-up gets São Paulo and the national view once published', async () => {
+    await page.locator('#city-name').filter({ hasText: 'São Paulo' }).waitFor({ timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelectorAll('#mayor-list li.cand').length > 1, null, { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelectorAll('#br-capitals li').length >= 20, null, { timeout: 60_000 });
+  });
+
   await check('page falls back to polling: "conectado · consulta periódica"', async () => {
     const s = await waitStatus(page, ['connected'], 'poll', 45_000);
     assert.match(s.label, /consulta periódica/);
@@ -237,7 +248,7 @@ test('streams disabled (503): the page falls back to polling and still updates',
   await check('São Paulo result shown and updating via polling', async () => {
     await page.waitForFunction(() => document.querySelectorAll('#mayor-list li.cand').length > 1, null, { timeout: 20_000 });
     const before = await counted(page);
-    const v = await waitCountMoves(page, before, 45_000);
+    const v = await waitCountMoves(page, before, 90_000);
     return `${before}% → ${v}% counted`;
   });
   await screenshot(page.locator('#city'), 'city-polling-desktop.png');

@@ -34,9 +34,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Run `apura demo` on a free port until `stop()`. Resolves once /brazil.json answers 200, i.e. the
- * first feed file has been ingested and published.
+ * first feed file has been ingested and published; with `warm: false`, as soon as the page is
+ * served, possibly before any document exists.
  */
-export async function startDemo({ disableStreams = false } = {}) {
+export async function startDemo({ disableStreams = false, warm = true } = {}) {
   if (!fs.existsSync(BIN)) throw new Error(`apura binary not found at ${BIN} (set APURA_BIN or build it: cargo build --release)`);
   const port = await freePort();
   const args = ['demo', '--listen', `127.0.0.1:${port}`, '--duration', DURATION, '--interval', INTERVAL,
@@ -52,7 +53,7 @@ export async function startDemo({ disableStreams = false } = {}) {
   for (;;) {
     if (child.exitCode !== null) throw new Error(`apura demo exited early (${child.exitCode}):\n${log}`);
     try {
-      const res = await fetch(`${url}/brazil.json`);
+      const res = await fetch(`${url}${warm ? '/brazil.json' : '/index.html'}`);
       if (res.ok) break;
     } catch {
       // not listening yet
@@ -130,10 +131,21 @@ export function launchBrowser() {
   });
 }
 
+/**
+ * Save a screenshot of a page or of one element. For an element taller than the viewport the
+ * sticky masthead would be painted over it, so it is unstuck for the shot.
+ */
 export async function screenshot(target, name) {
   fs.mkdirSync(screenshotDir, { recursive: true });
   const file = path.join(screenshotDir, name);
-  await target.screenshot({ path: file });
+  if (typeof target.page === 'function') {
+    const page = target.page();
+    await page.evaluate(() => document.querySelector('.masthead').style.setProperty('position', 'static'));
+    await target.screenshot({ path: file, animations: 'disabled' });
+    await page.evaluate(() => document.querySelector('.masthead').style.removeProperty('position'));
+  } else {
+    await target.screenshot({ path: file, animations: 'disabled' });
+  }
   return file;
 }
 

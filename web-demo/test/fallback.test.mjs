@@ -164,3 +164,26 @@ test('unsubscribing from everything closes the connection and goes idle', async 
   assert.equal(FakeEventSource.instances.length, 1);
   client.close();
 });
+
+test('a topic the gateway does not know yet (warming up) is asked for again and arrives', async () => {
+  let ready = false;
+  const fetch = fakeFetch((url) => (ready ? { status: 200, body: doc('brazil', 3) } : { status: 404, body: { error: 'unknown_topic', message: 'no' } }));
+  const { client, clock } = makeClient({ fetch, missingRetry: 10000 });
+  const errors = [];
+  const seen = [];
+  client.on('error', (e) => errors.push(e.topic));
+  client.subscribe(['brazil', 'state-sp'], (d) => seen.push(d.topic));
+  await clock.advance(0);
+  FakeEventSource.last.fail(); // 404: neither topic exists yet
+  await clock.advance(0);
+  assert.deepEqual(errors, ['brazil', 'state-sp']);
+  const streams = FakeEventSource.instances.length;
+  ready = true;
+  await clock.advance(10000);
+  assert.equal(FakeEventSource.instances.length, streams + 1, 'asked again after missingRetry');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,state-sp');
+  FakeEventSource.last.open();
+  FakeEventSource.last.send('snapshot', doc('brazil', 3));
+  assert.deepEqual(seen, ['brazil']);
+  client.close();
+});

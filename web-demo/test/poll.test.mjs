@@ -58,7 +58,7 @@ test('polling: a failing gateway backs off, and recovery resets the pace', async
   client.close();
 });
 
-test('polling: a 404 topic is reported once and no longer requested', async () => {
+test('polling: a 404 topic is reported once and left out until missingRetry', async () => {
   const fetch = fakeFetch((url) =>
     url.includes('nowhere') ? { status: 404, body: { error: 'unknown_topic', message: 'not found' } } : { status: 304 },
   );
@@ -71,6 +71,9 @@ test('polling: a 404 topic is reported once and no longer requested', async () =
   assert.equal(errors.length, 1);
   assert.deepEqual([errors[0].code, errors[0].topic, errors[0].status], ['unknown_topic', 'mayors-sp-nowhere', 404]);
   assert.equal(fetch.requests.filter((r) => r.url.includes('nowhere')).length, 1);
+  await clock.advance(7000); // 10 s after the 404
+  assert.equal(fetch.requests.filter((r) => r.url.includes('nowhere')).length, 2);
+  assert.equal(errors.length, 1);
   client.close();
 });
 

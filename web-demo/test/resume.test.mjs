@@ -128,6 +128,11 @@ test('WebSocket: an error for an unknown topic is reported and the topic left ou
   await clock.advance(statuses.at(-1).delay);
   FakeWebSocket.last.open();
   assert.deepEqual(FakeWebSocket.last.sent[0].topics, ['brazil']);
+  // Asked again later (a city may be published after the page subscribed), on the same socket.
+  await clock.advance(10000);
+  assert.deepEqual(FakeWebSocket.last.sent.at(-1), { type: 'subscribe', topics: ['mayors-sp-nowhere'], since: 0 });
+  FakeWebSocket.last.receive({ type: 'error', code: 'unknown_topic', message: 'no such topic', topic: 'mayors-sp-nowhere' });
+  assert.equal(errors.length, 1, 'reported once, not at every retry');
   client.close();
 });
 
