@@ -28,7 +28,9 @@ fn run(cmd: &mut Command, what: &str) {
 fn the_js_client_passes_its_unit_tests() {
     require("node", "nodejs");
     run(
-        Command::new("node").arg("--test").arg(repo().join("web-demo/test/")),
+        Command::new("node")
+            .arg("--test")
+            .arg(repo().join("web-demo/test/")),
         "node --test web-demo/test/",
     );
 }
@@ -45,7 +47,9 @@ fn the_page_works_in_a_real_browser() {
     let dir = repo().join("tests/browser");
     if !dir.join("node_modules/playwright-core").is_dir() {
         run(
-            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir),
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
             "npm ci in tests/browser",
         );
     }

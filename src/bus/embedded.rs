@@ -113,7 +113,10 @@ mod tests {
             .unwrap();
         let c2 = bus.publish(vec![draft("a", 2)]).await.unwrap();
         assert_eq!(c2.version, c1.version + 1);
-        assert!(c1.version as i64 >= c1.published_at - 1, "starts from the clock");
+        assert!(
+            c1.version as i64 >= c1.published_at - 1,
+            "starts from the clock"
+        );
         let snap = bus.snapshot().await.unwrap();
         let a = snap.iter().find(|d| &*d.topic == "a").unwrap();
         let b = snap.iter().find(|d| &*d.topic == "b").unwrap();

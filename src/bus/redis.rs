@@ -217,10 +217,10 @@ return 0
 "#;
 
 /// Raise the sequence to at least ARGV[2], fenced by the lock; answers the sequence before, or
-/// -1 if it did not exist. A missing sequence starts at the server's Unix time in seconds, not
-/// at 1: should Redis lose its data while every ingest restarts too (no process remembers the
-/// versions gateways hold), versions still continue above them, as long as cycles averaged
-/// fewer than one a second (one per 10 s poll, plus zone cycles every 60 s).
+/// -1 if it did not exist. A missing sequence starts at the server's Unix time in milliseconds,
+/// not at 1: should Redis lose its data while every ingest restarts too (no process remembers
+/// the versions gateways hold), versions still continue above them, as long as cycles averaged
+/// fewer than a thousand a second (there is one per 10 s poll, plus zone cycles every 60 s).
 /// KEYS: leader, sequence. ARGV: token, floor.
 const CONTINUE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -229,7 +229,8 @@ end
 local current = tonumber(redis.call('GET', KEYS[2]) or '-1')
 local floor = tonumber(ARGV[2])
 if current < 0 then
-  floor = math.max(floor, tonumber(redis.call('TIME')[1]))
+  local now = redis.call('TIME')
+  floor = math.max(floor, tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 end
 if current < floor then
   redis.call('SET', KEYS[2], string.format('%d', floor))
