@@ -367,11 +367,17 @@ impl Ingest {
     }
 
     /// Zone URLs of every city with a mayor race, for the zone poller.
+    /// Capitals first, then by votes cast: the cities most readers look at.
     pub fn zone_targets(&self, template: &str) -> Vec<(u32, String)> {
-        self.list
+        let mut cities: Vec<_> = self
+            .list
             .iter()
-            .filter(|m| self.mayors.contains_key(&m.ibge))
-            .map(|m| {
+            .filter_map(|m| self.mayors.get(&m.ibge).map(|r| (m, r.totals.turnout)))
+            .collect();
+        cities.sort_by_key(|(m, turnout)| (!m.capital, std::cmp::Reverse(*turnout)));
+        cities
+            .into_iter()
+            .map(|(m, _)| {
                 let url = template
                     .replace("{uf}", &m.uf.to_ascii_lowercase())
                     .replace("{slug}", &m.slug);

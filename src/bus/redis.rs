@@ -217,15 +217,12 @@ return 0
 "#;
 
 /// Raise the sequence to at least ARGV[2], fenced by the lock; answers the sequence before, or
-/// -1 if it did not exist. A missing sequence starts at the server's Unix time in
-/// milliseconds, not at 1. The floor alone is not enough when Redis comes back empty: a standby
-/// that takes over knows the sequence only as of its last try for the lock (a third of a ttl
-/// old, a cycle or more behind), and if every ingest restarted too no process remembers the
-/// versions gateways hold. The clock covers both, as long as cycles averaged fewer than one a
-/// millisecond since the sequence started: a cycle polls a feed, so they never come faster than
-/// a few a second. Seconds were not enough: a night played at a file every 500 ms runs 2–3
-/// cycles a second, and versions ran ahead of the clock within a minute. At ~1.8 × 10¹² the
-/// numbers stay far below 2⁵³, exact in JavaScript.
+/// -1 if it did not exist. A missing sequence starts at the server's Unix time in milliseconds,
+/// not at 1: should Redis lose its data while every ingest restarts too (no process remembers
+/// the versions gateways hold), versions still continue above them, as long as cycles averaged
+/// fewer than a thousand a second (there is one per 10 s poll, plus zone cycles every 60 s).
+/// The clock also covers a standby that takes over an emptied store: it knows the sequence
+/// only as of its last try for the lock, a cycle or more behind the leader.
 /// KEYS: leader, sequence. ARGV: token, floor.
 const CONTINUE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then

@@ -16,6 +16,10 @@ use crate::model::ZoneBreakdown;
 /// Zone requests in flight at once: enough to sweep ~5,600 cities well inside a 60 s round on a
 /// fast upstream, few enough to stay far below the authority's 100 requests/s.
 const CONCURRENCY: usize = 8;
+/// Zone results handed to the ingest at once, at most: one publication cycle each.
+const BATCH: usize = 64;
+/// … or whatever has arrived after this long.
+const BATCH_EVERY: Duration = Duration::from_secs(1);
 /// A city whose zone file is absent is asked again only after this long: most cities never
 /// have one, and a 404 storm can get the client blocked.
 const ABSENT_BACKOFF: Duration = Duration::from_secs(30 * 60);
@@ -46,21 +50,21 @@ pub async fn poll_loop(
             .into_iter()
             .partition(|(ibge, _)| absent_until.get(ibge).is_none_or(|t| *t <= now));
         sources = waiting;
-        let results: Vec<(u32, Source, Result<Option<ZoneBreakdown>, ()>)> =
-            futures_util::stream::iter(due)
-                .map(|(ibge, mut source)| {
-                    let fetcher = fetcher.clone();
-                    let metrics = metrics.clone();
-                    async move {
-                        let r = fetch_one(&fetcher, &mut source, &metrics).await;
-                        (ibge, source, r)
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-        let (mut batch, mut absent) = (Vec::new(), 0usize);
-        for (ibge, source, r) in results {
+        let mut results = futures_util::stream::iter(due)
+            .map(|(ibge, mut source)| {
+                let fetcher = fetcher.clone();
+                let metrics = metrics.clone();
+                async move {
+                    let r = fetch_one(&fetcher, &mut source, &metrics).await;
+                    (ibge, source, r)
+                }
+            })
+            .buffered(CONCURRENCY);
+        // Results go to the ingest as they come, in batches, so that the first cities (the
+        // capitals and the largest) are published without waiting for the whole round.
+        let (mut batch, mut fetched, mut absent) = (Vec::new(), 0usize, 0usize);
+        let mut last_flush = Instant::now();
+        while let Some((ibge, source, r)) = results.next().await {
             match r {
                 Ok(Some(z)) => batch.push((ibge, z)),
                 Ok(None) => {}
@@ -70,8 +74,17 @@ pub async fn poll_loop(
                 }
             }
             sources.push((ibge, source));
+            if !batch.is_empty() && (batch.len() >= BATCH || last_flush.elapsed() >= BATCH_EVERY) {
+                fetched += batch.len();
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return;
+                }
+                last_flush = Instant::now();
+            }
         }
-        tracing::debug!(fetched = batch.len(), absent, "zone round");
+        drop(results);
+        fetched += batch.len();
+        tracing::debug!(fetched, absent, "zone round");
         if !batch.is_empty() && tx.send(batch).await.is_err() {
             return;
         }

@@ -1,0 +1,63 @@
+//! The web page and its JS client: node's test runner for `web-demo/apura.js`, and the browser
+//! test in headless Chromium against the real `apura demo` (`tests/browser/`).
+//!
+//! Both need Node.js 20+ and Chromium (`apt-get install -y nodejs npm chromium`); a missing
+//! one fails the test with that command rather than skipping it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{program} is missing: apt-get install -y {package}");
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(status.success(), "{what} failed ({status})");
+}
+
+#[test]
+fn the_js_client_passes_its_unit_tests() {
+    require("node", "nodejs");
+    run(
+        Command::new("node")
+            .arg("--test")
+            .arg(repo().join("web-demo/test/")),
+        "node --test web-demo/test/",
+    );
+}
+
+#[test]
+fn the_page_works_in_a_real_browser() {
+    require("node", "nodejs");
+    require("npm", "npm");
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium"
+    );
+    let dir = repo().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+            "npm ci in tests/browser",
+        );
+    }
+    run(
+        Command::new("node")
+            .arg("--test")
+            .current_dir(&dir)
+            .env("APURA_BIN", env!("CARGO_BIN_EXE_apura")),
+        "the browser test (tests/browser)",
+    );
+}
