@@ -101,8 +101,8 @@ pub struct Ingest {
     published: HashMap<String, Bytes>,
     /// Unknown city keys already logged, so a feed with one stays one log line.
     unknown_logged: HashSet<String>,
-    /// Set by [`Ingest::hold_for_zones`]: publish nothing until the first zone round is in, or
-    /// this deadline.
+    /// Set by [`Ingest::hold_for_zones`]: publish nothing until the first zone results are
+    /// in, or this deadline.
     zones_hold: Option<Instant>,
 }
 
@@ -133,10 +133,11 @@ impl Ingest {
     }
 
     /// On a store found empty, when this process holds no zone results (a standby that never
-    /// led, or a restart): publish nothing until the first zone round is in, for at most
+    /// led, or a restart): publish nothing until the first zone results are in, for at most
     /// `patience`. Otherwise the first cycle would be the state without its zone documents,
-    /// and with an index that lists no zones topic, though gateways still serve them, until a
-    /// zone round (60 s) later.
+    /// and with an index that lists no zones topic, though gateways still serve them. The
+    /// zone poller hands results over in batches, capitals and the largest cities first, so
+    /// the rest of a round follows within seconds.
     pub fn hold_for_zones(&mut self, patience: Duration) {
         if self.zones.is_empty() {
             self.zones_hold = Some(Instant::now() + patience);

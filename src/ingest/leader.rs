@@ -29,9 +29,10 @@ use crate::metrics::Metrics;
 
 /// Shortest accepted lock ttl: a third of it must comfortably exceed a Redis round trip.
 const MIN_TTL: Duration = Duration::from_millis(300);
-/// How long the first publication on an empty store waits for the first zone round, in fetch
-/// timeouts: a round is ~100 files fetched 8 at a time, a couple of seconds, and two fetch
-/// timeouts (20 s by default) cover a slow server; past that, publishing the rest matters more.
+/// How long the first publication on an empty store waits for the first zone results, in fetch
+/// timeouts: the first batch (64 files fetched 8 at a time, or what came in a second) takes a
+/// second or two, and two fetch timeouts (20 s by default) cover a slow server; past that,
+/// publishing the rest matters more.
 const ZONES_PATIENCE_PER_FETCH_TIMEOUT: u32 = 2;
 
 /// Run the leader/standby ingest on Redis until `shutdown`; release the lock when leading.
