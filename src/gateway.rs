@@ -4,6 +4,7 @@ pub mod admission;
 pub mod command;
 pub mod http;
 pub mod hub;
+pub mod ordered;
 pub mod sse;
 pub mod ws;
 
@@ -182,6 +183,7 @@ pub async fn follow(
                 for doc in &cycle.documents {
                     hub.apply(doc);
                 }
+                hub.set_complete(cycle.version);
                 if !hub.is_ready() && !hub.is_empty() {
                     hub.set_ready();
                 }
@@ -202,6 +204,7 @@ pub async fn follow(
 async fn load_snapshot(bus: &dyn Bus, hub: &Hub) -> anyhow::Result<()> {
     let docs = bus.snapshot().await.context("loading snapshots")?;
     let newer = docs.iter().filter(|d| hub.apply(d)).count();
+    hub.set_complete(hub.max_version());
     tracing::info!(documents = docs.len(), newer, "snapshots loaded");
     if !hub.is_empty() {
         hub.set_ready();

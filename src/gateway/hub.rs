@@ -125,6 +125,8 @@ impl Encoded {
 pub struct Hub {
     topics: DashMap<Arc<str>, watch::Sender<Arc<Encoded>>>,
     ready: AtomicBool,
+    /// The last version whose whole cycle is applied: what connections may send up to.
+    complete: watch::Sender<u64>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -133,6 +135,7 @@ impl Hub {
         Hub {
             topics: DashMap::new(),
             ready: AtomicBool::new(false),
+            complete: watch::channel(0).0,
             metrics,
         }
     }
@@ -211,6 +214,22 @@ impl Hub {
             .map(|e| e.value().borrow().version)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Every document of every version up to `version` is applied.
+    pub fn set_complete(&self, version: u64) {
+        self.complete.send_if_modified(|v| {
+            let newer = version > *v;
+            if newer {
+                *v = version;
+            }
+            newer
+        });
+    }
+
+    /// The last complete version, and its changes.
+    pub fn complete(&self) -> watch::Receiver<u64> {
+        self.complete.subscribe()
     }
 
     pub fn set_ready(&self) {

@@ -16,7 +16,8 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::AppState;
 use super::http::ApiError;
-use super::hub::{Encoded, Frame};
+use super::hub::Encoded;
+use super::ordered::Ordered;
 use crate::metrics::Metrics;
 
 #[derive(Deserialize)]
@@ -122,18 +123,14 @@ pub async fn events(
         subscriptions: subs.len() as i64,
     };
 
-    let mut first = vec![Bytes::from(format!(
-        "retry: {}\n\n",
-        state.sse_retry.as_millis()
-    ))];
-    let mut updates = Vec::with_capacity(subs.len());
-    for (_, mut rx) in subs {
+    let first = Bytes::from(format!("retry: {}\n\n", state.sse_retry.as_millis()));
+    let mut frames = Ordered::new(state.hub.complete());
+    for (topic, mut rx) in subs {
         let current = rx.borrow_and_update().clone();
-        if current.version > since {
-            first.push(current.sse(Frame::Snapshot).clone());
-        }
-        updates.push(WatchStream::from_changes(rx).map(|enc| enc.sse(Frame::Update).clone()));
+        let snapshot = (current.version > since).then_some(current);
+        frames.insert(topic, rx, snapshot);
     }
+    let frames = frames.map(|(enc, frame)| enc.sse(frame).clone());
     let heartbeats =
         WatchStream::from_changes(state.heartbeat.clone()).map(|_| Bytes::from_static(b":\n\n"));
     // On shutdown the stream ends at a random moment of the drain period, with a random
@@ -143,10 +140,10 @@ pub async fn events(
         let retry = rand::random_range(1_000..1_000 + 2 * drain_ms);
         Bytes::from(format!("retry: {retry}\n\n"))
     });
-    let live = stream::select(stream::select_all(updates), heartbeats)
+    let live = stream::select(frames, heartbeats)
         .take_until(state.closing())
         .chain(farewell);
-    let body = stream::iter(first).chain(live).map(move |frame| {
+    let body = stream::once(async { first }).chain(live).map(move |frame| {
         let _alive = &guard;
         metrics
             .deliveries

@@ -9,12 +9,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::WatchStream;
 
 use super::AppState;
 use super::http::ApiError;
-use super::hub::Frame;
+use super::ordered::Ordered;
 
 /// Read buffer per socket. tungstenite's default is 128 KiB; client messages here are short
 /// JSON commands, and a node holds hundreds of thousands of sockets.
@@ -79,7 +77,7 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     metrics.ws_connections_total.fetch_add(1, Relaxed);
-    let mut subs: Subscriptions = StreamMap::new();
+    let mut subs = Ordered::new(state.hub.complete());
     let mut heartbeat = state.heartbeat.clone();
     heartbeat.borrow_and_update();
     let mut awaiting_pong = false;
@@ -95,9 +93,9 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                 }))).await;
                 break;
             }
-            Some((_, enc)) = subs.next(), if !subs.is_empty() => {
+            Some((enc, frame)) = subs.next(), if !subs.is_empty() => {
                 metrics.deliveries.fetch_add(1, Relaxed);
-                let text = enc.ws(Frame::Update).clone();
+                let text = enc.ws(frame).clone();
                 metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
                 Some(Message::Text(text))
             }
@@ -144,7 +142,7 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     metrics.ws_connections.fetch_sub(1, Relaxed);
 }
 
-type Subscriptions = StreamMap<Arc<str>, WatchStream<Arc<super::hub::Encoded>>>;
+type Subscriptions = Ordered;
 
 async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: &mut WebSocket) {
     let metrics = &state.metrics;
@@ -163,7 +161,7 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
         ClientMessage::Subscribe { topics, since } => {
             let since = since.unwrap_or(0);
             for topic in topics {
-                if subs.contains_key(topic.as_str()) {
+                if subs.contains(topic.as_str()) {
                     continue;
                 }
                 if subs.len() >= state.max_topics {
@@ -188,21 +186,14 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
                     continue;
                 };
                 let current = rx.borrow_and_update().clone();
-                if current.version > since {
-                    let text = current.ws(Frame::Snapshot).clone();
-                    metrics.deliveries.fetch_add(1, Relaxed);
-                    metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
-                    if socket.send(Message::Text(text)).await.is_err() {
-                        return;
-                    }
-                }
+                let snapshot = (current.version > since).then_some(current);
                 metrics.subscriptions.fetch_add(1, Relaxed);
-                subs.insert(Arc::from(topic.as_str()), WatchStream::from_changes(rx));
+                subs.insert(Arc::from(topic.as_str()), rx, snapshot);
             }
         }
         ClientMessage::Unsubscribe { topics } => {
             for topic in topics {
-                if subs.remove(topic.as_str()).is_some() {
+                if subs.remove(topic.as_str()) {
                     metrics.subscriptions.fetch_sub(1, Relaxed);
                 }
             }
