@@ -23,6 +23,7 @@ fn main() {
         duration: Duration::from_secs(600),
         interval: Duration::from_secs(10),
         municipalities: None,
+        ..SimConfig::default()
     });
     let list = Arc::new(sim.municipalities().clone());
     let mid = sim.last_tick() / 2;

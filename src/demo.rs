@@ -49,6 +49,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         duration: args.duration,
         interval: args.interval,
         municipalities: None,
+        ..SimConfig::default()
     };
     let sim_shutdown = shutdown.clone();
     let simulator = tokio::spawn(async move {
