@@ -29,15 +29,7 @@ fn main() {
     let mid = sim.last_tick() / 2;
     let before = sim.render_tick(mid - 1, Office::Mayor);
     let after = sim.render_tick(mid, Office::Mayor);
-    let args = FeedArgs {
-        feed: "unused".into(),
-        councillors_feed: None,
-        municipalities: "unused".into(),
-        zones_url_template: None,
-        interval: Duration::from_secs(10),
-        zones_interval: Duration::from_secs(60),
-        fetch_timeout: Duration::from_secs(10),
-    };
+    let args = FeedArgs::consolidated("unused", "unused");
     let fetcher = Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap();
     let mut ingest = Ingest::new(
         list.clone(),

@@ -5,8 +5,11 @@
 //! The authority allows at most 100 requests per second per IP and blocks an IP above that for
 //! ten minutes, restarting the block if it is retried (`tse-format.md`). Even spacing rather than
 //! a bucket with a burst is what makes "at most `rate` in any one second" hold for any window,
-//! which is how the upstream counts.
+//! which is how the upstream counts; and since a task woken late could bunch with the next one
+//! on time, the starts of the last second are also counted, and a start that would make more
+//! than `rate` of them waits.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +39,8 @@ struct State {
     next: Instant,
     /// Nobody starts before this (the upstream refused us).
     paused_until: Option<Instant>,
+    /// The last `rate` starts.
+    recent: VecDeque<Instant>,
 }
 
 /// Held for the length of one request: frees its in-flight slot when dropped.
@@ -56,6 +61,7 @@ impl Throttle {
             state: Mutex::new(State {
                 next: Instant::now(),
                 paused_until: None,
+                recent: VecDeque::with_capacity(rate as usize + 1),
             }),
             started: AtomicU64::new(0),
         }
@@ -80,7 +86,7 @@ impl Throttle {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        loop {
+        'turn: loop {
             let turn = {
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let mut turn = s.next.max(Instant::now());
@@ -91,9 +97,34 @@ impl Throttle {
                 turn
             };
             tokio::time::sleep_until(turn).await;
-            // A pause that began while this request waited for its turn holds it too.
-            if !self.paused() {
-                break;
+            loop {
+                let free = {
+                    let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = Instant::now();
+                    if s.paused_until.is_some_and(|until| until > now) {
+                        // A pause that began while this request waited holds it too, and it
+                        // takes a new turn after the pause.
+                        continue 'turn;
+                    }
+                    // A start the last second already has `rate` of (a task woken late
+                    // catching up with the next on time) waits for the oldest to age out.
+                    match s.recent.front() {
+                        Some(&oldest)
+                            if s.recent.len() >= self.rate as usize
+                                && oldest + Duration::from_secs(1) > now =>
+                        {
+                            oldest + Duration::from_secs(1)
+                        }
+                        _ => {
+                            if s.recent.len() >= self.rate as usize {
+                                s.recent.pop_front();
+                            }
+                            s.recent.push_back(now);
+                            break 'turn;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(free).await;
             }
         }
         self.started.fetch_add(1, Relaxed);
