@@ -396,6 +396,14 @@ impl Ingest {
         }
     }
 
+    /// What the last TSE cycle did; `None` for a consolidated source.
+    pub async fn tse_stats(&self) -> Option<tse::PassStats> {
+        match &self.feed {
+            FeedSource::Tse(source) => Some(source.lock().await.last_stats()),
+            FeedSource::Consolidated { .. } => None,
+        }
+    }
+
     /// Poll the feed once and publish what changed.
     pub async fn poll(&mut self) -> anyhow::Result<CycleReport> {
         self.poll_until(&CancellationToken::new()).await

@@ -14,6 +14,12 @@
 //! 3. races accepted as they arrive and published every [`PUBLISH_EVERY`], so that the first
 //!    cities of a long cycle do not wait for the last.
 //!
+//! A cycle fetches at most what the budget allows in one `--interval` (500 files at 50
+//! requests/s every 10 s), most-watched first; the rest stay due and go first in the next cycle,
+//! which reads the progress files again before. So when thousands of towns change at once (the
+//! first minutes of the night, or a restart), a capital that changes meanwhile waits at most
+//! about one interval, not the whole backlog.
+//!
 //! **Order.** Cities are fetched second round first, then capitals, then by electorate (the
 //! progress row's `e.te`), largest first, mayor before councillor: the most-watched results
 //! (São Paulo alone is a quarter of the audience) come out in the first seconds of a cycle, the
@@ -67,9 +73,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 /// Zone files get at most this share of the request budget (10 of 50 per second), the main
 /// cycle the rest.
 pub const ZONE_SHARE: u32 = 5;
-/// A cycle publishes what it has accepted at least this often: a capital fetched in the first
-/// second of a 20-second cycle is on screen a second later, and each intermediate publication
-/// republishes only the changed cities and the few roll-ups.
+/// A cycle publishes what it has accepted at least this often (its first race at once): a
+/// capital fetched in the first second of a 10-second cycle is on screen then, not 9 s later,
+/// and each intermediate publication republishes only the changed cities and the few roll-ups.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// First wait before asking again for a file not found; doubled every time up to
 /// [`NOT_FOUND_MAX`]. A file late behind its progress row is picked up 10 s later; one that never
@@ -161,6 +167,8 @@ pub struct TseSource {
     throttle: Arc<Throttle>,
     max_in_flight: usize,
     elections: Vec<Election>,
+    /// Most unified files fetched in one cycle: `--rate-limit` × `--interval`.
+    files_per_cycle: usize,
     /// By TSE code.
     cities: HashMap<String, CityInfo>,
     /// TSE code by IBGE code.
@@ -180,6 +188,8 @@ pub struct PassStats {
     pub failed: usize,
     pub rejected: usize,
     pub published: usize,
+    /// Files due but left for the next cycle (over [`TseSource::poll`]'s per-cycle cap).
+    pub backlog: usize,
 }
 
 impl TseSource {
@@ -268,6 +278,11 @@ impl TseSource {
                 throttle,
                 max_in_flight: args.max_in_flight.max(1),
                 elections,
+                files_per_cycle: files_per_cycle(
+                    args.rate_limit,
+                    args.interval,
+                    args.max_in_flight,
+                ),
                 cities,
                 codes,
                 unknown_logged: HashSet::new(),
@@ -298,7 +313,9 @@ impl TseSource {
         let mut report = CycleReport::default();
         self.read_progress(ingest, stop, &mut stats, &mut report.rejected)
             .await;
-        let due = self.due(Instant::now());
+        let mut due = self.due(Instant::now());
+        stats.backlog = due.len().saturating_sub(self.files_per_cycle);
+        due.truncate(self.files_per_cycle);
         stats.file_requests = due.len();
 
         let fetcher = self.fetcher.clone();
@@ -315,22 +332,23 @@ impl TseSource {
                 .buffer_unordered(self.max_in_flight)
                 .take_until(stop.cancelled())
         );
-        let mut last_publication = Instant::now();
+        // The first race of a cycle goes out at once (it is the most watched), the others at
+        // most every PUBLISH_EVERY.
+        let mut last_publication: Option<Instant> = None;
         let mut pending = false;
         while let Some((d, source, result)) = results.next().await {
             if let Some(race) = self.take_file(d, source, result, &mut stats, &mut report, ingest) {
                 ingest.accept_race(race);
                 pending = true;
             }
-            if pending && last_publication.elapsed() >= PUBLISH_EVERY {
+            if pending && last_publication.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
                 if let Some(cycle) = ingest.publish_changes().await? {
                     report.cycles.push(cycle);
                 }
-                last_publication = Instant::now();
+                last_publication = Some(Instant::now());
                 pending = false;
             }
         }
-        drop(results);
         if let Some(cycle) = ingest.publish_changes().await? {
             report.cycles.push(cycle);
         }
@@ -346,6 +364,7 @@ impl TseSource {
                 failed = stats.failed,
                 rejected = stats.rejected,
                 cycles = stats.published,
+                backlog = stats.backlog,
                 elapsed = ?started.elapsed(),
                 "TSE cycle"
             );
@@ -606,6 +625,13 @@ impl TseSource {
     }
 }
 
+/// Files one cycle may fetch: what the rate allows in one interval, and at least enough to keep
+/// every in-flight slot busy.
+fn files_per_cycle(rate: u32, interval: Duration, max_in_flight: usize) -> usize {
+    let budget = (f64::from(rate) * interval.as_secs_f64()).floor() as usize;
+    budget.max(2 * max_in_flight.max(1))
+}
+
 /// A file due this cycle.
 struct Due {
     election: usize,
@@ -766,5 +792,65 @@ mod tests {
         backoff.miss(now, Some((&a, true)));
         assert!(!backoff.allows(now + NOT_FOUND_MAX * 10, Some(&a)));
         assert!(backoff.allows(now, Some(&b)));
+    }
+
+    /// A councillor race read again unchanged (a rewrite with a new `idg`, say) costs no
+    /// slicing and publishes nothing; a changed one is sliced once and is the only document.
+    #[test]
+    fn an_unchanged_race_is_neither_sliced_nor_published_again() {
+        use crate::bus::embedded::EmbeddedBus;
+        use crate::feed::tse::unified::tests::COUNCIL;
+        use crate::metrics::Metrics;
+        use crate::model::Municipality;
+        let list = MunicipalityList::new(
+            vec![Municipality::new(
+                3500001,
+                Some("99001".into()),
+                "Vila Exemplo",
+                "SP",
+                false,
+            )],
+            "t",
+        )
+        .unwrap();
+        let mut ingest = Ingest::new(
+            Arc::new(list),
+            &FeedArgs::consolidated("unused", "unused"),
+            Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap(),
+            Arc::new(EmbeddedBus::new()),
+            Arc::new(Metrics::default()),
+        );
+        let race = |text: &str| {
+            unified::parse_validated(text.as_bytes(), "c")
+                .unwrap()
+                .race(3500001, Office::Councillor)
+                .unwrap()
+        };
+        ingest.accept_race(race(COUNCIL));
+        let first = ingest.changed();
+        let topics: Vec<&str> = first.iter().map(|d| d.topic.as_str()).collect();
+        assert_eq!(topics, ["councillors-sp-vila-exemplo", "cities"]);
+        ingest.mark_published(&first);
+        let body = first[0].body.clone();
+
+        ingest.accept_race(race(&COUNCIL.replace("700002", "700003")));
+        assert!(ingest.changed().is_empty());
+        let cached = ingest.drafts().into_iter().next().unwrap();
+        assert_eq!(
+            cached.body.as_ptr(),
+            body.as_ptr(),
+            "the slice is reused, not rebuilt"
+        );
+
+        let moved = COUNCIL
+            .replace(r#""vap":"900""#, r#""vap":"901""#)
+            .replace(r#""vnom":"2200""#, r#""vnom":"2201""#)
+            .replace(r#""vv":"2450""#, r#""vv":"2451""#)
+            .replace(r#""vvc":"2530""#, r#""vvc":"2531""#)
+            .replace(r#""tv":"2900""#, r#""tv":"2901""#);
+        ingest.accept_race(race(&moved));
+        let changed = ingest.changed();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].topic, "councillors-sp-vila-exemplo");
     }
 }

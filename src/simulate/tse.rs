@@ -765,8 +765,8 @@ impl Simulator {
                 for z in zones {
                     let (zs, zts) = (city.zones[z].counted(tau), city.zones[z].sections);
                     let rz = &r.zones[z];
-                    for k in 0..2 {
-                        votes[k] += partial(rz.votes[k], r.betas[k], zs, zts);
+                    for (k, v) in votes.iter_mut().enumerate() {
+                        *v += partial(rz.votes[k], r.betas[k], zs, zts);
                     }
                     blank += partial(rz.blank, 0, zs, zts);
                     null += partial(rz.null, 0, zs, zts);
