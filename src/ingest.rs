@@ -76,14 +76,16 @@ pub struct FeedArgs {
     /// TSE: requests open at once.
     #[arg(long, env = "APURA_TSE_MAX_IN_FLIGHT", default_value_t = tse::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
-    /// URL template of the per-city zone files; `{uf}` and `{slug}` are replaced
+    /// Consolidated: URL template of the per-city zone files; `{uf}` and `{slug}` are replaced
     /// (e.g. `https://feed.example/zones/zone-{uf}-{slug}.json`).
     #[arg(long, env = "APURA_ZONES_URL_TEMPLATE")]
     pub zones_url_template: Option<String>,
-    /// How often to poll the mayors and councillors files.
+    /// How often to poll the mayors and councillors files (TSE: the progress files; a TSE cycle
+    /// fetches at most `--rate-limit` × this many city files, the rest in the next cycle).
     #[arg(long, env = "APURA_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
-    /// How often to poll the zone files.
+    /// How often to poll the zone files (TSE: the per-zone files of the cities of more than one
+    /// zone whose mayor race changed).
     #[arg(long, env = "APURA_ZONES_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub zones_interval: Duration,
     /// Timeout of one feed request, body included.
