@@ -7,7 +7,7 @@
 //!           "mu": [{"cd" TSE code, "cdi" IBGE code, "nm" NAME, "c" s/n, "z": ["0072", ..]}]}]}
 //! ```
 //!
-//! Names come in upper case (`NITERÓI`); they are title-cased the Portuguese way
+//! Names come in upper case (`SÃO JOÃO DA SERRA`); they are title-cased the Portuguese way
 //! ([`crate::model::title_case`]) and the slugs of the contract are built from them.
 
 use std::borrow::Cow;
