@@ -65,7 +65,7 @@ pub struct MunicipalityConfig {
 pub struct ConfigState {
     /// Upper case (`RJ`).
     pub uf: String,
-    /// As written (`RIO DE JANEIRO`).
+    /// As written (`SÃO PAULO`).
     pub name: String,
     pub cities: Vec<ConfigCity>,
 }
@@ -77,7 +77,7 @@ pub struct ConfigCity {
     pub tse: String,
     /// IBGE code, seven digits.
     pub ibge: u32,
-    /// Title-cased name (`Niterói`).
+    /// Title-cased name (`São João da Serra`).
     pub name: String,
     pub capital: bool,
     /// Zone numbers, four digits, in file order.
