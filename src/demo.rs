@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::GatewayArgs;
 use crate::ingest::FeedArgs;
-use crate::simulate::{self, SimConfig};
+use crate::simulate::{self, Layout, SimConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -26,6 +26,11 @@ pub struct DemoArgs {
     /// A new feed file every … (the authority republishes every ~10 s; faster makes a livelier demo).
     #[arg(long, env = "APURA_SIM_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// The layout the simulator serves and the ingest reads: the provider's consolidated files,
+    /// or the authority's per-city files within its rate limit (`tse`: 5,568 cities at 50
+    /// requests/s take about four minutes to sweep, so the long tail trails a short night).
+    #[arg(long, env = "APURA_SIM_LAYOUT", value_enum, default_value_t = Layout::Consolidated)]
+    pub layout: Layout,
 }
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -49,6 +54,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         duration: args.duration,
         interval: args.interval,
         municipalities: None,
+        layout: args.layout,
+        ..SimConfig::default()
     };
     let sim_shutdown = shutdown.clone();
     let simulator = tokio::spawn(async move {
@@ -60,14 +67,25 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     // Poll at the simulator's cadence, at most every second: conditional GETs answered 304
     // cost nothing, and a new file is picked up within a second of its publication.
     let poll = args.interval.min(Duration::from_secs(1));
+    let feed = match args.layout {
+        Layout::Consolidated => FeedArgs {
+            councillors_feed: Some(format!("http://{sim}/councillors.json")),
+            zones_url_template: Some(format!("http://{sim}/zones/zone-{{uf}}-{{slug}}.json")),
+            ..FeedArgs::consolidated(
+                format!("http://{sim}/mayors.json"),
+                format!("http://{sim}/municipalities.json"),
+            )
+        },
+        Layout::Tse => FeedArgs::tse(
+            format!("http://{sim}{}", simulate::tse::BASE_PATH),
+            simulate::tse::ELECTION,
+        ),
+    };
     let feed = FeedArgs {
-        feed: format!("http://{sim}/mayors.json"),
-        councillors_feed: Some(format!("http://{sim}/councillors.json")),
-        municipalities: format!("http://{sim}/municipalities.json"),
-        zones_url_template: Some(format!("http://{sim}/zones/zone-{{uf}}-{{slug}}.json")),
         interval: poll,
         zones_interval: args.interval.max(Duration::from_secs(5)),
         fetch_timeout: Duration::from_secs(10),
+        ..feed
     };
     tracing::info!(
         url = %format!("http://{}/", listener.local_addr()?),

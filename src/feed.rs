@@ -6,6 +6,7 @@
 pub mod consolidated;
 pub mod municipalities;
 pub mod number;
+pub mod tse;
 pub mod zones;
 
 use thiserror::Error;

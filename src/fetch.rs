@@ -1,15 +1,21 @@
 //! Fetching feed files: conditional GET over HTTP(S) with timeouts, retries and a size cap, or a
-//! read of `file://` URLs and plain paths for recorded feeds.
+//! read of `file://` URLs and plain paths for recorded feeds. A fetcher may carry
+//! [`throttle::Throttle`]s that every HTTP attempt, retries included, passes through.
+
+pub mod throttle;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use rand::RngExt;
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER};
 use thiserror::Error;
+
+use throttle::{REFUSED_PAUSE, Throttle};
 
 /// Largest feed file accepted. The national councillor file is the biggest thing the
 /// authority publishes (~5,570 cities × tens of candidates ≈ 30–60 MB); 128 MiB leaves room
@@ -114,6 +120,9 @@ impl Source {
 pub struct Fetcher {
     client: reqwest::Client,
     max_bytes: usize,
+    /// Budgets every HTTP attempt waits for, in order, holding each for the whole request.
+    throttles: Vec<Arc<Throttle>>,
+    attempts: u32,
 }
 
 impl Fetcher {
@@ -123,7 +132,26 @@ impl Fetcher {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("apura/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Fetcher { client, max_bytes })
+        Ok(Fetcher {
+            client,
+            max_bytes,
+            throttles: Vec::new(),
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// This fetcher, with every HTTP attempt also waiting for `throttle` (after the throttles
+    /// it already has). A 403 or 429 answer pauses all of its throttles.
+    pub fn throttled(mut self, throttle: Arc<Throttle>) -> Self {
+        self.throttles.push(throttle);
+        self
+    }
+
+    /// This fetcher, making at most `attempts` attempts per fetch (1: no retries; the caller
+    /// retries in its own loop).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
     }
 
     /// Fetch a source, retrying transient failures with exponential backoff and full jitter.
@@ -141,7 +169,7 @@ impl Fetcher {
                 }
             };
             match result {
-                Err(e) if e.transient() && attempt + 1 < ATTEMPTS => {
+                Err(e) if e.transient() && attempt + 1 < self.attempts => {
                     let cap = RETRY_BASE * 2u32.pow(attempt);
                     let delay = rand::rng().random_range(Duration::ZERO..=cap);
                     tracing::debug!(error = %e, ?delay, "retrying fetch");
@@ -158,6 +186,10 @@ impl Fetcher {
             url: url.to_string(),
             detail: e.without_url().to_string(),
         };
+        let mut permits = Vec::with_capacity(self.throttles.len());
+        for t in &self.throttles {
+            permits.push(t.acquire().await);
+        }
         let mut req = self.client.get(url);
         if let Some(etag) = &source.etag {
             req = req.header(IF_NONE_MATCH, etag);
@@ -169,6 +201,21 @@ impl Fetcher {
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified),
             StatusCode::NOT_FOUND => return Ok(Fetched::NotFound),
+            s @ (StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS)
+                if !self.throttles.is_empty() =>
+            {
+                // A throttled upstream that refuses us may be blocking this IP: nobody asks
+                // again before the block is over, or it would start again.
+                let pause = retry_after(resp.headers()).unwrap_or(REFUSED_PAUSE);
+                tracing::error!(%url, status = s.as_u16(), ?pause, "the upstream refused a request; pausing every request to it");
+                for t in &self.throttles {
+                    t.pause(pause);
+                }
+                return Err(FetchError::Status {
+                    url: url.to_string(),
+                    status: s.as_u16(),
+                });
+            }
             s if !s.is_success() => {
                 return Err(FetchError::Status {
                     url: url.to_string(),
@@ -203,6 +250,7 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
+        drop(permits);
         source.etag = etag;
         source.last_modified = last_modified;
         Ok(Fetched::Modified(body.freeze()))
@@ -238,6 +286,19 @@ impl Fetcher {
     }
 }
 
+/// `Retry-After` as a duration: seconds, or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +330,49 @@ mod tests {
             fetcher.fetch(&mut missing).await.unwrap(),
             Fetched::NotFound
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_pauses_every_throttled_request() {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let n = h.fetch_add(1, Relaxed);
+            async move {
+                if n == 0 {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                        "slow down",
+                    )
+                } else {
+                    (axum::http::StatusCode::OK, [("retry-after", "0")], "{}")
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let throttle = Arc::new(Throttle::new(50, 4));
+        let fetcher = Fetcher::new(DEFAULT_TIMEOUT, 1 << 20)
+            .unwrap()
+            .throttled(throttle.clone())
+            .with_attempts(1);
+        let mut src = Source::new(&format!("http://{addr}/f.json"));
+        let err = fetcher.fetch(&mut src).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::Status { status: 429, .. }),
+            "{err}"
+        );
+        assert!(throttle.paused());
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            fetcher.fetch(&mut src).await.unwrap(),
+            Fetched::Modified(_)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(hits.load(Relaxed), 2, "no retry inside the pause");
+        assert_eq!(throttle.started(), 2);
     }
 }

@@ -1,11 +1,15 @@
 //! Ingest: poll the feed, parse, slice into topic documents, diff, publish whole cycles.
 //!
-//! The mayor and councillor files are polled every `interval` (10 s); zone files, one per city,
-//! every `zones_interval` (60 s) by a task of their own that hands parsed results to the main
-//! loop. A file that fails to fetch, parse or validate is rejected whole: its previous
-//! documents stay current, one log line says what and where, and a metric counts it.
+//! Two sources ([`SourceKind`]): the provider's consolidated files, where the mayor and
+//! councillor files are polled every `interval` (10 s); or the authority's per-city files
+//! ([`tse`]), where every cycle reads the progress files and fetches only the cities that
+//! changed. Zone files, one per city, are polled every `zones_interval` (60 s) by a task of their
+//! own that hands parsed results to the main loop. A file that fails to fetch, parse or validate
+//! is rejected whole: its previous documents stay current, one log line says what and where,
+//! and a metric counts it.
 
 pub mod leader;
+pub mod tse;
 pub mod zones;
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Cycle};
@@ -26,31 +30,194 @@ use crate::fetch::{Fetched, Fetcher, Source};
 use crate::metrics::Metrics;
 use crate::model::{Office, Race, TopicKind, ZoneBreakdown};
 
+/// Which layout the feed is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SourceKind {
+    /// The provider's national files (`--feed`, `--councillors-feed`, `--municipalities`).
+    #[default]
+    Consolidated,
+    /// The authority's per-city files (`--base-url`, `--election`).
+    Tse,
+}
+
 /// Where the feed comes from and how often to poll it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FeedArgs {
-    /// The consolidated mayors file: an http(s) URL, a file:// URL or a path.
+    /// The feed's layout: `consolidated` (a provider's national files) or `tse` (the
+    /// authority's per-city files).
+    #[arg(long, env = "APURA_SOURCE", value_enum, default_value_t = SourceKind::Consolidated)]
+    pub source: SourceKind,
+    /// Consolidated: the mayors file, an http(s) URL, a file:// URL or a path.
     #[arg(long, env = "APURA_FEED")]
-    pub feed: String,
-    /// The consolidated councillors file, same shape as the mayors file.
+    pub feed: Option<String>,
+    /// Consolidated: the councillors file, same shape as the mayors file.
     #[arg(long, env = "APURA_COUNCILLORS_FEED")]
     pub councillors_feed: Option<String>,
-    /// The municipality list: the consolidated JSON (`{"<IBGE>": {"n", "e"}}`) or the TSE CSV.
+    /// Consolidated: the municipality list, the consolidated JSON (`{"<IBGE>": {"n", "e"}}`) or
+    /// the TSE CSV.
     #[arg(long, env = "APURA_MUNICIPALITIES")]
-    pub municipalities: String,
-    /// URL template of the per-city zone files; `{uf}` and `{slug}` are replaced
+    pub municipalities: Option<String>,
+    /// TSE: the cycle's folder, e.g. `https://resultados.tse.jus.br/oficial/ele2024/` (an
+    /// http(s) URL, a file:// URL or a path).
+    #[arg(long, env = "APURA_TSE_BASE_URL")]
+    pub base_url: Option<String>,
+    /// TSE: the first round's election code, as the catalogue (`ele-c.json`) lists it
+    /// (e.g. 619 in 2024).
+    #[arg(long, env = "APURA_TSE_ELECTION")]
+    pub election: Option<String>,
+    /// TSE: the second round's election code (the catalogue's `cdt2`, e.g. 620 in 2024); its
+    /// mayor races replace the first round's in the cities that have one.
+    #[arg(long, env = "APURA_TSE_ELECTION_ROUND2")]
+    pub election_round2: Option<String>,
+    /// TSE: requests per second to the authority, retries included (it blocks an IP above 100
+    /// for ten minutes); at most 90, which leaves a tenth for clock and network jitter.
+    #[arg(long, env = "APURA_TSE_RATE_LIMIT", default_value_t = tse::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+    /// TSE: requests open at once.
+    #[arg(long, env = "APURA_TSE_MAX_IN_FLIGHT", default_value_t = tse::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Consolidated: URL template of the per-city zone files; `{uf}` and `{slug}` are replaced
     /// (e.g. `https://feed.example/zones/zone-{uf}-{slug}.json`).
     #[arg(long, env = "APURA_ZONES_URL_TEMPLATE")]
     pub zones_url_template: Option<String>,
-    /// How often to poll the mayors and councillors files.
+    /// How often to poll the mayors and councillors files (TSE: the progress files; a TSE cycle
+    /// fetches at most `--rate-limit` × this many city files, the rest in the next cycle).
     #[arg(long, env = "APURA_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
-    /// How often to poll the zone files.
+    /// How often to poll the zone files (TSE: the per-zone files of the cities of more than one
+    /// zone whose mayor race changed).
     #[arg(long, env = "APURA_ZONES_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub zones_interval: Duration,
     /// Timeout of one feed request, body included.
     #[arg(long, env = "APURA_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub fetch_timeout: Duration,
+}
+
+impl Default for FeedArgs {
+    /// The command line's defaults, with no feed named: a consolidated source polled every
+    /// 10 s, zones every 60 s, 10 s per request, 50 requests/s and 8 in flight for the TSE.
+    fn default() -> Self {
+        FeedArgs {
+            source: SourceKind::Consolidated,
+            feed: None,
+            councillors_feed: None,
+            municipalities: None,
+            base_url: None,
+            election: None,
+            election_round2: None,
+            rate_limit: tse::DEFAULT_RATE_LIMIT,
+            max_in_flight: tse::DEFAULT_MAX_IN_FLIGHT,
+            zones_url_template: None,
+            interval: Duration::from_secs(10),
+            zones_interval: Duration::from_secs(60),
+            fetch_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl FeedArgs {
+    /// A consolidated source: the mayors file and the municipality list, the rest defaults.
+    pub fn consolidated(feed: impl Into<String>, municipalities: impl Into<String>) -> Self {
+        FeedArgs {
+            feed: Some(feed.into()),
+            municipalities: Some(municipalities.into()),
+            ..FeedArgs::default()
+        }
+    }
+
+    /// A TSE source: the cycle's folder and the first round's election code.
+    pub fn tse(base_url: impl Into<String>, election: impl Into<String>) -> Self {
+        FeedArgs {
+            source: SourceKind::Tse,
+            base_url: Some(base_url.into()),
+            election: Some(election.into()),
+            ..FeedArgs::default()
+        }
+    }
+
+    /// Every problem with the options, reported at once: what the chosen source needs, what
+    /// belongs to the other one, and values out of range.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut needs = |present: bool, flag: &str| {
+            if !present {
+                problems.push(format!(
+                    "{flag} is required with --source {}",
+                    self.source_name()
+                ));
+            }
+        };
+        match self.source {
+            SourceKind::Consolidated => {
+                needs(self.feed.is_some(), "--feed");
+                needs(self.municipalities.is_some(), "--municipalities");
+            }
+            SourceKind::Tse => {
+                needs(self.base_url.is_some(), "--base-url");
+                needs(self.election.is_some(), "--election");
+            }
+        }
+        let misplaced: &[(bool, &str)] = match self.source {
+            SourceKind::Consolidated => &[
+                (self.base_url.is_some(), "--base-url"),
+                (self.election.is_some(), "--election"),
+                (self.election_round2.is_some(), "--election-round2"),
+            ],
+            SourceKind::Tse => &[
+                (self.feed.is_some(), "--feed"),
+                (self.councillors_feed.is_some(), "--councillors-feed"),
+                (self.municipalities.is_some(), "--municipalities"),
+                (self.zones_url_template.is_some(), "--zones-url-template"),
+            ],
+        };
+        for (present, flag) in misplaced {
+            if *present {
+                problems.push(format!(
+                    "{flag} does not apply to --source {}",
+                    self.source_name()
+                ));
+            }
+        }
+        for (code, flag) in [
+            (&self.election, "--election"),
+            (&self.election_round2, "--election-round2"),
+        ] {
+            if let Some(code) = code
+                && let Err(e) = crate::feed::tse::paths::election_code(code)
+            {
+                problems.push(format!("{flag}: {e}"));
+            }
+        }
+        if self.election.is_some() && self.election == self.election_round2 {
+            problems.push("--election-round2 must differ from --election".to_string());
+        }
+        if !(1..=tse::MAX_RATE_LIMIT).contains(&self.rate_limit) {
+            problems.push(format!(
+                "--rate-limit must be between 1 and {} requests/s (the authority blocks above 100)",
+                tse::MAX_RATE_LIMIT
+            ));
+        }
+        if self.max_in_flight == 0 {
+            problems.push("--max-in-flight must be at least 1".to_string());
+        }
+        for (d, flag) in [
+            (self.interval, "--interval"),
+            (self.zones_interval, "--zones-interval"),
+            (self.fetch_timeout, "--fetch-timeout"),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{flag} must be longer than zero"));
+            }
+        }
+        problems
+    }
+
+    fn source_name(&self) -> &'static str {
+        match self.source {
+            SourceKind::Consolidated => "consolidated",
+            SourceKind::Tse => "tse",
+        }
+    }
 }
 
 /// Load the municipality list, from a URL or a path.
@@ -74,10 +241,24 @@ pub async fn load_municipalities(
 /// What one cycle did.
 #[derive(Debug, Default)]
 pub struct CycleReport {
-    /// The cycle published, if anything changed.
+    /// The last cycle published, if anything changed.
     pub cycle: Option<Arc<Cycle>>,
+    /// Every cycle published, in order: one for a consolidated feed; a TSE poll publishes as
+    /// its cities come in, so its first cities need not wait for its last.
+    pub cycles: Vec<Arc<Cycle>>,
     /// Feed files rejected in this cycle, with the reason.
     pub rejected: Vec<String>,
+}
+
+/// Where an ingest reads its results.
+enum FeedSource {
+    Consolidated {
+        mayors: Source,
+        councillors: Option<Source>,
+    },
+    /// Behind an async mutex so that a poll can hold it while it hands races to the ingest,
+    /// and a poll cut short (its future dropped) leaves it in place.
+    Tse(Arc<tokio::sync::Mutex<tse::TseSource>>),
 }
 
 /// The ingest state: the latest accepted results and the last published body of every topic.
@@ -86,8 +267,7 @@ pub struct Ingest {
     fetcher: Fetcher,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
-    mayors_source: Source,
-    councillors_source: Option<Source>,
+    feed: FeedSource,
     mayors: HashMap<u32, Race>,
     councillors: HashMap<u32, Race>,
     zones: HashMap<u32, ZoneBreakdown>,
@@ -107,9 +287,65 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// An ingest of a consolidated feed (`args.feed`) over `list`. [`Ingest::connect`] builds
+    /// either kind from the options alone.
     pub fn new(
         list: Arc<MunicipalityList>,
         args: &FeedArgs,
+        fetcher: Fetcher,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let feed = FeedSource::Consolidated {
+            mayors: Source::new(args.feed.as_deref().unwrap_or_default()),
+            councillors: args.councillors_feed.as_deref().map(Source::new),
+        };
+        Self::with_source(list, feed, fetcher, bus, metrics)
+    }
+
+    /// Check the options (every problem at once), load what the source needs to start (the
+    /// municipality list; for the TSE, the catalogue and the municipality configuration) and
+    /// build the ingest.
+    pub async fn connect(
+        args: &FeedArgs,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let problems = args.validate();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid options: {}",
+            problems.join("; ")
+        );
+        let fetcher = Fetcher::new(args.fetch_timeout, crate::fetch::DEFAULT_MAX_BYTES)?;
+        match args.source {
+            SourceKind::Consolidated => {
+                let location = args.municipalities.as_deref().unwrap_or_default();
+                let list = load_municipalities(location, &fetcher)
+                    .await
+                    .context("loading the municipality list")?;
+                tracing::info!(municipalities = list.len(), "municipality list loaded");
+                Ok(Self::new(Arc::new(list), args, fetcher, bus, metrics))
+            }
+            SourceKind::Tse => {
+                let (source, list) = tse::TseSource::connect(args)
+                    .await
+                    .context("starting the TSE source")?;
+                let feed = FeedSource::Tse(Arc::new(tokio::sync::Mutex::new(source)));
+                Ok(Self::with_source(
+                    Arc::new(list),
+                    feed,
+                    fetcher,
+                    bus,
+                    metrics,
+                ))
+            }
+        }
+    }
+
+    fn with_source(
+        list: Arc<MunicipalityList>,
+        feed: FeedSource,
         fetcher: Fetcher,
         bus: Arc<dyn Bus>,
         metrics: Arc<Metrics>,
@@ -119,8 +355,7 @@ impl Ingest {
             fetcher,
             bus,
             metrics,
-            mayors_source: Source::new(&args.feed),
-            councillors_source: args.councillors_feed.as_deref().map(Source::new),
+            feed,
             mayors: HashMap::new(),
             councillors: HashMap::new(),
             zones: HashMap::new(),
@@ -169,12 +404,59 @@ impl Ingest {
         self.index = None;
     }
 
-    /// Poll the mayor and councillor files once and publish what changed.
+    /// The municipalities of this deployment.
+    pub fn municipalities(&self) -> &Arc<MunicipalityList> {
+        &self.list
+    }
+
+    /// The current race of `office` in the city `ibge`, as last accepted.
+    pub fn race(&self, ibge: u32, office: Office) -> Option<&Race> {
+        match office {
+            Office::Mayor => self.mayors.get(&ibge),
+            Office::Councillor => self.councillors.get(&ibge),
+        }
+    }
+
+    /// What the last TSE cycle did; `None` for a consolidated source.
+    pub async fn tse_stats(&self) -> Option<tse::PassStats> {
+        match &self.feed {
+            FeedSource::Tse(source) => Some(source.lock().await.last_stats()),
+            FeedSource::Consolidated { .. } => None,
+        }
+    }
+
+    /// Poll the feed once and publish what changed.
     pub async fn poll(&mut self) -> anyhow::Result<CycleReport> {
+        self.poll_until(&CancellationToken::new()).await
+    }
+
+    /// Poll the feed once and publish what changed; a TSE poll stops early, publishing what
+    /// it has, when `stop` is cancelled.
+    pub async fn poll_until(&mut self, stop: &CancellationToken) -> anyhow::Result<CycleReport> {
         let started = Instant::now();
+        let report = match &self.feed {
+            FeedSource::Consolidated { .. } => self.poll_consolidated().await?,
+            FeedSource::Tse(source) => {
+                let source = source.clone();
+                let mut source = source.lock().await;
+                source.poll(self, stop).await?
+            }
+        };
+        self.metrics
+            .last_cycle_micros
+            .store(started.elapsed().as_micros() as u64, Relaxed);
+        Ok(report)
+    }
+
+    async fn poll_consolidated(&mut self) -> anyhow::Result<CycleReport> {
         let mut rejected = Vec::new();
-        let mayors_source = &mut self.mayors_source;
-        let councillors_source = &mut self.councillors_source;
+        let FeedSource::Consolidated {
+            mayors: mayors_source,
+            councillors: councillors_source,
+        } = &mut self.feed
+        else {
+            unreachable!("called for a consolidated source only")
+        };
         let (mayors, councillors) = tokio::join!(
             fetch_race_file(
                 &self.fetcher,
@@ -207,10 +489,11 @@ impl Ingest {
             }
         }
         let cycle = self.publish_changes().await?;
-        self.metrics
-            .last_cycle_micros
-            .store(started.elapsed().as_micros() as u64, Relaxed);
-        Ok(CycleReport { cycle, rejected })
+        Ok(CycleReport {
+            cycles: cycle.iter().cloned().collect(),
+            cycle,
+            rejected,
+        })
     }
 
     /// Take a batch of zone results and publish what changed.
@@ -251,6 +534,24 @@ impl Ingest {
             self.index = None;
         }
         *old = races;
+    }
+
+    /// Take one race as the current result of its city and office. A race of an earlier round
+    /// never replaces a later one (a first-round correction after the second round has begun
+    /// stays out of the documents); an equal race changes nothing.
+    pub fn accept_race(&mut self, race: Race) {
+        let key = (race.ibge, race.office.topic_kind());
+        let races = match race.office {
+            Office::Mayor => &mut self.mayors,
+            Office::Councillor => &mut self.councillors,
+        };
+        match races.get(&race.ibge) {
+            Some(old) if old.round > race.round || *old == race => return,
+            Some(_) => {}
+            None => self.index = None,
+        }
+        self.sliced.remove(&key);
+        races.insert(race.ibge, race);
     }
 
     fn note_unknown(&mut self, unknown: &[String]) {
@@ -447,17 +748,44 @@ pub async fn run_on(
 ) -> anyhow::Result<()> {
     let (zone_tx, mut zone_rx) = mpsc::channel::<Vec<(u32, ZoneBreakdown)>>(4);
     let mut zone_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut zone_targets: Option<watch::Sender<Vec<tse::ZoneTarget>>> = None;
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {
-                match ingest.poll().await {
-                    Ok(report) => log_cycle(&report.cycle),
+                match ingest.poll_until(&shutdown).await {
+                    Ok(report) => {
+                        for cycle in &report.cycles {
+                            log_cycle(&Some(cycle.clone()));
+                        }
+                    }
                     Err(e) => tracing::error!(error = format!("{e:#}"), "ingest cycle failed; will retry"),
                 }
-                if zone_task.is_none() && !ingest.mayors.is_empty()
+                if let FeedSource::Tse(source) = &ingest.feed {
+                    // The zone sweep follows the mayor races as they are now.
+                    let source = source.lock().await;
+                    let targets = source.zone_targets(&ingest.mayors);
+                    match &zone_targets {
+                        Some(tx) => {
+                            tx.send_replace(targets);
+                        }
+                        None if !targets.is_empty() => {
+                            let (tx, rx) = watch::channel(targets);
+                            zone_task = Some(tokio::spawn(tse::zones::sweep_loop(
+                                source.zone_fetcher(),
+                                rx,
+                                args.zones_interval,
+                                zone_tx.clone(),
+                                ingest.metrics.clone(),
+                                shutdown.clone(),
+                            )));
+                            zone_targets = Some(tx);
+                        }
+                        None => {}
+                    }
+                } else if zone_task.is_none() && !ingest.mayors.is_empty()
                     && let Some(template) = &args.zones_url_template
                 {
                     zone_task = Some(tokio::spawn(zones::poll_loop(
@@ -528,38 +856,39 @@ pub struct IngestArgs {
 pub async fn once(args: IngestArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Fetcher::new(args.feed.fetch_timeout, crate::fetch::DEFAULT_MAX_BYTES)?;
-    let list = Arc::new(load_municipalities(&args.feed.municipalities, &fetcher).await?);
     let bus = Arc::new(crate::bus::embedded::EmbeddedBus::new());
-    let mut ingest = Ingest::new(list, &args.feed, fetcher, bus, metrics);
+    let mut ingest = Ingest::connect(&args.feed, bus, metrics).await?;
     let report = ingest.poll().await?;
     anyhow::ensure!(
         report.rejected.is_empty(),
         "feed rejected: {}",
         report.rejected.join("; ")
     );
-    let cycle = report.cycle.context("the feed had no documents")?;
+    let last = report.cycle.context("the feed had no documents")?;
+    // A TSE poll publishes as it goes: the latest document of every topic, in topic order.
+    let mut latest: std::collections::BTreeMap<&str, &crate::bus::Document> =
+        std::collections::BTreeMap::new();
+    for cycle in &report.cycles {
+        for doc in &cycle.documents {
+            latest.insert(&doc.topic, doc);
+        }
+    }
     if args.print {
         let mut out = std::io::stdout().lock();
-        for doc in &cycle.documents {
+        for doc in latest.values() {
             out.write_all(&doc.json)?;
             out.write_all(b"\n")?;
         }
     } else {
-        let mayors = cycle
-            .documents
-            .iter()
-            .filter(|d| d.topic.starts_with("mayors-"))
-            .count();
-        let councillors = cycle
-            .documents
-            .iter()
-            .filter(|d| d.topic.starts_with("councillors-"))
+        let mayors = latest.keys().filter(|t| t.starts_with("mayors-")).count();
+        let councillors = latest
+            .keys()
+            .filter(|t| t.starts_with("councillors-"))
             .count();
         println!(
             "version {}: {} documents ({mayors} mayors, {councillors} councillors)",
-            cycle.version,
-            cycle.documents.len()
+            last.version,
+            latest.len()
         );
     }
     Ok(())

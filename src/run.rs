@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::bus::embedded::EmbeddedBus;
-use crate::fetch::{DEFAULT_MAX_BYTES, Fetcher};
 use crate::gateway::{self, GatewayArgs, hub::Hub};
 use crate::ingest::{self, FeedArgs, Ingest};
 use crate::metrics::Metrics;
@@ -23,7 +21,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let problems = args.gateway.validate();
+    let mut problems = args.feed.validate();
+    problems.extend(args.gateway.validate());
     anyhow::ensure!(
         problems.is_empty(),
         "invalid options: {}",
@@ -41,14 +40,9 @@ pub async fn serve_embedded(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Fetcher::new(feed.fetch_timeout, DEFAULT_MAX_BYTES)?;
-    let list = ingest::load_municipalities(&feed.municipalities, &fetcher)
-        .await
-        .context("loading the municipality list")?;
-    tracing::info!(municipalities = list.len(), "municipality list loaded");
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let ingest = Ingest::new(Arc::new(list), &feed, fetcher, bus.clone(), metrics);
+    let ingest = Ingest::connect(&feed, bus.clone(), metrics).await?;
 
     let tracker = TaskTracker::new();
     let (s1, s2) = (shutdown.clone(), shutdown.clone());

@@ -1,14 +1,18 @@
-//! `apura simulate`: a count-night simulator that serves the government feed, consolidated layout.
+//! `apura simulate`: a count-night simulator that serves the government feed, in the provider's
+//! consolidated layout or the authority's own per-city TSE layout (`--layout tse`).
 //!
 //! The simulator plays one first-round municipal election night, from polls closing to the last
 //! section counted, and serves it over HTTP the way the results provider does: one national file
-//! per office republished every `interval`, plus zone files of the large cities.
+//! per office republished every `interval`, plus zone files of the large cities; or the way the
+//! authority does ([`tse`]): a progress file per state and a file per city, office and zone,
+//! with the authority's rate limit emulated.
 //!
 //! - `cities`: the 5,570 municipalities (the real capitals, invented towns) and their electorates.
 //! - `candidates`: parties, ballot names.
 //! - `count`: the hidden final result of every race and how the count converges to it.
 //! - `files`: the feed's JSON, rendered once per tick.
 //! - `server`: the HTTP endpoints, conditional GET and gzip.
+//! - [`tse`]: the TSE layout rendered from the same count model, and its server.
 //!
 //! Time is cut into ticks: tick `k = floor(elapsed / interval)`, clamped to the last tick
 //! `ceil(duration / interval)`; the files of tick `k` show the count at `k × interval`. Everything
@@ -20,9 +24,11 @@ mod cities;
 mod count;
 mod files;
 mod server;
+pub mod tse;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,7 +40,65 @@ use rand::{RngExt, SeedableRng};
 use crate::feed::municipalities::MunicipalityList;
 use crate::model::Office;
 
-pub use server::{router, run};
+pub use server::{router, run, serve_simulator};
+
+/// The synthetic municipality list the simulator plays by default: the real number of
+/// municipalities in every state, the real capitals, invented towns.
+pub fn synthetic_municipalities() -> MunicipalityList {
+    cities::synthetic()
+}
+
+/// Which layout the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layout {
+    /// The provider's national files: `/mayors.json`, `/councillors.json`, zone files.
+    #[default]
+    Consolidated,
+    /// The authority's per-city files below `/oficial/ele2028/` (`tse-format.md`).
+    Tse,
+}
+
+/// Options of the TSE layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TseOptions {
+    /// Requests per second one client (IP) may make; above it the client is blocked.
+    pub rate_limit: u32,
+    /// How long a client over the limit is blocked; a request during the block restarts it.
+    pub block_for: Duration,
+    /// Play the second round after the first.
+    pub second_round: bool,
+}
+
+impl Default for TseOptions {
+    /// The authority's figures: 100 requests per second, ten minutes' block.
+    fn default() -> Self {
+        TseOptions {
+            rate_limit: 100,
+            block_for: Duration::from_secs(600),
+            second_round: false,
+        }
+    }
+}
+
+/// A clock the caller moves by hand, for tests that need a given tick at a given moment:
+/// [`ManualClock::set`] makes the simulator serve that tick.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        ManualClock::default()
+    }
+
+    /// Serve the files of `tick` from now on.
+    pub fn set(&self, tick: u64) {
+        self.0.store(tick, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
 
 /// `apura simulate`: load the configuration, bind `--listen`, serve until `shutdown`.
 pub async fn serve(
@@ -68,6 +132,22 @@ pub struct SimulateArgs {
     /// TSE CSV.
     #[arg(long, env = "APURA_SIM_MUNICIPALITIES")]
     pub municipalities: Option<PathBuf>,
+    /// Which layout to serve: the provider's consolidated files, or the authority's per-city
+    /// files (base URL `http://<listen>/oficial/ele2028/`, election 9426).
+    #[arg(long, env = "APURA_SIM_LAYOUT", value_enum, default_value_t = Layout::Consolidated)]
+    pub layout: Layout,
+    /// TSE layout: requests per second one client may make before it is blocked (the
+    /// authority's limit is 100).
+    #[arg(long, env = "APURA_SIM_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+    /// TSE layout: how long a client over the limit is blocked (the authority: 10 minutes,
+    /// restarted by any request during the block).
+    #[arg(long, env = "APURA_SIM_BLOCK_FOR", default_value = "10m")]
+    pub block_for: humantime::Duration,
+    /// TSE layout: after the first count, play the second round of the cities that have one
+    /// (election 9427) over another `--duration`.
+    #[arg(long, env = "APURA_SIM_SECOND_ROUND")]
+    pub second_round: bool,
 }
 
 /// What a simulator plays: checked and loaded from [`SimulateArgs`] by [`SimConfig::from_args`].
@@ -80,16 +160,24 @@ pub struct SimConfig {
     pub interval: Duration,
     /// The municipalities to play; `None` for the synthetic list of `cities`.
     pub municipalities: Option<MunicipalityList>,
+    pub layout: Layout,
+    pub tse: TseOptions,
+    /// A clock moved by hand instead of the wall clock.
+    pub clock: Option<ManualClock>,
 }
 
 impl Default for SimConfig {
-    /// The defaults of the command line: seed 2026, ten minutes, a file every ten seconds.
+    /// The defaults of the command line: seed 2026, ten minutes, a file every ten seconds, the
+    /// consolidated layout.
     fn default() -> Self {
         SimConfig {
             seed: 2026,
             duration: Duration::from_secs(600),
             interval: Duration::from_secs(10),
             municipalities: None,
+            layout: Layout::Consolidated,
+            tse: TseOptions::default(),
+            clock: None,
         }
     }
 }
@@ -111,6 +199,12 @@ impl SimConfig {
                 args.interval, args.duration
             ));
         }
+        if args.layout == Layout::Tse && args.rate_limit == 0 {
+            problems.push("--rate-limit must be at least 1".to_string());
+        }
+        if args.second_round && args.layout != Layout::Tse {
+            problems.push("--second-round needs --layout tse".to_string());
+        }
         let municipalities = match &args.municipalities {
             None => None,
             Some(path) => match load_list(path) {
@@ -129,6 +223,13 @@ impl SimConfig {
             duration,
             interval,
             municipalities,
+            layout: args.layout,
+            tse: TseOptions {
+                rate_limit: args.rate_limit,
+                block_for: args.block_for.into(),
+                second_round: args.second_round,
+            },
+            clock: None,
         })
     }
 }
@@ -158,8 +259,15 @@ pub struct Simulator {
     duration: Duration,
     interval: Duration,
     last_tick: u64,
+    /// The last tick of the night: `last_tick`, or twice it with a second round.
+    final_tick: u64,
     list: MunicipalityList,
     election: count::Election,
+    layout: Layout,
+    /// The TSE layout's facts, with `--layout tse`.
+    tse: Option<tse::TseLayout>,
+    tse_options: TseOptions,
+    clock: Option<ManualClock>,
     /// Hash of everything the files depend on besides the tick: tells files of two
     /// configurations apart in their `ETag`s.
     fingerprint: u64,
@@ -193,6 +301,21 @@ impl Simulator {
         let list = config.municipalities.unwrap_or_else(cities::synthetic);
         let election = count::Election::build(config.seed, &list);
         let fingerprint = fingerprint(config.seed, duration, interval, &list);
+        let second_round = config.layout == Layout::Tse && config.tse.second_round;
+        let tse = (config.layout == Layout::Tse).then(|| {
+            tse::TseLayout::build(
+                config.seed,
+                &list,
+                election.cities(),
+                second_round,
+                fingerprint,
+            )
+        });
+        let final_tick = if second_round {
+            2 * last_tick
+        } else {
+            last_tick
+        };
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let municipalities_file = Arc::new(server::FeedFile::new(
@@ -205,8 +328,13 @@ impl Simulator {
             duration,
             interval,
             last_tick,
+            final_tick,
             list,
             election,
+            layout: config.layout,
+            tse,
+            tse_options: config.tse,
+            clock: config.clock,
             fingerprint,
             started,
             started_wall,
@@ -220,9 +348,21 @@ impl Simulator {
         &self.list
     }
 
-    /// The count has reached 100 % everywhere and the final files are out.
+    /// The count has reached 100 % everywhere (second rounds included) and the final files
+    /// are out.
     pub fn finished(&self) -> bool {
-        self.current_tick() >= self.last_tick
+        self.current_tick() >= self.final_tick
+    }
+
+    /// The layout served.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The last tick of the night: [`Simulator::last_tick`], or twice it when a second round
+    /// is played after the first.
+    pub fn final_tick(&self) -> u64 {
+        self.final_tick
     }
 
     /// The seed this night was played with.
@@ -232,8 +372,11 @@ impl Simulator {
 
     /// The tick being served now.
     pub fn current_tick(&self) -> u64 {
-        let ticks = self.started.elapsed().as_nanos() / self.interval.as_nanos();
-        ticks.min(u128::from(self.last_tick)) as u64
+        let ticks = match &self.clock {
+            Some(clock) => u128::from(clock.get()),
+            None => self.started.elapsed().as_nanos() / self.interval.as_nanos(),
+        };
+        ticks.min(u128::from(self.final_tick)) as u64
     }
 
     /// The tick of the final files: `ceil(duration / interval)`; ticks run from 0 to this.

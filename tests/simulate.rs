@@ -305,6 +305,10 @@ fn real_municipality_lists_play() {
             duration: Duration::from_secs(60).into(),
             interval: Duration::from_secs(1).into(),
             municipalities: Some(path),
+            layout: apura::simulate::Layout::Consolidated,
+            rate_limit: 100,
+            block_for: Duration::from_secs(600).into(),
+            second_round: false,
         };
         let sim = apura::simulate::Simulator::new(SimConfig::from_args(&args).unwrap());
         assert_eq!(sim.municipalities().len(), 5_570, "{file}");

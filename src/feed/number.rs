@@ -56,16 +56,16 @@ pub fn parse_decimal(s: &str) -> Result<Option<f64>, String> {
             .map_err(|_| format!("not a decimal: {s:?}"))?
             .ok_or_else(|| format!("not a decimal: {s:?}"))?
     };
-    let mut value = int_value as f64;
-    if let Some(frac) = frac {
-        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    // One decimal string parsed once gives the double nearest the written value; adding the
+    // fraction to the integer part would not (1 + 0.93 is 1.9300000000000002).
+    let text = match frac {
+        Some(frac) if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) => {
             return Err(format!("not a decimal: {s:?}"));
         }
-        let f: f64 = format!("0.{frac}")
-            .parse()
-            .map_err(|_| format!("not a decimal: {s:?}"))?;
-        value += f;
-    }
+        Some(frac) => format!("{int_value}.{frac}"),
+        None => int_value.to_string(),
+    };
+    let value: f64 = text.parse().map_err(|_| format!("not a decimal: {s:?}"))?;
     if !value.is_finite() {
         return Err(format!("not a finite decimal: {s:?}"));
     }
@@ -125,6 +125,7 @@ mod tests {
         assert_eq!(parse_decimal("0,5"), Ok(Some(0.5)));
         assert_eq!(parse_decimal("12"), Ok(Some(12.0)));
         assert_eq!(parse_decimal("1.234,5"), Ok(Some(1234.5)));
+        assert_eq!(parse_decimal("1,93"), Ok(Some(1.93)), "the nearest double");
         assert_eq!(parse_decimal(""), Ok(None));
         assert_eq!(parse_decimal("%"), Ok(None));
         assert!(parse_decimal("39.81%").is_err());

@@ -24,7 +24,6 @@ use tokio_util::task::TaskTracker;
 use super::{FeedArgs, Ingest, IngestArgs};
 use crate::bus::Bus;
 use crate::bus::redis::{self, RedisBus, Renewal};
-use crate::fetch::{DEFAULT_MAX_BYTES, Fetcher};
 use crate::metrics::Metrics;
 
 /// Shortest accepted lock ttl: a third of it must comfortably exceed a Redis round trip.
@@ -38,7 +37,8 @@ const ZONES_PATIENCE_PER_FETCH_TIMEOUT: u32 = 2;
 /// Run the leader/standby ingest on Redis until `shutdown`; release the lock when leading.
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = args.redis.clone().unwrap_or_default();
-    let mut problems = redis::check_options(&url, &args.redis_prefix);
+    let mut problems = args.feed.validate();
+    problems.extend(redis::check_options(&url, &args.redis_prefix));
     if args.leader_ttl < MIN_TTL {
         problems.push(format!("--leader-ttl must be at least {MIN_TTL:?}"));
     }
@@ -48,20 +48,9 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         problems.join("; ")
     );
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Fetcher::new(args.feed.fetch_timeout, DEFAULT_MAX_BYTES)?;
-    let list = super::load_municipalities(&args.feed.municipalities, &fetcher)
-        .await
-        .context("loading the municipality list")?;
-    tracing::info!(municipalities = list.len(), "municipality list loaded");
     let bus = Arc::new(RedisBus::connect(&url, &args.redis_prefix, metrics.clone()).await?);
     let dyn_bus: Arc<dyn Bus> = bus.clone();
-    let ingest = Ingest::new(
-        Arc::new(list),
-        &args.feed,
-        fetcher,
-        dyn_bus,
-        metrics.clone(),
-    );
+    let ingest = Ingest::connect(&args.feed, dyn_bus, metrics.clone()).await?;
     let leading = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     if let Some(addr) = args.metrics_listen {

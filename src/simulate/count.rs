@@ -293,6 +293,11 @@ impl City {
         }
     }
 
+    /// When the first of its zones starts counting, as a fraction of the night.
+    pub fn count_starts(&self) -> f64 {
+        self.zones.iter().map(|z| z.start).fold(1.0, f64::min)
+    }
+
     /// Sections counted and in all at `tau`.
     pub fn sections(&self, tau: f64) -> (u64, u64) {
         self.zones
@@ -431,7 +436,7 @@ pub fn ranking(candidates: &[Candidate], votes: &[u64]) -> Vec<usize> {
 impl Zone {
     /// Sections of this zone counted at `tau`: none before its window, all after it, and an S
     /// curve in between (a trickle, the bulk, a tail).
-    fn counted(&self, tau: f64) -> u64 {
+    pub fn counted(&self, tau: f64) -> u64 {
         if tau >= self.end {
             return self.sections;
         }

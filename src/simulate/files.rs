@@ -57,7 +57,7 @@ pub fn candidate_fields(number: u32, name: &str, party: &Party) -> String {
 }
 
 /// The candidate's photo file, named after the ballot name.
-fn photo(name: &str) -> String {
+pub fn photo(name: &str) -> String {
     format!("{}.jpg", slug(name))
 }
 
@@ -72,7 +72,7 @@ pub fn hundredths_floor(part: u64, whole: u64) -> u64 {
 }
 
 /// `part / whole` in hundredths of a percent, rounded half up (0 when `whole` is 0).
-fn hundredths_round(part: u64, whole: u64) -> u64 {
+pub fn hundredths_round(part: u64, whole: u64) -> u64 {
     if whole == 0 {
         0
     } else {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::count::zone_key;
-use super::{SimConfig, Simulator, files};
+use super::{Layout, SimConfig, Simulator, files};
 use crate::model::Office;
 
 /// How long in-flight responses may take to finish once shutdown is asked for: a 60 MB
@@ -55,11 +55,22 @@ pub struct FeedFile {
 impl FeedFile {
     /// A file whose strong `ETag` is `"<tag>"` (and `"<tag>-gzip"` for its gzip form).
     pub fn new(body: Bytes, tag: String, modified: SystemTime) -> Self {
+        let gzip_tag = format!("{tag}-gzip");
+        Self::tagged(body, &tag, &gzip_tag, modified)
+    }
+
+    /// A file whose `ETag` is `"<tag>"` in both forms, as the authority's files carry their
+    /// generation id (`idg`) whatever the encoding.
+    pub fn same_tag(body: Bytes, tag: &str, modified: SystemTime) -> Self {
+        Self::tagged(body, tag, tag, modified)
+    }
+
+    fn tagged(body: Bytes, tag: &str, gzip_tag: &str, modified: SystemTime) -> Self {
         let header = |s: String| HeaderValue::from_str(&s).expect("ETags are ASCII");
         FeedFile {
             body,
             etag: header(format!("\"{tag}\"")),
-            etag_gzip: header(format!("\"{tag}-gzip\"")),
+            etag_gzip: header(format!("\"{gzip_tag}\"")),
             last_modified: header(httpdate::fmt_http_date(modified)),
             modified_secs: modified
                 .duration_since(UNIX_EPOCH)
@@ -114,7 +125,10 @@ impl FeedFile {
     }
 
     /// The response to a GET with `headers`: 304, or the body, gzipped if the client accepts it.
-    async fn respond(self: &Arc<Self>, headers: &HeaderMap) -> Result<Response, ApiError> {
+    pub(super) async fn respond(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+    ) -> Result<Response, ApiError> {
         let gzip = accepts_gzip(headers);
         let etag = if gzip { &self.etag_gzip } else { &self.etag };
         let mut response = if self.not_modified(headers) {
@@ -177,7 +191,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// Run `work` in its own task: a render or a compression that other requests wait for must
 /// finish even if the client that started it hangs up (dropping its request future).
-async fn detached<T: Send + 'static>(
+pub(super) async fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::spawn(work)
@@ -305,7 +319,7 @@ fn render_zones(sim: &Simulator, tick: u64) -> ZoneFiles {
 
 /// An error as the client sees it: a status and a short JSON body; details go to the log.
 #[derive(Debug)]
-enum ApiError {
+pub(super) enum ApiError {
     NotFound(String),
     Internal(String),
 }
@@ -427,7 +441,18 @@ pub async fn run(
     let sim = tokio::task::spawn_blocking(move || Simulator::new(config))
         .await
         .context("building the simulated election")?;
-    let sim = Arc::new(sim);
+    info!(built_in = ?started.elapsed(), "simulated election built");
+    serve_simulator(Arc::new(sim), listener, shutdown).await
+}
+
+/// Serve an already built night on `listener` until `shutdown`, in its layout: the TSE layout
+/// with each client's address known, for its rate limit. Tests build the [`Simulator`]
+/// themselves to read its truth ([`Simulator::tse_final`]).
+pub async fn serve_simulator(
+    sim: Arc<Simulator>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -435,14 +460,29 @@ pub async fn run(
         %addr,
         seed = sim.seed(),
         municipalities = sim.municipalities().len(),
-        ticks = sim.last_tick(),
+        ticks = sim.final_tick(),
         interval = ?sim.interval,
-        built_in = ?started.elapsed(),
+        layout = ?sim.layout(),
         "simulated count night started"
     );
-    let serve = axum::serve(listener, router(sim))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let graceful = shutdown.clone().cancelled_owned();
+    let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        match sim.layout() {
+            Layout::Consolidated => Box::pin(
+                axum::serve(listener, router(sim))
+                    .with_graceful_shutdown(graceful)
+                    .into_future(),
+            ),
+            Layout::Tse => Box::pin(
+                axum::serve(
+                    listener,
+                    super::tse::server::router(sim)
+                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(graceful)
+                .into_future(),
+            ),
+        };
     tokio::select! {
         result = serve => result.context("serving the simulated feed"),
         () = async {

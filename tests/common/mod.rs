@@ -168,13 +168,10 @@ impl Stack {
         write_atomic(&list, municipalities_json(cities).as_bytes());
         write_atomic(&feed, feed_json(cities).as_bytes());
         let feed_args = FeedArgs {
-            feed: feed.display().to_string(),
-            councillors_feed: None,
-            municipalities: list.display().to_string(),
-            zones_url_template: None,
             interval: Duration::from_millis(50),
             zones_interval: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(5),
+            ..FeedArgs::consolidated(feed.display().to_string(), list.display().to_string())
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

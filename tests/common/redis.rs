@@ -127,13 +127,10 @@ impl Feed {
         write_atomic(&list, municipalities_json(cities).as_bytes());
         write_atomic(&path, feed_json(cities).as_bytes());
         let args = FeedArgs {
-            feed: path.display().to_string(),
-            councillors_feed: None,
-            municipalities: list.display().to_string(),
-            zones_url_template: None,
             interval: Duration::from_millis(50),
             zones_interval: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(5),
+            ..FeedArgs::consolidated(path.display().to_string(), list.display().to_string())
         };
         Feed { dir, args, path }
     }
@@ -161,9 +158,10 @@ impl IngestProcess {
                 .unwrap(),
         );
         let fetcher = Fetcher::new(feed.args.fetch_timeout, DEFAULT_MAX_BYTES).unwrap();
-        let list = ingest::load_municipalities(&feed.args.municipalities, &fetcher)
-            .await
-            .unwrap();
+        let list =
+            ingest::load_municipalities(feed.args.municipalities.as_deref().unwrap(), &fetcher)
+                .await
+                .unwrap();
         let dyn_bus: Arc<dyn Bus> = bus.clone();
         let ing = Ingest::new(
             Arc::new(list),

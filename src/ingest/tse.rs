@@ -1,0 +1,856 @@
+//! The TSE source: the authority's per-city files, fetched only where something changed, within
+//! a request budget.
+//!
+//! At start-up: the catalogue (`ele-c.json`, best effort: it says whether the election code
+//! exists and what its second round is) and the municipality configuration of the first round
+//! (`mun-e<ele6>-cm.json`: codes, names, capitals, zones), which becomes the municipality list.
+//!
+//! Every cycle ([`TseSource::poll`]):
+//! 1. the progress file of every state of the configuration (27), conditionally: in a cycle where
+//!    nothing changed these are the only requests, each answered 304;
+//! 2. every city whose progress row changed since its files were last fetched (the row's
+//!    fingerprint: `dt`, `ht`, `s.st`): its mayor (cargo 11) and councillor (13) unified files,
+//!    conditionally; with a second round, its round-2 mayor file instead of nothing;
+//! 3. races accepted as they arrive and published every [`PUBLISH_EVERY`], so that the first
+//!    cities of a long cycle do not wait for the last.
+//!
+//! A cycle fetches at most what the budget allows in one `--interval` (500 files at 50
+//! requests/s every 10 s), most-watched first; the rest stay due and go first in the next cycle,
+//! which reads the progress files again before. So when thousands of towns change at once (the
+//! first minutes of the night, or a restart), a capital that changes meanwhile waits at most
+//! about one interval, not the whole backlog.
+//!
+//! **Order.** Cities are fetched second round first, then capitals, then by electorate (the
+//! progress row's `e.te`), largest first, mayor before councillor: the most-watched results
+//! (São Paulo alone is a quarter of the audience) come out in the first seconds of a cycle, the
+//! long tail of small towns last.
+//!
+//! **Budget.** Every request, retries included, goes through one [`Throttle`]: at most
+//! `--rate-limit` starts per second (50), evenly spaced, and `--max-in-flight` open (8). The
+//! fetcher makes one attempt per request; a failed city is simply due again next cycle. A 403 or
+//! 429 pauses every request for the `Retry-After` or, without one, past the authority's
+//! ten-minute block. Zone files take at most a [`ZONE_SHARE`] of the budget, through a throttle
+//! of their own in front of the shared one, so they never starve the main cycle.
+//!
+//! **404.** A file not found is not published yet. It is asked again after a back-off that
+//! doubles from 10 s to 5 min; a city whose row shows nothing counted waits for its row to
+//! change instead, so a start before publication costs one 404 per file, not a storm.
+
+pub mod zones;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{CycleReport, FeedArgs, Ingest};
+use crate::feed::FeedError;
+use crate::feed::municipalities::MunicipalityList;
+use crate::feed::tse::catalogue::Catalogue;
+use crate::feed::tse::config::MunicipalityConfig;
+use crate::feed::tse::paths::TsePaths;
+use crate::feed::tse::progress::{self, Fingerprint};
+use crate::feed::tse::unified;
+use crate::fetch::throttle::Throttle;
+use crate::fetch::{DEFAULT_MAX_BYTES, FetchError, Fetched, Fetcher, Source};
+use crate::model::{Office, Race};
+
+pub use zones::ZoneTarget;
+
+/// Requests per second by default: half the authority's limit of 100, so that a second client
+/// on the same address (a standby ingest, someone's curl) cannot push the IP over it.
+pub const DEFAULT_RATE_LIMIT: u32 = 50;
+/// Highest `--rate-limit` accepted: the authority blocks above 100 per second; a tenth is kept
+/// for jitter that can bunch two evenly spaced requests into one second at its end.
+pub const MAX_RATE_LIMIT: u32 = 90;
+/// Requests open at once by default: at 50 requests/s and ~50–150 ms per request, 3–8 are open;
+/// more would only queue at the throttle.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Zone files get at most this share of the request budget (10 of 50 per second), the main
+/// cycle the rest.
+pub const ZONE_SHARE: u32 = 5;
+/// A cycle publishes what it has accepted at least this often (its first race at once): a
+/// capital fetched in the first second of a 10-second cycle is on screen then, not 9 s later,
+/// and each intermediate publication republishes only the changed cities and the few roll-ups.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// First wait before asking again for a file not found; doubled every time up to
+/// [`NOT_FOUND_MAX`]. A file late behind its progress row is picked up 10 s later; one that never
+/// comes costs one request every five minutes.
+pub const NOT_FOUND_FIRST: Duration = Duration::from_secs(10);
+pub const NOT_FOUND_MAX: Duration = Duration::from_secs(300);
+
+/// When a file may be asked for again after answers of not found.
+#[derive(Debug, Default, Clone)]
+struct Backoff {
+    /// Consecutive 404s.
+    misses: u32,
+    /// Not before this.
+    until: Option<Instant>,
+    /// Not until the city's progress row is other than this one.
+    until_row_leaves: Option<Fingerprint>,
+}
+
+impl Backoff {
+    fn allows(&self, now: Instant, row: Option<&Fingerprint>) -> bool {
+        let time_ok = self.until.is_none_or(|t| now >= t);
+        let row_ok = match (&self.until_row_leaves, row) {
+            (Some(waiting), Some(row)) => waiting != row,
+            _ => true,
+        };
+        time_ok && row_ok
+    }
+
+    /// One more 404: wait for the row to move if nothing is counted yet, or for the doubling
+    /// back-off.
+    fn miss(&mut self, now: Instant, row: Option<(&Fingerprint, bool)>) {
+        self.misses += 1;
+        match row {
+            Some((fingerprint, true)) => {
+                self.until_row_leaves = Some(fingerprint.clone());
+                self.until = None;
+            }
+            _ => {
+                let wait = NOT_FOUND_FIRST
+                    .saturating_mul(1 << (self.misses - 1).min(10))
+                    .min(NOT_FOUND_MAX);
+                self.until = Some(now + wait);
+                self.until_row_leaves = None;
+            }
+        }
+    }
+}
+
+/// A city of the configuration.
+#[derive(Debug, Clone)]
+struct CityInfo {
+    ibge: u32,
+    /// Lower case.
+    uf: String,
+    capital: bool,
+    zones: Vec<String>,
+}
+
+/// One unified file: its validators, which row it was last fetched for, its back-off.
+#[derive(Debug, Clone)]
+struct FileState {
+    source: Source,
+    fetched_for: Option<Fingerprint>,
+    backoff: Backoff,
+}
+
+/// A municipality row as last read.
+#[derive(Debug, Clone)]
+struct Row {
+    fingerprint: Fingerprint,
+    electorate: u64,
+    nothing_counted: bool,
+}
+
+/// One election (round) polled.
+struct Election {
+    paths: TsePaths,
+    round: u8,
+    offices: &'static [Office],
+    progress: HashMap<String, (Source, Backoff)>,
+    rows: HashMap<u32, Row>,
+    files: HashMap<(u32, Office), FileState>,
+}
+
+/// The TSE source's state, kept across cycles.
+pub struct TseSource {
+    fetcher: Fetcher,
+    zone_fetcher: Fetcher,
+    throttle: Arc<Throttle>,
+    max_in_flight: usize,
+    elections: Vec<Election>,
+    /// Most unified files fetched in one cycle: `--rate-limit` × `--interval`.
+    files_per_cycle: usize,
+    /// By TSE code.
+    cities: HashMap<String, CityInfo>,
+    /// TSE code by IBGE code.
+    codes: HashMap<u32, String>,
+    unknown_logged: HashSet<String>,
+    last_stats: PassStats,
+}
+
+/// What a cycle did, for the log line and the tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassStats {
+    pub progress_requests: usize,
+    pub file_requests: usize,
+    pub modified: usize,
+    pub not_modified: usize,
+    pub not_found: usize,
+    pub failed: usize,
+    pub rejected: usize,
+    pub published: usize,
+    /// Files due but left for the next cycle (over [`TseSource::poll`]'s per-cycle cap).
+    pub backlog: usize,
+}
+
+impl TseSource {
+    /// Read the catalogue (best effort) and the municipality configuration; answer the source
+    /// and the municipality list it gives.
+    pub async fn connect(args: &FeedArgs) -> anyhow::Result<(TseSource, MunicipalityList)> {
+        let base = args.base_url.as_deref().unwrap_or_default();
+        let election = args.election.as_deref().unwrap_or_default();
+        let first = TsePaths::new(base, election).map_err(anyhow::Error::msg)?;
+        let second = args
+            .election_round2
+            .as_deref()
+            .map(|e| TsePaths::new(base, e).map_err(anyhow::Error::msg))
+            .transpose()?;
+        let throttle = Arc::new(Throttle::new(args.rate_limit, args.max_in_flight));
+        let plain = Fetcher::new(args.fetch_timeout, DEFAULT_MAX_BYTES)?;
+        // One attempt per request: a failed city is due again next cycle, and every attempt is
+        // a request the throttle has counted.
+        let fetcher = plain.clone().throttled(throttle.clone()).with_attempts(1);
+        let zone_throttle = Arc::new(Throttle::new(
+            (args.rate_limit / ZONE_SHARE).max(1),
+            (args.max_in_flight / 4).max(1),
+        ));
+        let zone_fetcher = plain
+            .throttled(zone_throttle)
+            .throttled(throttle.clone())
+            .with_attempts(1);
+
+        check_catalogue(&fetcher, &first, second.as_ref()).await;
+
+        let config_url = first.config();
+        let mut source = Source::new(&config_url);
+        // Start-up may meet a transient failure: three attempts, all through the throttle.
+        let bytes = match fetcher.clone().with_attempts(3).fetch(&mut source).await {
+            Ok(Fetched::Modified(b)) => b,
+            Ok(_) => anyhow::bail!("{config_url}: municipality configuration not found"),
+            Err(e) => return Err(e).context("fetching the municipality configuration"),
+        };
+        let config = MunicipalityConfig::parse(&bytes, &config_url)?;
+        let list = config.list(&config_url)?;
+        anyhow::ensure!(
+            !list.is_empty(),
+            "{config_url}: the municipality configuration is empty"
+        );
+        let mut cities = HashMap::with_capacity(list.len());
+        let mut codes = HashMap::with_capacity(list.len());
+        for (state, city) in config.cities() {
+            cities.insert(
+                city.tse.clone(),
+                CityInfo {
+                    ibge: city.ibge,
+                    uf: state.uf.to_ascii_lowercase(),
+                    capital: city.capital,
+                    zones: city.zones.clone(),
+                },
+            );
+            codes.insert(city.ibge, city.tse.clone());
+        }
+        let states: Vec<String> = config
+            .states
+            .iter()
+            .map(|s| s.uf.to_ascii_lowercase())
+            .collect();
+        let mut elections = vec![Election::new(
+            first,
+            1,
+            &[Office::Mayor, Office::Councillor],
+            &states,
+        )];
+        if let Some(second) = second {
+            // Councillors have no second round.
+            elections.push(Election::new(second, 2, &[Office::Mayor], &states));
+        }
+        tracing::info!(
+            municipalities = list.len(),
+            states = states.len(),
+            zones = config.cities().map(|(_, c)| c.zones.len()).sum::<usize>(),
+            rate_limit = args.rate_limit,
+            max_in_flight = args.max_in_flight,
+            "TSE municipality configuration loaded"
+        );
+        Ok((
+            TseSource {
+                fetcher,
+                zone_fetcher,
+                throttle,
+                max_in_flight: args.max_in_flight.max(1),
+                elections,
+                files_per_cycle: files_per_cycle(
+                    args.rate_limit,
+                    args.interval,
+                    args.max_in_flight,
+                ),
+                cities,
+                codes,
+                unknown_logged: HashSet::new(),
+                last_stats: PassStats::default(),
+            },
+            list,
+        ))
+    }
+
+    /// The throttle every request of this source passes.
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
+    }
+
+    /// The fetcher of the zone files: its own share of the budget in front of the shared one.
+    pub fn zone_fetcher(&self) -> Fetcher {
+        self.zone_fetcher.clone()
+    }
+
+    /// One cycle: progress files, then the changed cities in order, publishing as they come.
+    pub async fn poll(
+        &mut self,
+        ingest: &mut Ingest,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<CycleReport> {
+        let started = Instant::now();
+        let mut stats = PassStats::default();
+        let mut report = CycleReport::default();
+        self.read_progress(ingest, stop, &mut stats, &mut report.rejected)
+            .await;
+        let mut due = self.due(Instant::now());
+        stats.backlog = due.len().saturating_sub(self.files_per_cycle);
+        due.truncate(self.files_per_cycle);
+        stats.file_requests = due.len();
+
+        let fetcher = self.fetcher.clone();
+        let requests = due.into_iter().map(|d| {
+            let mut source = d.source.clone();
+            let fetcher = fetcher.clone();
+            async move {
+                let result = fetcher.fetch(&mut source).await;
+                (d, source, result)
+            }
+        });
+        let mut results = std::pin::pin!(
+            futures_util::stream::iter(requests)
+                .buffer_unordered(self.max_in_flight)
+                .take_until(stop.cancelled())
+        );
+        // The first race of a cycle goes out at once (it is the most watched), the others at
+        // most every PUBLISH_EVERY.
+        let mut last_publication: Option<Instant> = None;
+        let mut pending = false;
+        while let Some((d, source, result)) = results.next().await {
+            if let Some(race) = self.take_file(d, source, result, &mut stats, &mut report, ingest) {
+                ingest.accept_race(race);
+                pending = true;
+            }
+            if pending && last_publication.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
+                if let Some(cycle) = ingest.publish_changes().await? {
+                    report.cycles.push(cycle);
+                }
+                last_publication = Some(Instant::now());
+                pending = false;
+            }
+        }
+        if let Some(cycle) = ingest.publish_changes().await? {
+            report.cycles.push(cycle);
+        }
+        report.cycle = report.cycles.last().cloned();
+        stats.published = report.cycles.len();
+        if stats.file_requests > 0 || stats.failed > 0 {
+            tracing::info!(
+                progress = stats.progress_requests,
+                files = stats.file_requests,
+                modified = stats.modified,
+                not_modified = stats.not_modified,
+                not_found = stats.not_found,
+                failed = stats.failed,
+                rejected = stats.rejected,
+                cycles = stats.published,
+                backlog = stats.backlog,
+                elapsed = ?started.elapsed(),
+                "TSE cycle"
+            );
+        } else {
+            tracing::debug!(progress = stats.progress_requests, elapsed = ?started.elapsed(), "TSE cycle: nothing changed");
+        }
+        self.last_stats = stats;
+        Ok(report)
+    }
+
+    /// Fetch the progress files of every election, all at once within the budget, and take
+    /// their rows.
+    async fn read_progress(
+        &mut self,
+        ingest: &mut Ingest,
+        stop: &CancellationToken,
+        stats: &mut PassStats,
+        rejected: &mut Vec<String>,
+    ) {
+        let now = Instant::now();
+        let mut jobs = Vec::new();
+        for (e, election) in self.elections.iter().enumerate() {
+            for (uf, (source, backoff)) in &election.progress {
+                if backoff.allows(now, None) {
+                    jobs.push((e, uf.clone(), source.clone()));
+                }
+            }
+        }
+        stats.progress_requests = jobs.len();
+        let fetcher = &self.fetcher;
+        let results: Vec<_> =
+            futures_util::stream::iter(jobs.into_iter().map(|(e, uf, mut source)| async move {
+                let r = fetcher.fetch(&mut source).await;
+                (e, uf, source, r)
+            }))
+            .buffer_unordered(self.max_in_flight)
+            .take_until(stop.cancelled())
+            .collect()
+            .await;
+        for (e, uf, source, result) in results {
+            let name = source.name();
+            match result {
+                Ok(Fetched::Modified(bytes)) => match progress::parse(&bytes, &name) {
+                    Ok(file) => {
+                        self.take_rows(e, &file, ingest);
+                        self.set_progress(e, &uf, source, Backoff::default());
+                    }
+                    Err(err) => {
+                        stats.rejected += 1;
+                        reject(ingest, &err, rejected);
+                        // Its validators are kept: the same bad file is not fetched again.
+                        self.set_progress(e, &uf, source, Backoff::default());
+                    }
+                },
+                Ok(Fetched::NotModified) => {
+                    self.set_progress(e, &uf, source, Backoff::default());
+                }
+                Ok(Fetched::NotFound) => {
+                    stats.not_found += 1;
+                    let mut backoff = self.elections[e].progress[&uf].1.clone();
+                    backoff.miss(now, None);
+                    tracing::debug!(file = %name, wait = ?backoff.until.map(|t| t - now), "progress file not published yet");
+                    self.set_progress(e, &uf, source, backoff);
+                }
+                Err(err) => {
+                    stats.failed += 1;
+                    fetch_failed(ingest, &err, rejected);
+                }
+            }
+        }
+    }
+
+    fn set_progress(&mut self, e: usize, uf: &str, source: Source, backoff: Backoff) {
+        if let Some(slot) = self.elections[e].progress.get_mut(uf) {
+            *slot = (source, backoff);
+        }
+    }
+
+    /// Take the municipality rows of a progress file.
+    fn take_rows(&mut self, e: usize, file: &progress::ProgressFile, ingest: &mut Ingest) {
+        for row in file.municipalities() {
+            let Some(city) = self.cities.get(&row.code) else {
+                if self.unknown_logged.insert(row.code.clone()) {
+                    ingest
+                        .metrics
+                        .unknown_cities
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(code = %row.code, "city in a progress file but not in the municipality configuration; skipped");
+                }
+                continue;
+            };
+            self.elections[e].rows.insert(
+                city.ibge,
+                Row {
+                    fingerprint: row.fingerprint().clone(),
+                    electorate: row.electorate.total.unwrap_or(0),
+                    nothing_counted: row.nothing_counted(),
+                },
+            );
+        }
+    }
+
+    /// Files to fetch this cycle, most-watched first.
+    fn due(&self, now: Instant) -> Vec<Due> {
+        let mut due = Vec::new();
+        for (e, election) in self.elections.iter().enumerate() {
+            for (&ibge, row) in &election.rows {
+                let Some(code) = self.codes.get(&ibge) else {
+                    continue;
+                };
+                let city = &self.cities[code];
+                for &office in election.offices {
+                    let state = election.files.get(&(ibge, office));
+                    let fresh =
+                        state.is_some_and(|s| s.fetched_for.as_ref() == Some(&row.fingerprint));
+                    let allowed =
+                        state.is_none_or(|s| s.backoff.allows(now, Some(&row.fingerprint)));
+                    if fresh || !allowed {
+                        continue;
+                    }
+                    let source = match state {
+                        Some(s) => s.source.clone(),
+                        None => {
+                            Source::new(&election.paths.unified(&city.uf, code, office.tse_code()))
+                        }
+                    };
+                    due.push(Due {
+                        election: e,
+                        round: election.round,
+                        ibge,
+                        office,
+                        capital: city.capital,
+                        electorate: row.electorate,
+                        fingerprint: row.fingerprint.clone(),
+                        nothing_counted: row.nothing_counted,
+                        source,
+                    });
+                }
+            }
+        }
+        due.sort_by(|a, b| {
+            b.round
+                .cmp(&a.round)
+                .then(b.capital.cmp(&a.capital))
+                .then(b.electorate.cmp(&a.electorate))
+                .then(a.ibge.cmp(&b.ibge))
+                .then((a.office == Office::Councillor).cmp(&(b.office == Office::Councillor)))
+        });
+        due
+    }
+
+    /// Take one fetched file: record its validators and row, answer its race if it is new.
+    fn take_file(
+        &mut self,
+        d: Due,
+        source: Source,
+        result: Result<Fetched, FetchError>,
+        stats: &mut PassStats,
+        report: &mut CycleReport,
+        ingest: &mut Ingest,
+    ) -> Option<Race> {
+        let election = &mut self.elections[d.election];
+        let state = election
+            .files
+            .entry((d.ibge, d.office))
+            .or_insert_with(|| FileState {
+                source: source.clone(),
+                fetched_for: None,
+                backoff: Backoff::default(),
+            });
+        let name = source.name();
+        match result {
+            Ok(Fetched::Modified(bytes)) => {
+                stats.modified += 1;
+                state.source = source;
+                state.fetched_for = Some(d.fingerprint);
+                state.backoff = Backoff::default();
+                let code = self.codes.get(&d.ibge).map(String::as_str).unwrap_or("");
+                match race_of(&bytes, &name, code, d.ibge, d.office, election.round) {
+                    Ok(race) => Some(race),
+                    Err(err) => {
+                        // Validators kept: the same bad file is not fetched again until its
+                        // row moves.
+                        stats.rejected += 1;
+                        reject(ingest, &err, &mut report.rejected);
+                        None
+                    }
+                }
+            }
+            Ok(Fetched::NotModified) => {
+                stats.not_modified += 1;
+                state.source = source;
+                state.fetched_for = Some(d.fingerprint);
+                state.backoff = Backoff::default();
+                None
+            }
+            Ok(Fetched::NotFound) => {
+                stats.not_found += 1;
+                let now = Instant::now();
+                state
+                    .backoff
+                    .miss(now, Some((&d.fingerprint, d.nothing_counted)));
+                tracing::debug!(file = %name, misses = state.backoff.misses, "not published yet");
+                None
+            }
+            Err(err) => {
+                // Due again next cycle.
+                stats.failed += 1;
+                fetch_failed(ingest, &err, &mut report.rejected);
+                None
+            }
+        }
+    }
+
+    /// What the zone poller should cover now: every city of more than one zone with a mayor
+    /// race, in fetch order, with the election of the race's round.
+    pub fn zone_targets(&self, mayors: &HashMap<u32, Race>) -> Vec<ZoneTarget> {
+        let mut targets: Vec<ZoneTarget> = self
+            .cities
+            .iter()
+            .filter(|(_, c)| c.zones.len() > 1)
+            .filter_map(|(code, c)| {
+                let race = mayors.get(&c.ibge)?;
+                let election = self.elections.iter().find(|e| e.round == race.round)?;
+                let electorate = election.rows.get(&c.ibge).map_or(0, |r| r.electorate);
+                Some(ZoneTarget {
+                    ibge: c.ibge,
+                    capital: c.capital,
+                    electorate,
+                    urls: c
+                        .zones
+                        .iter()
+                        .map(|z| {
+                            (
+                                z.clone(),
+                                election
+                                    .paths
+                                    .zone(&c.uf, code, z, Office::Mayor.tse_code()),
+                            )
+                        })
+                        .collect(),
+                    race: race.clone(),
+                })
+            })
+            .collect();
+        targets.sort_by(|a, b| {
+            b.capital
+                .cmp(&a.capital)
+                .then(b.electorate.cmp(&a.electorate))
+                .then(a.ibge.cmp(&b.ibge))
+        });
+        targets
+    }
+
+    /// What the last cycle did.
+    pub fn last_stats(&self) -> PassStats {
+        self.last_stats
+    }
+}
+
+/// Files one cycle may fetch: what the rate allows in one interval, and at least enough to keep
+/// every in-flight slot busy.
+fn files_per_cycle(rate: u32, interval: Duration, max_in_flight: usize) -> usize {
+    let budget = (f64::from(rate) * interval.as_secs_f64()).floor() as usize;
+    budget.max(2 * max_in_flight.max(1))
+}
+
+/// A file due this cycle.
+struct Due {
+    election: usize,
+    round: u8,
+    ibge: u32,
+    office: Office,
+    capital: bool,
+    electorate: u64,
+    fingerprint: Fingerprint,
+    nothing_counted: bool,
+    source: Source,
+}
+
+impl Election {
+    fn new(paths: TsePaths, round: u8, offices: &'static [Office], states: &[String]) -> Self {
+        let progress = states
+            .iter()
+            .map(|uf| {
+                (
+                    uf.clone(),
+                    (Source::new(&paths.progress(uf)), Backoff::default()),
+                )
+            })
+            .collect();
+        Election {
+            paths,
+            round,
+            offices,
+            progress,
+            rows: HashMap::new(),
+            files: HashMap::new(),
+        }
+    }
+}
+
+/// Parse a unified file into the race of `office` of the city `ibge`, checking that it is the
+/// file asked for: its city, its round, its office.
+pub(super) fn race_of(
+    bytes: &[u8],
+    name: &str,
+    code: &str,
+    ibge: u32,
+    office: Office,
+    round: u8,
+) -> Result<Race, FeedError> {
+    let u = unified::parse_validated(bytes, name)?;
+    if !u.scope_code.is_empty()
+        && u.scope_code.trim_start_matches('0') != code.trim_start_matches('0')
+    {
+        return Err(FeedError::invalid(
+            name,
+            "cdabr",
+            format!("the file is of municipality {}, not {code}", u.scope_code),
+        ));
+    }
+    if u.round != round {
+        return Err(FeedError::invalid(
+            name,
+            "t",
+            format!("round {} in the file of round {round}", u.round),
+        ));
+    }
+    u.race(ibge, office).ok_or_else(|| {
+        FeedError::invalid(
+            name,
+            "carg",
+            format!("no office {} in the file", office.tse_code()),
+        )
+    })
+}
+
+fn reject(ingest: &Ingest, err: &FeedError, rejected: &mut Vec<String>) {
+    ingest.metrics.feed_error(err.kind());
+    tracing::error!(error = %err, "TSE file rejected; previous documents stay current");
+    rejected.push(err.to_string());
+}
+
+fn fetch_failed(ingest: &Ingest, err: &FetchError, rejected: &mut Vec<String>) {
+    ingest.metrics.feed_error(err.kind());
+    tracing::warn!(error = %err, "TSE fetch failed; due again next cycle");
+    rejected.push(err.to_string());
+}
+
+/// Read the catalogue, if it can be had: warn when the election code is not in it, and say what
+/// its second round is when none was given. Its absence is no reason not to start.
+async fn check_catalogue(fetcher: &Fetcher, first: &TsePaths, second: Option<&TsePaths>) {
+    let url = first.catalogue();
+    let mut source = Source::new(&url);
+    let bytes = match fetcher.fetch(&mut source).await {
+        Ok(Fetched::Modified(b)) => b,
+        Ok(_) => {
+            tracing::warn!(%url, "no election catalogue; the election codes are taken as given");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the election catalogue; the election codes are taken as given");
+            return;
+        }
+    };
+    let catalogue = match Catalogue::parse(&bytes, &url) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "the election catalogue is unreadable; the election codes are taken as given");
+            return;
+        }
+    };
+    match catalogue.election(first.election()) {
+        None => tracing::warn!(
+            election = first.election(),
+            "the election is not in the catalogue"
+        ),
+        Some(e) => {
+            tracing::info!(election = %e.code, name = %e.name, round2 = ?e.round2, "election found in the catalogue");
+            if second.is_none()
+                && let Some(r2) = &e.round2
+            {
+                tracing::info!(
+                    round2 = %r2,
+                    "the catalogue lists a second round: pass --election-round2 {r2} to follow it"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(text: &str) -> Fingerprint {
+        let body = format!(
+            r#"{{"abr":[{{"tpabr":"mun","cdabr":"1","dt":"01/10/2028","ht":"{text}","s":{{"st":"1","ts":"2"}}}}]}}"#
+        );
+        progress::parse(body.as_bytes(), "fp").unwrap().rows[0]
+            .fingerprint()
+            .clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_backs_off_by_time_or_until_the_row_moves() {
+        let now = Instant::now();
+        let (a, b) = (fp("18:00:00"), fp("18:00:10"));
+        let mut backoff = Backoff::default();
+        assert!(backoff.allows(now, Some(&a)));
+        // Something counted: a doubling wait, whatever the row does.
+        backoff.miss(now, Some((&a, false)));
+        assert!(!backoff.allows(now, Some(&b)));
+        assert!(backoff.allows(now + NOT_FOUND_FIRST, Some(&b)));
+        backoff.miss(now, Some((&a, false)));
+        assert!(!backoff.allows(now + NOT_FOUND_FIRST, Some(&a)));
+        assert!(backoff.allows(now + 2 * NOT_FOUND_FIRST, Some(&a)));
+        for _ in 0..20 {
+            backoff.miss(now, Some((&a, false)));
+        }
+        assert_eq!(backoff.until, Some(now + NOT_FOUND_MAX));
+        // Nothing counted yet: no time-based retry, only a new row.
+        let mut backoff = Backoff::default();
+        backoff.miss(now, Some((&a, true)));
+        assert!(!backoff.allows(now + NOT_FOUND_MAX * 10, Some(&a)));
+        assert!(backoff.allows(now, Some(&b)));
+    }
+
+    /// A councillor race read again unchanged (a rewrite with a new `idg`, say) costs no
+    /// slicing and publishes nothing; a changed one is sliced once and is the only document.
+    #[test]
+    fn an_unchanged_race_is_neither_sliced_nor_published_again() {
+        use crate::bus::embedded::EmbeddedBus;
+        use crate::feed::tse::unified::tests::COUNCIL;
+        use crate::metrics::Metrics;
+        use crate::model::Municipality;
+        let list = MunicipalityList::new(
+            vec![Municipality::new(
+                3500001,
+                Some("99001".into()),
+                "Vila Exemplo",
+                "SP",
+                false,
+            )],
+            "t",
+        )
+        .unwrap();
+        let mut ingest = Ingest::new(
+            Arc::new(list),
+            &FeedArgs::consolidated("unused", "unused"),
+            Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap(),
+            Arc::new(EmbeddedBus::new()),
+            Arc::new(Metrics::default()),
+        );
+        let race = |text: &str| {
+            unified::parse_validated(text.as_bytes(), "c")
+                .unwrap()
+                .race(3500001, Office::Councillor)
+                .unwrap()
+        };
+        ingest.accept_race(race(COUNCIL));
+        let first = ingest.changed();
+        let topics: Vec<&str> = first.iter().map(|d| d.topic.as_str()).collect();
+        assert_eq!(topics, ["councillors-sp-vila-exemplo", "cities"]);
+        ingest.mark_published(&first);
+        let body = first[0].body.clone();
+
+        ingest.accept_race(race(&COUNCIL.replace("700002", "700003")));
+        assert!(ingest.changed().is_empty());
+        let cached = ingest.drafts().into_iter().next().unwrap();
+        assert_eq!(
+            cached.body.as_ptr(),
+            body.as_ptr(),
+            "the slice is reused, not rebuilt"
+        );
+
+        let moved = COUNCIL
+            .replace(r#""vap":"900""#, r#""vap":"901""#)
+            .replace(r#""vnom":"2200""#, r#""vnom":"2201""#)
+            .replace(r#""vv":"2450""#, r#""vv":"2451""#)
+            .replace(r#""vvc":"2530""#, r#""vvc":"2531""#)
+            .replace(r#""tv":"2900""#, r#""tv":"2901""#);
+        ingest.accept_race(race(&moved));
+        let changed = ingest.changed();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].topic, "councillors-sp-vila-exemplo");
+    }
+}
