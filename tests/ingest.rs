@@ -130,9 +130,10 @@ async fn ingest_on(
     feed: &common::redis::Feed,
 ) -> apura::ingest::Ingest {
     let fetcher = apura::fetch::Fetcher::new(Duration::from_secs(5), 1 << 20).unwrap();
-    let list = apura::ingest::load_municipalities(&feed.args.municipalities, &fetcher)
-        .await
-        .unwrap();
+    let list =
+        apura::ingest::load_municipalities(feed.args.municipalities.as_deref().unwrap(), &fetcher)
+            .await
+            .unwrap();
     apura::ingest::Ingest::new(
         std::sync::Arc::new(list),
         &feed.args,

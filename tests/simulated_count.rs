@@ -33,6 +33,7 @@ async fn simulator(duration: Duration, interval: Duration) -> Sim {
         duration,
         interval,
         municipalities: None,
+        ..SimConfig::default()
     };
     tokio::spawn(simulate::run(config, listener, shutdown.clone()));
     Sim { addr, shutdown }
@@ -138,9 +139,9 @@ async fn ingest_once_prints_one_mayor_document_per_voting_city() {
 async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
     let sim = simulator(Duration::from_secs(4), Duration::from_millis(250)).await;
     let feed = FeedArgs {
-        feed: format!("http://{}/mayors.json", sim.addr),
+        feed: Some(format!("http://{}/mayors.json", sim.addr)),
         councillors_feed: None,
-        municipalities: format!("http://{}/municipalities.json", sim.addr),
+        municipalities: Some(format!("http://{}/municipalities.json", sim.addr)),
         zones_url_template: Some(format!(
             "http://{}/zones/zone-{{uf}}-{{slug}}.json",
             sim.addr
@@ -148,6 +149,7 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
         interval: Duration::from_millis(100),
         zones_interval: Duration::from_millis(500),
         fetch_timeout: Duration::from_secs(10),
+        ..FeedArgs::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
