@@ -36,6 +36,7 @@ fn main() {
         interval: Duration::from_secs(10),
         zones_interval: Duration::from_secs(60),
         fetch_timeout: Duration::from_secs(10),
+        max_feed_bytes: DEFAULT_MAX_BYTES,
     };
     let fetcher = Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap();
     let mut ingest = Ingest::new(

@@ -68,6 +68,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         interval: poll,
         zones_interval: args.interval.max(Duration::from_secs(5)),
         fetch_timeout: Duration::from_secs(10),
+        max_feed_bytes: crate::fetch::DEFAULT_MAX_BYTES,
     };
     tracing::info!(
         url = %format!("http://{}/", listener.local_addr()?),

@@ -51,6 +51,10 @@ pub struct FeedArgs {
     /// Timeout of one feed request, body included.
     #[arg(long, env = "APURA_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub fetch_timeout: Duration,
+    /// Largest feed file accepted, in bytes; a larger one is refused (`too_large`) without
+    /// being read whole.
+    #[arg(long, env = "APURA_MAX_FEED_BYTES", default_value_t = crate::fetch::DEFAULT_MAX_BYTES)]
+    pub max_feed_bytes: usize,
 }
 
 /// Load the municipality list, from a URL or a path.
@@ -101,6 +105,10 @@ pub struct Ingest {
     published: HashMap<String, Bytes>,
     /// Unknown city keys already logged, so a feed with one stays one log line.
     unknown_logged: HashSet<String>,
+    /// The government timestamp (`last_updated`, ISO local time) of the newest accepted file
+    /// of each office: an older one is refused as `stale`. The authority may republish
+    /// (a retotalization), but always with a newer timestamp.
+    newest_time: HashMap<Office, String>,
 }
 
 impl Ingest {
@@ -125,6 +133,7 @@ impl Ingest {
             sliced: HashMap::new(),
             index: None,
             unknown_logged: HashSet::new(),
+            newest_time: HashMap::new(),
         }
     }
 
@@ -156,13 +165,15 @@ impl Ingest {
         let mut rejected = Vec::new();
         let mayors_source = &mut self.mayors_source;
         let councillors_source = &mut self.councillors_source;
+        let newest = |office| self.newest_time.get(&office).map(String::as_str);
         let (mayors, councillors) = tokio::join!(
             fetch_race_file(
                 &self.fetcher,
                 mayors_source,
                 Office::Mayor,
                 &self.list,
-                &self.metrics
+                &self.metrics,
+                newest(Office::Mayor),
             ),
             async {
                 match councillors_source {
@@ -173,6 +184,7 @@ impl Ingest {
                             Office::Councillor,
                             &self.list,
                             &self.metrics,
+                            newest(Office::Councillor),
                         )
                         .await,
                     ),
@@ -216,12 +228,42 @@ impl Ingest {
         let Some(office) = feed.races.first().map(|r| r.office) else {
             return;
         };
-        let races: HashMap<u32, Race> = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
+        if let Some(t) = &feed.source_time {
+            self.newest_time.insert(office, t.clone());
+        }
+        let mut races: HashMap<u32, Race> = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
         let kind = office.topic_kind();
         let old = match office {
             Office::Mayor => &mut self.mayors,
             Office::Councillor => &mut self.councillors,
         };
+        // A city of this round present before and absent now keeps its last results: results
+        // are state, and a provider dropping a city from one file must not delete its page.
+        // (A round-2 file lists only the cities with a runoff: the others are not missing.)
+        let missing: Vec<u32> = old
+            .iter()
+            .filter(|(ibge, r)| r.round == feed.round && !races.contains_key(ibge))
+            .map(|(ibge, _)| *ibge)
+            .collect();
+        if !missing.is_empty() {
+            self.metrics.feed_error("missing_cities");
+            let names: Vec<&str> = missing
+                .iter()
+                .take(5)
+                .filter_map(|c| self.list.get(*c).map(|m| m.name.as_str()))
+                .collect();
+            tracing::warn!(
+                ?office,
+                missing = missing.len(),
+                first = ?names,
+                "cities absent from the new file keep their last results"
+            );
+        }
+        for ibge in missing {
+            if let Some(race) = old.get(&ibge) {
+                races.insert(ibge, race.clone());
+            }
+        }
         for (ibge, race) in old.iter() {
             if races.get(ibge) != Some(race) {
                 self.sliced.remove(&(*ibge, kind));
@@ -361,6 +403,7 @@ async fn fetch_race_file(
     office: Office,
     list: &MunicipalityList,
     metrics: &Metrics,
+    newest_time: Option<&str>,
 ) -> Result<Option<consolidated::ConsolidatedFeed>, String> {
     let name = source.name();
     let bytes = match fetcher.fetch(source).await {
@@ -377,7 +420,29 @@ async fn fetch_race_file(
         }
     };
     match consolidated::parse(&bytes, &name, office, list) {
-        Ok(feed) => Ok(Some(feed)),
+        Ok(feed) => match (feed.source_time.as_deref(), newest_time) {
+            (Some(new), Some(old)) if new < old => {
+                metrics.feed_error("stale");
+                let e = format!(
+                    "{name}: last_updated {new} is older than the accepted file's {old}; refused as stale"
+                );
+                tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                Err(e)
+            }
+            // A file that names no city we know (an empty `municipios`, a file of another
+            // election) would change nothing but hide a broken feed: refuse it loudly.
+            _ if feed.races.is_empty() => {
+                let e = crate::feed::FeedError::invalid(
+                    &name,
+                    "municipios",
+                    "no city of the municipality list",
+                );
+                metrics.feed_error(e.kind());
+                tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                Err(e.to_string())
+            }
+            _ => Ok(Some(feed)),
+        },
         Err(e) => {
             metrics.feed_error(e.kind());
             // The validators are kept: the same bad file is not fetched, rejected and logged
@@ -488,7 +553,7 @@ pub struct IngestArgs {
 pub async fn once(args: IngestArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Fetcher::new(args.feed.fetch_timeout, crate::fetch::DEFAULT_MAX_BYTES)?;
+    let fetcher = Fetcher::new(args.feed.fetch_timeout, args.feed.max_feed_bytes)?;
     let list = Arc::new(load_municipalities(&args.feed.municipalities, &fetcher).await?);
     let bus = Arc::new(crate::bus::embedded::EmbeddedBus::new());
     let mut ingest = Ingest::new(list, &args.feed, fetcher, bus, metrics);

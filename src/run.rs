@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::bus::embedded::EmbeddedBus;
-use crate::fetch::{DEFAULT_MAX_BYTES, Fetcher};
+use crate::fetch::Fetcher;
 use crate::gateway::{self, GatewayArgs, hub::Hub};
 use crate::ingest::{self, FeedArgs, Ingest};
 use crate::metrics::Metrics;
@@ -41,7 +41,7 @@ pub async fn serve_embedded(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Fetcher::new(feed.fetch_timeout, DEFAULT_MAX_BYTES)?;
+    let fetcher = Fetcher::new(feed.fetch_timeout, feed.max_feed_bytes)?;
     let list = ingest::load_municipalities(&feed.municipalities, &fetcher)
         .await
         .context("loading the municipality list")?;

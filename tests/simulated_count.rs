@@ -148,6 +148,7 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
         interval: Duration::from_millis(100),
         zones_interval: Duration::from_millis(500),
         fetch_timeout: Duration::from_secs(10),
+        max_feed_bytes: apura::fetch::DEFAULT_MAX_BYTES,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

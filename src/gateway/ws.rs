@@ -29,6 +29,10 @@ const MAX_MESSAGE: usize = 16 << 10;
 /// WebSocket close code "service restart", sent when the server shuts down: the client should
 /// reconnect (to another gateway behind the same address).
 const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// WebSocket close code "message too big" (RFC 6455 §7.4.1), for a message over `MAX_MESSAGE`.
+const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code "protocol error", for any other frame tungstenite refuses.
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -122,9 +126,21 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                 Some(Ok(Message::Ping(_))) => None, // tungstenite answers pings itself
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(e)) => {
-                    // Oversized or malformed frames end here: tungstenite refuses them.
+                    // Oversized or malformed frames end here: tungstenite refuses them, and
+                    // the client is told why before the socket closes.
                     metrics.client_errors.fetch_add(1, Relaxed);
                     tracing::debug!(error = %e, "websocket read error");
+                    // axum hides tungstenite's error type; its message names the capacity error.
+                    let too_big = e.to_string().contains("too long");
+                    let (code, reason) = if too_big {
+                        (CLOSE_TOO_BIG, "message too big")
+                    } else {
+                        (CLOSE_PROTOCOL_ERROR, "protocol error")
+                    };
+                    let _ = socket.send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    }))).await;
                     break;
                 }
             },

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::{FeedArgs, Ingest, IngestArgs};
 use crate::bus::Bus;
 use crate::bus::redis::{self, RedisBus, Renewal};
-use crate::fetch::{DEFAULT_MAX_BYTES, Fetcher};
+use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 
 /// Shortest accepted lock ttl: a third of it must comfortably exceed a Redis round trip.
@@ -43,7 +43,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         problems.join("; ")
     );
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Fetcher::new(args.feed.fetch_timeout, DEFAULT_MAX_BYTES)?;
+    let fetcher = Fetcher::new(args.feed.fetch_timeout, args.feed.max_feed_bytes)?;
     let list = super::load_municipalities(&args.feed.municipalities, &fetcher)
         .await
         .context("loading the municipality list")?;

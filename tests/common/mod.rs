@@ -144,6 +144,7 @@ pub fn gateway_args() -> GatewayArgs {
         max_connections: 0,
         max_connect_rate: 100_000,
         drain: Duration::from_millis(200),
+        write_timeout: Duration::from_secs(30),
     }
 }
 
@@ -175,6 +176,7 @@ impl Stack {
             interval: Duration::from_millis(50),
             zones_interval: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(5),
+            max_feed_bytes: apura::fetch::DEFAULT_MAX_BYTES,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

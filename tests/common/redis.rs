@@ -134,6 +134,7 @@ impl Feed {
             interval: Duration::from_millis(50),
             zones_interval: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(5),
+            max_feed_bytes: apura::fetch::DEFAULT_MAX_BYTES,
         };
         Feed { dir, args, path }
     }
