@@ -150,6 +150,13 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str, Vec<&'static str>)> {
             vec!["municipios.3304557 (Rio de Janeiro)", "overflow"],
         ),
         (
+            "abstentions overflowing the electorate",
+            good.replace(r#""a": "0""#, r#""a": "18.446.744.073.709.551.615""#)
+                .into_bytes(),
+            "invalid",
+            vec!["municipios.3550308 (São Paulo)", "overflows"],
+        ),
+        (
             "duplicated city",
             dup.into_bytes(),
             "invalid",

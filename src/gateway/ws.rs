@@ -115,7 +115,10 @@ async fn connection(mut socket: WebSocket, state: AppState) {
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    handle(&state, &text, &mut subs, &mut socket).await;
+                    // A failed write (the client stopped reading: write timeout) ends it.
+                    if handle(&state, &text, &mut subs, &mut socket).await.is_err() {
+                        break;
+                    }
                     None
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -157,17 +160,22 @@ async fn connection(mut socket: WebSocket, state: AppState) {
 
 type Subscriptions = StreamMap<Arc<str>, WatchStream<Arc<super::hub::Encoded>>>;
 
-async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: &mut WebSocket) {
+/// Answer one client message. `Err`: the socket failed, the connection is over.
+async fn handle(
+    state: &AppState,
+    text: &str,
+    subs: &mut Subscriptions,
+    socket: &mut WebSocket,
+) -> Result<(), axum::Error> {
     let metrics = &state.metrics;
     let msg: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
             metrics.client_errors.fetch_add(1, Relaxed);
             let detail = format!("malformed message: {e}");
-            let _ = socket
+            return socket
                 .send(error_message("bad_request", &detail, None))
                 .await;
-            return;
         }
     };
     match msg {
@@ -183,9 +191,9 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
                         got: subs.len() + 1,
                         max: state.max_topics,
                     };
-                    let _ = socket
+                    socket
                         .send(error_message(err.code(), &err.to_string(), Some(&topic)))
-                        .await;
+                        .await?;
                     continue;
                 }
                 let Some(mut rx) = state.hub.subscribe(&topic) else {
@@ -193,9 +201,9 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
                     let shown: String =
                         topic.chars().filter(|c| !c.is_control()).take(80).collect();
                     let err = ApiError::UnknownTopic(shown.clone());
-                    let _ = socket
+                    socket
                         .send(error_message(err.code(), &err.to_string(), Some(&shown)))
-                        .await;
+                        .await?;
                     continue;
                 };
                 let current = rx.borrow_and_update().clone();
@@ -203,9 +211,7 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
                     let text = current.ws(Frame::Snapshot).clone();
                     metrics.deliveries.fetch_add(1, Relaxed);
                     metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
-                    if socket.send(Message::Text(text)).await.is_err() {
-                        return;
-                    }
+                    socket.send(Message::Text(text)).await?;
                 }
                 metrics.subscriptions.fetch_add(1, Relaxed);
                 subs.insert(Arc::from(topic.as_str()), WatchStream::from_changes(rx));
@@ -219,4 +225,5 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
             }
         }
     }
+    Ok(())
 }
