@@ -31,8 +31,10 @@ USER apura
 ENV APURA_LISTEN=0.0.0.0:8080 \
     APURA_WEB_DIR=/app/web-demo
 EXPOSE 8080
-# /healthz answers as soon as the process serves; /readyz once documents are loaded.
+# /healthz answers as soon as the process serves; /readyz once documents are loaded. The port
+# is the one of APURA_LISTEN (`0.0.0.0:8080` → 8080). Commands that serve no gateway (ingest,
+# simulate) get their own check in compose.yaml.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${APURA_HEALTH_PORT:-8080}/healthz" || exit 1
+  CMD curl -fsS -o /dev/null "http://127.0.0.1:${APURA_LISTEN##*:}/healthz" || exit 1
 ENTRYPOINT ["apura"]
 CMD ["demo"]

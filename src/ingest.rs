@@ -109,6 +109,9 @@ pub struct Ingest {
     /// of each office: an older one is refused as `stale`. The authority may republish
     /// (a retotalization), but always with a newer timestamp.
     newest_time: HashMap<Office, String>,
+    /// Set by [`Ingest::hold_for_zones`]: publish nothing until the first zone results are
+    /// in, or this deadline.
+    zones_hold: Option<Instant>,
 }
 
 impl Ingest {
@@ -134,6 +137,19 @@ impl Ingest {
             index: None,
             unknown_logged: HashSet::new(),
             newest_time: HashMap::new(),
+            zones_hold: None,
+        }
+    }
+
+    /// On a store found empty, when this process holds no zone results (a standby that never
+    /// led, or a restart): publish nothing until the first zone results are in, for at most
+    /// `patience`. Otherwise the first cycle would be the state without its zone documents,
+    /// and with an index that lists no zones topic, though gateways still serve them. The
+    /// zone poller hands results over in batches, capitals and the largest cities first, so
+    /// the rest of a round follows within seconds.
+    pub fn hold_for_zones(&mut self, patience: Duration) {
+        if self.zones.is_empty() {
+            self.zones_hold = Some(Instant::now() + patience);
         }
     }
 
@@ -150,6 +166,8 @@ impl Ingest {
                 self.published.insert(doc.topic.to_string(), body);
             }
         }
+        // The index lists what the store holds (see `drafts`): build it again.
+        self.index = None;
         Ok(docs.len())
     }
 
@@ -157,6 +175,7 @@ impl Ingest {
     /// store was found empty: a restarted Redis without persistence).
     pub fn forget_published(&mut self) {
         self.published.clear();
+        self.index = None;
     }
 
     /// Poll the mayor and councillor files once and publish what changed.
@@ -211,6 +230,7 @@ impl Ingest {
         &mut self,
         batch: Vec<(u32, ZoneBreakdown)>,
     ) -> anyhow::Result<Option<Arc<Cycle>>> {
+        self.zones_hold = None;
         for (ibge, z) in batch {
             if self.zones.get(&ibge) != Some(&z) {
                 self.sliced.remove(&(ibge, TopicKind::Zones));
@@ -314,13 +334,26 @@ impl Ingest {
         if !self.mayors.is_empty() {
             drafts.extend(documents::rollups(&self.list, &self.mayors));
         }
-        let (list, mayors, councillors, zones) =
-            (&self.list, &self.mayors, &self.councillors, &self.zones);
+        let (list, mayors, councillors, zones, published) = (
+            &self.list,
+            &self.mayors,
+            &self.councillors,
+            &self.zones,
+            &self.published,
+        );
+        // A topic is listed while this process has its results, and also while the store holds
+        // its document: a new leader has the mayor and councillor files after its first poll,
+        // but the zone files only after its first zone round, and meanwhile the zone documents
+        // its predecessor published are still served; an index without them would tell clients
+        // they are gone, then come back a zone round later.
         let index = self.index.get_or_insert_with(|| {
-            documents::index(list, |m, kind| match kind {
-                TopicKind::Mayors => mayors.contains_key(&m.ibge),
-                TopicKind::Councillors => councillors.contains_key(&m.ibge),
-                TopicKind::Zones => zones.contains_key(&m.ibge),
+            documents::index(list, |m, kind| {
+                let held = match kind {
+                    TopicKind::Mayors => mayors.contains_key(&m.ibge),
+                    TopicKind::Councillors => councillors.contains_key(&m.ibge),
+                    TopicKind::Zones => zones.contains_key(&m.ibge),
+                };
+                held || published.contains_key(&m.topic(kind))
             })
         });
         drafts.push(index.clone());
@@ -349,6 +382,13 @@ impl Ingest {
     }
 
     async fn publish_changes(&mut self) -> anyhow::Result<Option<Arc<Cycle>>> {
+        if let Some(until) = self.zones_hold {
+            if Instant::now() < until {
+                return Ok(None);
+            }
+            tracing::warn!("no zone round in time; publishing without zone documents");
+            self.zones_hold = None;
+        }
         let changed = self.changed();
         if changed.is_empty() {
             self.metrics.cycles_unchanged.fetch_add(1, Relaxed);

@@ -469,6 +469,48 @@ async fn health_readiness_and_metrics() {
 }
 
 #[tokio::test]
+async fn before_its_snapshots_are_loaded_a_gateway_answers_503_not_404() {
+    let gw = Gateway::start(gateway_args()).await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/readyz",
+        "/cities/mayors-sp-sao-paulo.json",
+        "/brazil.json",
+        "/events?topics=brazil",
+    ] {
+        let resp = client.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "{path}");
+        if path != "/readyz" {
+            assert_eq!(resp.headers()["retry-after"], "1", "{path}");
+            let err: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(err["error"], "not_ready", "{path}");
+        }
+    }
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503)
+        }
+        other => panic!("WebSocket before ready: {other:?}"),
+    }
+
+    // Loaded: what exists is served, what does not is a 404 again.
+    gw.publish(&[("brazil", 1)]).await;
+    wait_ready(gw.addr).await;
+    let resp = client.get(gw.url("/brazil.json")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(gw.url("/cities/mayors-sp-sao-paulo.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": ["brazil"]})).await;
+    assert_eq!(ws_next(&mut ws, WAIT).await.unwrap()["type"], "snapshot");
+}
+
+#[tokio::test]
 async fn over_the_connection_cap_streams_get_503_with_retry_after() {
     let mut args = gateway_args();
     args.max_connections = 2;

@@ -123,3 +123,126 @@ async fn eventually_metric(stack: &Stack, line: &str) {
     }
     panic!("metric line {line:?} never appeared");
 }
+
+/// An ingest on its own embedded bus, fed from files, driven by hand.
+async fn ingest_on(
+    bus: &std::sync::Arc<apura::bus::embedded::EmbeddedBus>,
+    feed: &common::redis::Feed,
+) -> apura::ingest::Ingest {
+    let fetcher = apura::fetch::Fetcher::new(Duration::from_secs(5), 1 << 20).unwrap();
+    let list = apura::ingest::load_municipalities(&feed.args.municipalities, &fetcher)
+        .await
+        .unwrap();
+    apura::ingest::Ingest::new(
+        std::sync::Arc::new(list),
+        &feed.args,
+        fetcher,
+        bus.clone(),
+        std::sync::Arc::default(),
+    )
+}
+
+fn zone_breakdown(votes: u64) -> apura::model::ZoneBreakdown {
+    let zone = |name: &str| apura::model::ZoneResult {
+        zone: name.to_string(),
+        turnout: votes,
+        blank: 0,
+        null: 0,
+        valid: votes,
+        results: vec![apura::model::ZoneVotes {
+            number: 45,
+            votes,
+            percent: 100.0,
+        }],
+    };
+    apura::model::ZoneBreakdown {
+        round: 1,
+        source_time: None,
+        finished: false,
+        percent: 10.0,
+        candidates: Vec::new(),
+        total: zone("0000"),
+        zones: vec![zone("0001")],
+    }
+}
+
+fn listed_topics(cycle: &apura::bus::Cycle, ibge: u64) -> Vec<String> {
+    let index = cycle
+        .documents
+        .iter()
+        .find(|d| &*d.topic == "cities")
+        .expect("the index in the cycle");
+    let index: serde_json::Value = serde_json::from_slice(&index.json).unwrap();
+    let city = index["cities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ibge"] == ibge)
+        .unwrap();
+    serde_json::from_value(city["topics"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_new_leader_keeps_the_stored_zone_topics_in_the_index_until_its_zone_round() {
+    let feed = common::redis::Feed::new(&cities());
+    let bus = std::sync::Arc::new(apura::bus::embedded::EmbeddedBus::new());
+    let mut first = ingest_on(&bus, &feed).await;
+    first.poll().await.unwrap();
+    let cycle = first
+        .apply_zones(vec![(3550308, zone_breakdown(10))])
+        .await
+        .unwrap()
+        .expect("zones published");
+    assert_eq!(
+        listed_topics(&cycle, 3550308),
+        ["mayors-sp-sao-paulo", "zones-sp-sao-paulo"]
+    );
+
+    // Another process takes over: it has the feed files after one poll, no zone files yet.
+    let mut second = ingest_on(&bus, &feed).await;
+    second.seed_from_bus().await.unwrap();
+    let mut cs = cities();
+    cs[0] = cs[0].clone().votes(&[700, 500], 20.0);
+    feed.write(&cs);
+    let cycle = second
+        .poll()
+        .await
+        .unwrap()
+        .cycle
+        .expect("São Paulo changed");
+    let topics: Vec<&str> = cycle.documents.iter().map(|d| &*d.topic).collect();
+    assert!(
+        !topics.contains(&"cities"),
+        "{topics:?}: the index did not change"
+    );
+}
+
+#[tokio::test]
+async fn held_for_zones_the_first_cycle_on_an_empty_store_is_the_whole_state() {
+    let feed = common::redis::Feed::new(&cities());
+    let bus = std::sync::Arc::new(apura::bus::embedded::EmbeddedBus::new());
+    let mut ingest = ingest_on(&bus, &feed).await;
+    ingest.hold_for_zones(Duration::from_secs(60));
+    assert!(ingest.poll().await.unwrap().cycle.is_none(), "held");
+    let cycle = ingest
+        .apply_zones(vec![(3550308, zone_breakdown(10))])
+        .await
+        .unwrap()
+        .expect("everything at once");
+    assert_eq!(
+        cycle.documents.len(),
+        9,
+        "3 cities, their zones, 3 states, brazil, the index"
+    );
+    assert_eq!(
+        listed_topics(&cycle, 3550308),
+        ["mayors-sp-sao-paulo", "zones-sp-sao-paulo"]
+    );
+
+    // No zone round in time: the rest goes out without it.
+    let other = std::sync::Arc::new(apura::bus::embedded::EmbeddedBus::new());
+    let mut ingest = ingest_on(&other, &feed).await;
+    ingest.hold_for_zones(Duration::ZERO);
+    let cycle = ingest.poll().await.unwrap().cycle.expect("published");
+    assert_eq!(cycle.documents.len(), 8);
+}

@@ -358,3 +358,40 @@ async fn a_subscriber_that_falls_behind_or_gets_garbage_is_told_to_resync() {
     let c = publisher.publish(vec![draft("a", 1000)]).await.unwrap();
     assert_eq!(next_cycle(&mut events).await.version, c.version);
 }
+
+#[tokio::test]
+async fn a_standby_that_takes_over_an_emptied_redis_continues_above_the_last_version() {
+    let mut server = RedisServer::start().await;
+    let leader = bus(&server).await;
+    let standby = bus(&server).await;
+    assert!(leader.acquire_leadership(WAIT).await.unwrap());
+    leader.continue_sequence().await.unwrap();
+    // Brisk cycles, a few a second as a fast simulated night gives: versions run ahead of the
+    // clock. The standby reads the sequence each time it tries for the lock...
+    for n in 0..20 {
+        leader.publish(vec![draft("a", n)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!standby.acquire_leadership(WAIT).await.unwrap());
+    // ...but the leader publishes a little more before Redis is lost.
+    let last = leader.publish(vec![draft("a", 99)]).await.unwrap().version;
+    leader.publish(vec![draft("b", 99)]).await.unwrap();
+    let last = last.max(leader.highest_version());
+    assert!(standby.highest_version() < last);
+
+    // Redis comes back empty and the standby wins the lock: its versions continue above every
+    // version gateways may hold, though it never saw the last ones.
+    server.restart().await;
+    let deadline = Instant::now() + WAIT;
+    while !standby.acquire_leadership(WAIT).await.unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the standby never got the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(standby.continue_sequence().await.unwrap(), None, "empty");
+    let next = standby.publish(vec![draft("a", 100)]).await.unwrap();
+    assert!(
+        next.version > last,
+        "version {} after {last}: gateways would ignore it",
+        next.version
+    );
+}

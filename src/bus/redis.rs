@@ -221,6 +221,8 @@ return 0
 /// not at 1: should Redis lose its data while every ingest restarts too (no process remembers
 /// the versions gateways hold), versions still continue above them, as long as cycles averaged
 /// fewer than a thousand a second (there is one per 10 s poll, plus zone cycles every 60 s).
+/// The clock also covers a standby that takes over an emptied store: it knows the sequence
+/// only as of its last try for the lock, a cycle or more behind the leader.
 /// KEYS: leader, sequence. ARGV: token, floor.
 const CONTINUE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -392,7 +394,7 @@ impl RedisBus {
     /// At the start of a leader term: make sure the sequence exists and is at least the highest
     /// version this process has seen, so versions never go backwards for gateways that still
     /// hold them, even if Redis came back empty (a missing sequence starts at the Unix time in
-    /// seconds: see `CONTINUE_LUA`). Answers the sequence as it was, `None` if it did not
+    /// milliseconds: see `CONTINUE_LUA`). Answers the sequence as it was, `None` if it did not
     /// exist (an empty store). Fenced: only the lock holder may do it.
     pub async fn continue_sequence(&self) -> anyhow::Result<Option<u64>> {
         let keys = &self.shared.keys;

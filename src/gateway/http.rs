@@ -27,7 +27,13 @@ pub enum ApiError {
         reason: &'static str,
         retry_after: u64,
     },
+    /// The gateway has not loaded its snapshots yet: a topic it does not hold may well exist.
+    #[error("starting: documents not loaded yet; retry in {NOT_READY_RETRY_AFTER} s")]
+    NotReady,
 }
+
+/// `Retry-After` while starting: loading every snapshot takes well under a second.
+const NOT_READY_RETRY_AFTER: u64 = 1;
 
 impl ApiError {
     pub fn code(&self) -> &'static str {
@@ -37,6 +43,7 @@ impl ApiError {
             ApiError::TooManyTopics { .. } => "too_many_topics",
             ApiError::StreamsDisabled => "streams_disabled",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::NotReady => "not_ready",
         }
     }
 
@@ -44,7 +51,7 @@ impl ApiError {
         match self {
             ApiError::UnknownTopic(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::TooManyTopics { .. } => StatusCode::BAD_REQUEST,
-            ApiError::StreamsDisabled | ApiError::Overloaded { .. } => {
+            ApiError::StreamsDisabled | ApiError::Overloaded { .. } | ApiError::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -58,6 +65,7 @@ impl IntoResponse for ApiError {
         let retry_after = match self {
             ApiError::StreamsDisabled => Some(60),
             ApiError::Overloaded { retry_after, .. } => Some(retry_after),
+            ApiError::NotReady => Some(NOT_READY_RETRY_AFTER),
             _ => None,
         };
         if let Some(secs) = retry_after {
@@ -116,6 +124,12 @@ fn not_found(s: &AppState, what: &str) -> Response {
 fn document(s: &AppState, headers: &HeaderMap, topic: &str) -> Response {
     s.metrics.get_requests.fetch_add(1, Relaxed);
     let Some(enc) = s.hub.get(topic) else {
+        // Before the snapshots are in, "unknown" only means "not loaded yet": a 404 would
+        // tell a CDN or a client that a real topic does not exist; a 503 makes a load
+        // balancer try another gateway.
+        if !s.hub.is_ready() {
+            return ApiError::NotReady.into_response();
+        }
         return not_found(s, topic);
     };
     let cache = HeaderValue::from_static(CACHE_CONTROL);

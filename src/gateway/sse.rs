@@ -103,6 +103,9 @@ pub async fn events(
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
     }
+    if !state.hub.is_ready() {
+        return Err(ApiError::NotReady);
+    }
     state.admission.admit(&state.metrics)?;
     let subs = parse_topics(&state, query.topics.as_deref().unwrap_or("").split(',')).inspect_err(
         |_| {

@@ -54,6 +54,11 @@ pub async fn upgrade(
     if state.disable_streams {
         return ApiError::StreamsDisabled.into_response();
     }
+    // Refused before the upgrade, so that the client (or the load balancer) tries again
+    // rather than subscribing to topics this gateway has not loaded yet.
+    if !state.hub.is_ready() {
+        return ApiError::NotReady.into_response();
+    }
     if let Err(e) = state.admission.admit(&state.metrics) {
         return e.into_response();
     }

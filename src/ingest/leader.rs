@@ -29,6 +29,11 @@ use crate::metrics::Metrics;
 
 /// Shortest accepted lock ttl: a third of it must comfortably exceed a Redis round trip.
 const MIN_TTL: Duration = Duration::from_millis(300);
+/// How long the first publication on an empty store waits for the first zone results, in fetch
+/// timeouts: the first batch (64 files fetched 8 at a time, or what came in a second) takes a
+/// second or two, and two fetch timeouts (20 s by default) cover a slow server; past that,
+/// publishing the rest matters more.
+const ZONES_PATIENCE_PER_FETCH_TIMEOUT: u32 = 2;
 
 /// Run the leader/standby ingest on Redis until `shutdown`; release the lock when leading.
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -171,6 +176,10 @@ async fn lead(
     // earlier term: another leader may have published since, or the store may have been lost.
     ingest.forget_published();
     let seeded = ingest.seed_from_bus().await?;
+    if before.is_none() && feed.zones_url_template.is_some() {
+        // The first cycle on an empty store should be the whole state, zone documents included.
+        ingest.hold_for_zones(ZONES_PATIENCE_PER_FETCH_TIMEOUT * feed.fetch_timeout);
+    }
     match before {
         None if bus.highest_version() > 0 => tracing::warn!(
             floor = bus.highest_version(),

@@ -317,37 +317,69 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// What reading an SSE stream gave.
+#[derive(Debug)]
+pub enum SseRead {
+    Event(Event),
+    /// Nothing but comments, or nothing at all, within the wait.
+    Idle,
+    /// The server closed the stream, or the connection failed.
+    Ended,
+}
+
 /// A minimal SSE client over a real HTTP connection.
 pub struct Sse {
     stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
+    /// Bytes read and not yet parsed: a chunk may end inside an event, even inside a
+    /// multi-byte character, so only whole events are decoded.
+    buf: Vec<u8>,
     pub comments: usize,
     pub retry: Option<u64>,
 }
 
 impl Sse {
     pub async fn connect(url: &str, last_event_id: Option<u64>) -> Sse {
+        match Sse::try_connect(url, last_event_id).await {
+            Ok(sse) => sse,
+            Err(e) => panic!("SSE connect to {url}: {e}"),
+        }
+    }
+
+    /// Connect, or say why not (refused, or a status other than 200), as a browser would see it.
+    pub async fn try_connect(url: &str, last_event_id: Option<u64>) -> Result<Sse, String> {
         let mut req = reqwest::Client::new().get(url);
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200, "SSE connect to {url}");
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if resp.status() != 200 {
+            return Err(format!("status {}", resp.status()));
+        }
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        Sse {
+        Ok(Sse {
             stream: resp.bytes_stream().boxed(),
-            buf: String::new(),
+            buf: Vec::new(),
             comments: 0,
             retry: None,
-        }
+        })
     }
 
     /// The next event, or `None` if the stream ends or nothing comes within `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<Event> {
+        match self.read(wait).await {
+            SseRead::Event(ev) => Some(ev),
+            SseRead::Idle | SseRead::Ended => None,
+        }
+    }
+
+    /// The next event, telling a quiet stream (comments only, or nothing, for `wait`) from one
+    /// the server ended.
+    pub async fn read(&mut self, wait: Duration) -> SseRead {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
+            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8(block).expect("an SSE event is UTF-8");
                 let mut ev = Event {
                     event: "message".into(),
                     id: None,
@@ -369,14 +401,15 @@ impl Sse {
                     }
                 }
                 if has_data {
-                    return Some(ev);
+                    return SseRead::Event(ev);
                 }
             }
-            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()??;
-            self.buf
-                .push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+            let chunk = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return SseRead::Idle,
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) | Ok(Some(Err(_))) => return SseRead::Ended,
+            };
+            self.buf.extend_from_slice(&chunk);
         }
     }
 
