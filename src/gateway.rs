@@ -4,6 +4,7 @@ pub mod admission;
 pub mod command;
 pub mod http;
 pub mod hub;
+pub mod listener;
 pub mod ordered;
 pub mod sse;
 pub mod ws;
@@ -75,6 +76,10 @@ pub struct GatewayArgs {
     /// do not all reconnect to the neighbour gateways at once.
     #[arg(long, env = "APURA_DRAIN", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
+    /// A connection whose writes make no progress for this long (a client that stopped
+    /// reading) is dropped.
+    #[arg(long, env = "APURA_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
 }
 
 impl GatewayArgs {
@@ -86,6 +91,9 @@ impl GatewayArgs {
         }
         if self.max_connect_rate == 0 {
             problems.push("--max-connect-rate must be at least 1".to_string());
+        }
+        if self.write_timeout.is_zero() {
+            problems.push("--write-timeout must be more than 0".to_string());
         }
         if self.heartbeat < Duration::from_millis(100) {
             problems.push("--heartbeat must be at least 100ms".to_string());
@@ -263,8 +271,10 @@ pub async fn serve(
         heartbeat: heartbeat(args.heartbeat, shutdown.clone()),
         shutdown: shutdown.clone(),
     };
+    let metrics = state.metrics.clone();
     let app = router(state, args.web_dir.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let listener = listener::TimeoutListener::new(listener, args.write_timeout, metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

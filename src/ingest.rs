@@ -91,6 +91,10 @@ pub struct FeedArgs {
     /// Timeout of one feed request, body included.
     #[arg(long, env = "APURA_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub fetch_timeout: Duration,
+    /// Largest feed file accepted, in bytes; a larger one is refused (`too_large`) without
+    /// being read whole.
+    #[arg(long, env = "APURA_MAX_FEED_BYTES", default_value_t = crate::fetch::DEFAULT_MAX_BYTES)]
+    pub max_feed_bytes: usize,
 }
 
 impl Default for FeedArgs {
@@ -111,6 +115,7 @@ impl Default for FeedArgs {
             interval: Duration::from_secs(10),
             zones_interval: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(10),
+            max_feed_bytes: crate::fetch::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -281,6 +286,10 @@ pub struct Ingest {
     published: HashMap<String, Bytes>,
     /// Unknown city keys already logged, so a feed with one stays one log line.
     unknown_logged: HashSet<String>,
+    /// The government timestamp (`last_updated`, ISO local time) of the newest accepted file
+    /// of each office: an older one is refused as `stale`. The authority may republish
+    /// (a retotalization), but always with a newer timestamp.
+    newest_time: HashMap<Office, String>,
     /// Set by [`Ingest::hold_for_zones`]: publish nothing until the first zone results are
     /// in, or this deadline.
     zones_hold: Option<Instant>,
@@ -317,7 +326,7 @@ impl Ingest {
             "invalid options: {}",
             problems.join("; ")
         );
-        let fetcher = Fetcher::new(args.fetch_timeout, crate::fetch::DEFAULT_MAX_BYTES)?;
+        let fetcher = Fetcher::new(args.fetch_timeout, args.max_feed_bytes)?;
         match args.source {
             SourceKind::Consolidated => {
                 let location = args.municipalities.as_deref().unwrap_or_default();
@@ -363,6 +372,7 @@ impl Ingest {
             sliced: HashMap::new(),
             index: None,
             unknown_logged: HashSet::new(),
+            newest_time: HashMap::new(),
             zones_hold: None,
         }
     }
@@ -457,13 +467,15 @@ impl Ingest {
         else {
             unreachable!("called for a consolidated source only")
         };
+        let newest = |office| self.newest_time.get(&office).map(String::as_str);
         let (mayors, councillors) = tokio::join!(
             fetch_race_file(
                 &self.fetcher,
                 mayors_source,
                 Office::Mayor,
                 &self.list,
-                &self.metrics
+                &self.metrics,
+                newest(Office::Mayor),
             ),
             async {
                 match councillors_source {
@@ -474,6 +486,7 @@ impl Ingest {
                             Office::Councillor,
                             &self.list,
                             &self.metrics,
+                            newest(Office::Councillor),
                         )
                         .await,
                     ),
@@ -519,12 +532,42 @@ impl Ingest {
         let Some(office) = feed.races.first().map(|r| r.office) else {
             return;
         };
-        let races: HashMap<u32, Race> = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
+        if let Some(t) = &feed.source_time {
+            self.newest_time.insert(office, t.clone());
+        }
+        let mut races: HashMap<u32, Race> = feed.races.into_iter().map(|r| (r.ibge, r)).collect();
         let kind = office.topic_kind();
         let old = match office {
             Office::Mayor => &mut self.mayors,
             Office::Councillor => &mut self.councillors,
         };
+        // A city of this round present before and absent now keeps its last results: results
+        // are state, and a provider dropping a city from one file must not delete its page.
+        // (A round-2 file lists only the cities with a runoff: the others are not missing.)
+        let missing: Vec<u32> = old
+            .iter()
+            .filter(|(ibge, r)| r.round == feed.round && !races.contains_key(ibge))
+            .map(|(ibge, _)| *ibge)
+            .collect();
+        if !missing.is_empty() {
+            self.metrics.feed_error("missing_cities");
+            let names: Vec<&str> = missing
+                .iter()
+                .take(5)
+                .filter_map(|c| self.list.get(*c).map(|m| m.name.as_str()))
+                .collect();
+            tracing::warn!(
+                ?office,
+                missing = missing.len(),
+                first = ?names,
+                "cities absent from the new file keep their last results"
+            );
+        }
+        for ibge in missing {
+            if let Some(race) = old.get(&ibge) {
+                races.insert(ibge, race.clone());
+            }
+        }
         for (ibge, race) in old.iter() {
             if races.get(ibge) != Some(race) {
                 self.sliced.remove(&(*ibge, kind));
@@ -702,6 +745,7 @@ async fn fetch_race_file(
     office: Office,
     list: &MunicipalityList,
     metrics: &Metrics,
+    newest_time: Option<&str>,
 ) -> Result<Option<consolidated::ConsolidatedFeed>, String> {
     let name = source.name();
     let bytes = match fetcher.fetch(source).await {
@@ -718,7 +762,29 @@ async fn fetch_race_file(
         }
     };
     match consolidated::parse(&bytes, &name, office, list) {
-        Ok(feed) => Ok(Some(feed)),
+        Ok(feed) => match (feed.source_time.as_deref(), newest_time) {
+            (Some(new), Some(old)) if new < old => {
+                metrics.feed_error("stale");
+                let e = format!(
+                    "{name}: last_updated {new} is older than the accepted file's {old}; refused as stale"
+                );
+                tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                Err(e)
+            }
+            // A file that names no city we know (an empty `municipios`, a file of another
+            // election) would change nothing but hide a broken feed: refuse it loudly.
+            _ if feed.races.is_empty() => {
+                let e = crate::feed::FeedError::invalid(
+                    &name,
+                    "municipios",
+                    "no city of the municipality list",
+                );
+                metrics.feed_error(e.kind());
+                tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                Err(e.to_string())
+            }
+            _ => Ok(Some(feed)),
+        },
         Err(e) => {
             metrics.feed_error(e.kind());
             // The validators are kept: the same bad file is not fetched, rejected and logged

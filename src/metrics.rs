@@ -25,6 +25,12 @@ pub struct Metrics {
     pub client_errors: AtomicU64,
     /// Streaming connections refused with 503 (connection or connect-rate cap).
     pub refused_connections: AtomicU64,
+    /// Connections dropped because a write made no progress within the write timeout (a
+    /// client that stopped reading).
+    pub write_timeouts: AtomicU64,
+    /// Connections whose last write waits for the client to read (its socket buffer is full):
+    /// the subscribers lagging right now.
+    pub blocked_writes: AtomicI64,
     /// Unix ms of the newest document's publication, as this process knows it.
     pub newest_published_at: AtomicI64,
     /// Ingest: cycles published, cycles with nothing new, last cycle duration in µs.
@@ -139,6 +145,24 @@ impl Metrics {
             self.client_errors.load(Relaxed).to_string(),
         );
         gauge(
+            "refused_connections_total",
+            "Streaming connections refused with 503 (connection or connect-rate cap).",
+            "counter",
+            self.refused_connections.load(Relaxed).to_string(),
+        );
+        gauge(
+            "blocked_writes",
+            "Connections whose last write waits for the client to read (lagging subscribers).",
+            "gauge",
+            self.blocked_writes.load(Relaxed).to_string(),
+        );
+        gauge(
+            "write_timeouts_total",
+            "Connections dropped because the client read nothing within the write timeout.",
+            "counter",
+            self.write_timeouts.load(Relaxed).to_string(),
+        );
+        gauge(
             "cycles_published_total",
             "Ingest cycles that published changes.",
             "counter",
@@ -194,7 +218,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP apura_feed_errors_total Feed files rejected or not fetched, by kind.\n# TYPE apura_feed_errors_total counter"
+            "# HELP apura_feed_errors_total Feed files rejected or not fetched, by kind (fetch: http_status, network, too_large, file; content: malformed, invalid, stale; accepted with cities kept from the previous file: missing_cities).\n# TYPE apura_feed_errors_total counter"
         );
         for (kind, n) in self.feed_errors.lock().expect("metrics poisoned").iter() {
             let _ = writeln!(out, "apura_feed_errors_total{{kind=\"{kind}\"}} {n}");

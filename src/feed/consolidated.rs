@@ -309,6 +309,10 @@ fn city_race(
     if !(0.0..=100.0).contains(&pct) {
         return Err(format!("pst: {pct} is not a percentage"));
     }
+    // Found by tests/fuzz_parsers.rs: an absurd `a` overflowed this sum (a panic in debug).
+    let electorate = turnout
+        .checked_add(abstentions)
+        .ok_or_else(|| format!("t {turnout} + a {abstentions} overflows"))?;
     // The provider lists candidates by votes already; keep that order stable for ties.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.votes));
     Ok(Race {
@@ -322,7 +326,7 @@ fn city_race(
             percent: pct,
         },
         totals: Totals {
-            electorate: (abstentions > 0 || finished).then_some(turnout + abstentions),
+            electorate: (abstentions > 0 || finished).then_some(electorate),
             turnout,
             abstentions,
             blank,

@@ -27,6 +27,10 @@ const MAX_MESSAGE: usize = 16 << 10;
 /// WebSocket close code "service restart", sent when the server shuts down: the client should
 /// reconnect (to another gateway behind the same address).
 const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// WebSocket close code "message too big" (RFC 6455 §7.4.1), for a message over `MAX_MESSAGE`.
+const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code "protocol error", for any other frame tungstenite refuses.
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -114,7 +118,10 @@ async fn connection(mut socket: WebSocket, state: AppState) {
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    handle(&state, &text, &mut subs, &mut socket).await;
+                    // A failed write (the client stopped reading: write timeout) ends it.
+                    if handle(&state, &text, &mut subs, &mut socket).await.is_err() {
+                        break;
+                    }
                     None
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -125,9 +132,21 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                 Some(Ok(Message::Ping(_))) => None, // tungstenite answers pings itself
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(e)) => {
-                    // Oversized or malformed frames end here: tungstenite refuses them.
+                    // Oversized or malformed frames end here: tungstenite refuses them, and
+                    // the client is told why before the socket closes.
                     metrics.client_errors.fetch_add(1, Relaxed);
                     tracing::debug!(error = %e, "websocket read error");
+                    // axum hides tungstenite's error type; its message names the capacity error.
+                    let too_big = e.to_string().contains("too long");
+                    let (code, reason) = if too_big {
+                        (CLOSE_TOO_BIG, "message too big")
+                    } else {
+                        (CLOSE_PROTOCOL_ERROR, "protocol error")
+                    };
+                    let _ = socket.send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    }))).await;
                     break;
                 }
             },
@@ -144,17 +163,22 @@ async fn connection(mut socket: WebSocket, state: AppState) {
 
 type Subscriptions = Ordered;
 
-async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: &mut WebSocket) {
+/// Answer one client message. `Err`: the socket failed, the connection is over.
+async fn handle(
+    state: &AppState,
+    text: &str,
+    subs: &mut Subscriptions,
+    socket: &mut WebSocket,
+) -> Result<(), axum::Error> {
     let metrics = &state.metrics;
     let msg: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
             metrics.client_errors.fetch_add(1, Relaxed);
             let detail = format!("malformed message: {e}");
-            let _ = socket
+            return socket
                 .send(error_message("bad_request", &detail, None))
                 .await;
-            return;
         }
     };
     match msg {
@@ -170,9 +194,9 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
                         got: subs.len() + 1,
                         max: state.max_topics,
                     };
-                    let _ = socket
+                    socket
                         .send(error_message(err.code(), &err.to_string(), Some(&topic)))
-                        .await;
+                        .await?;
                     continue;
                 }
                 let Some(mut rx) = state.hub.subscribe(&topic) else {
@@ -180,9 +204,9 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
                     let shown: String =
                         topic.chars().filter(|c| !c.is_control()).take(80).collect();
                     let err = ApiError::UnknownTopic(shown.clone());
-                    let _ = socket
+                    socket
                         .send(error_message(err.code(), &err.to_string(), Some(&shown)))
-                        .await;
+                        .await?;
                     continue;
                 };
                 let current = rx.borrow_and_update().clone();
@@ -199,4 +223,5 @@ async fn handle(state: &AppState, text: &str, subs: &mut Subscriptions, socket: 
             }
         }
     }
+    Ok(())
 }

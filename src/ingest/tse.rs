@@ -56,7 +56,7 @@ use crate::feed::tse::paths::TsePaths;
 use crate::feed::tse::progress::{self, Fingerprint};
 use crate::feed::tse::unified;
 use crate::fetch::throttle::Throttle;
-use crate::fetch::{DEFAULT_MAX_BYTES, FetchError, Fetched, Fetcher, Source};
+use crate::fetch::{FetchError, Fetched, Fetcher, Source};
 use crate::model::{Office, Race};
 
 pub use zones::ZoneTarget;
@@ -205,7 +205,7 @@ impl TseSource {
             .map(|e| TsePaths::new(base, e).map_err(anyhow::Error::msg))
             .transpose()?;
         let throttle = Arc::new(Throttle::new(args.rate_limit, args.max_in_flight));
-        let plain = Fetcher::new(args.fetch_timeout, DEFAULT_MAX_BYTES)?;
+        let plain = Fetcher::new(args.fetch_timeout, args.max_feed_bytes)?;
         // One attempt per request: a failed city is due again next cycle, and every attempt is
         // a request the throttle has counted.
         let fetcher = plain.clone().throttled(throttle.clone()).with_attempts(1);
@@ -816,7 +816,7 @@ mod tests {
         let mut ingest = Ingest::new(
             Arc::new(list),
             &FeedArgs::consolidated("unused", "unused"),
-            Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap(),
+            Fetcher::new(Duration::from_secs(1), crate::fetch::DEFAULT_MAX_BYTES).unwrap(),
             Arc::new(EmbeddedBus::new()),
             Arc::new(Metrics::default()),
         );

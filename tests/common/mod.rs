@@ -144,6 +144,7 @@ pub fn gateway_args() -> GatewayArgs {
         max_connections: 0,
         max_connect_rate: 100_000,
         drain: Duration::from_millis(200),
+        write_timeout: Duration::from_secs(30),
     }
 }
 

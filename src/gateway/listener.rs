@@ -1,0 +1,196 @@
+//! The accepting socket: every connection gets a write timeout, so a client that stops reading
+//! is dropped instead of holding its buffers and its task forever.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+
+use crate::metrics::Metrics;
+
+/// Default of `--write-timeout`: a phone on a bad mobile link stalls for seconds, not half a
+/// minute; a socket that accepts no byte for 30 s is a client that stopped reading.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A [`TcpListener`] whose connections fail a write that makes no progress for `timeout`.
+pub struct TimeoutListener {
+    inner: TcpListener,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl TimeoutListener {
+    pub fn new(inner: TcpListener, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        TimeoutListener {
+            inner,
+            timeout,
+            metrics,
+        }
+    }
+}
+
+impl axum::serve::Listener for TimeoutListener {
+    type Io = TimeoutStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let io = TimeoutStream {
+                        inner: stream,
+                        timeout: self.timeout,
+                        deadline: None,
+                        timed_out: false,
+                        metrics: self.metrics.clone(),
+                    };
+                    return (io, addr);
+                }
+                // The client gave up before we accepted: nothing to do.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                // Out of files, most likely: wait for connections to close (as axum does).
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A [`TcpStream`] whose writes fail with `TimedOut` after `timeout` without progress. The
+/// timer exists only while a write is blocked: an idle or a reading connection costs nothing.
+pub struct TimeoutStream {
+    inner: TcpStream,
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// A write timed out: the connection is dead, every later write fails at once.
+    timed_out: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl TimeoutStream {
+    /// After the inner write returned `Pending`: arm the timer if needed and see if it fired.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let (timeout, metrics) = (self.timeout, &self.metrics);
+        let deadline = self.deadline.get_or_insert_with(|| {
+            metrics.blocked_writes.fetch_add(1, Relaxed);
+            Box::pin(tokio::time::sleep(timeout))
+        });
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.unblocked();
+            self.timed_out = true;
+            self.metrics.write_timeouts.fetch_add(1, Relaxed);
+            return Err(timed_out());
+        }
+        Ok(())
+    }
+
+    fn progress<T>(
+        &mut self,
+        poll: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Pending => {
+                self.blocked(cx)?;
+                Poll::Pending
+            }
+            ready => {
+                self.unblocked();
+                ready
+            }
+        }
+    }
+
+    fn unblocked(&mut self) {
+        if self.deadline.take().is_some() {
+            self.metrics.blocked_writes.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client read nothing within the write timeout",
+    )
+}
+
+impl Drop for TimeoutStream {
+    fn drop(&mut self) {
+        self.unblocked();
+    }
+}
+
+impl AsyncRead for TimeoutStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TimeoutStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.timed_out {
+            return Poll::Ready(Err(timed_out()));
+        }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(poll, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.timed_out {
+            return Poll::Ready(Err(timed_out()));
+        }
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(poll, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.timed_out {
+            return Poll::Ready(Err(timed_out()));
+        }
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(poll, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.timed_out {
+            return Poll::Ready(Err(timed_out()));
+        }
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progress(poll, cx)
+    }
+}
