@@ -760,16 +760,27 @@ impl Deployment {
         self.metric(self.gateways[i].addr, name).await
     }
 
-    /// The ingest that says it leads; exactly one must.
+    /// The ingest that says it leads; exactly one must, once a hand-over has settled (an old
+    /// leader notices a lost lock at its next renewal, a third of the ttl later, and its
+    /// publications are fenced meanwhile).
     async fn leader(&self) -> usize {
-        let mut leading = Vec::new();
-        for i in 0..self.ingests.len() {
-            if self.ingest_metric(i, "apura_ingest_leader").await == Some(1.0) {
-                leading.push(i);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+        loop {
+            let mut leading = Vec::new();
+            for i in 0..self.ingests.len() {
+                if self.ingest_metric(i, "apura_ingest_leader").await == Some(1.0) {
+                    leading.push(i);
+                }
             }
+            if leading.len() == 1 {
+                return leading[0];
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "leaders: {leading:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(leading.len(), 1, "leaders: {leading:?}");
-        leading[0]
     }
 
     /// Topics in the Redis snapshot index.
