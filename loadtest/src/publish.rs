@@ -1,0 +1,187 @@
+//! `apura-load publish`: the publisher side of the nginx + nchan baseline.
+//!
+//! Takes every topic's current document from an apura gateway once (so the messages have the
+//! same bytes and sizes as apura's), then every `--interval` publishes all of them to nchan's
+//! publisher location with `published_at` set to the cycle's start — the same clock apura's
+//! ingest stamps — so `apura-load run` measures both servers the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncWriteExt;
+
+use crate::get::{READ_CHUNK, read_body, read_head};
+use crate::net::parse_target;
+use crate::stats::now_us;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    /// nginx + nchan server (IPv4 loopback `IP:PORT`).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub target: String,
+    /// Publisher location; `{topic}` is replaced by the channel (the topic name).
+    #[arg(long, default_value = "/pub/{topic}")]
+    pub pub_path: String,
+    /// apura gateway the documents are taken from (`GET /cities/{topic}.json`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub docs_from: String,
+    /// Only topics starting with this.
+    #[arg(long, default_value = "mayors-")]
+    pub topic_prefix: String,
+    /// A publication cycle every …
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Stop publishing after … (the command always ends by itself).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Wait this long before the first cycle (let subscribers connect).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// Keep-alive connections the messages of a cycle are spread over.
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+}
+
+/// A document split around its `published_at` number.
+struct Template {
+    topic: String,
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+impl Template {
+    fn new(topic: String, doc: &[u8]) -> anyhow::Result<Self> {
+        let key = b"\"published_at\":";
+        let at = memchr::memmem::find(doc, key).context("document without published_at")? + key.len();
+        let end = at + doc[at..].iter().position(|b| !b.is_ascii_digit()).unwrap_or(doc.len() - at);
+        Ok(Template {
+            topic,
+            before: doc[..at].to_vec(),
+            after: doc[end..].to_vec(),
+        })
+    }
+
+    fn body(&self, published_at: u64) -> Vec<u8> {
+        let n = published_at.to_string();
+        let mut b = Vec::with_capacity(self.before.len() + n.len() + self.after.len());
+        b.extend_from_slice(&self.before);
+        b.extend_from_slice(n.as_bytes());
+        b.extend_from_slice(&self.after);
+        b
+    }
+}
+
+pub fn main(args: PublishArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let target = parse_target(&args.target)?;
+    let docs_from = parse_target(&args.docs_from)?;
+    anyhow::ensure!(args.conns > 0, "--conns must be at least 1");
+    let topics = crate::topics::from_index(docs_from, "/cities.json", &args.topic_prefix).await?;
+    let mut templates = Vec::with_capacity(topics.len());
+    for t in topics {
+        let (status, body) = crate::get::fetch(docs_from, &format!("/cities/{t}.json")).await?;
+        anyhow::ensure!(status == 200, "GET /cities/{t}.json: status {status}");
+        templates.push(Template::new(t, &body)?);
+    }
+    let bytes: usize = templates.iter().map(|t| t.before.len() + t.after.len() + 13).sum();
+    eprintln!(
+        "publish: {} documents, {} bytes on average, every {:?} for {:?}",
+        templates.len(),
+        bytes / templates.len().max(1),
+        args.interval,
+        args.duration
+    );
+    let templates = Arc::new(templates);
+    tokio::time::sleep(args.delay).await;
+    let end = tokio::time::Instant::now() + args.duration;
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut cycle = 0u64;
+    loop {
+        tick.tick().await;
+        if tokio::time::Instant::now() >= end {
+            break;
+        }
+        cycle += 1;
+        let published_at = now_us() / 1_000;
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..args.conns {
+            let templates = templates.clone();
+            let path = args.pub_path.clone();
+            let step = args.conns;
+            set.spawn(async move {
+                publish_slice(target, &path, &templates, c, step, published_at).await
+            });
+        }
+        let mut errors = 0usize;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(e)) => errors += e,
+                Ok(Err(e)) => {
+                    eprintln!("publish: {e:#}");
+                    errors += 1;
+                }
+                Err(e) => bail!("publisher task: {e}"),
+            }
+        }
+        eprintln!(
+            "publish: cycle {cycle} published_at {published_at}: {} messages in {} ms, {errors} errors",
+            templates.len(),
+            now_us() / 1_000 - published_at
+        );
+    }
+    Ok(())
+}
+
+/// POST every `step`-th message starting at `first` over one keep-alive connection; returns
+/// the number of non-2xx answers.
+async fn publish_slice(
+    target: std::net::SocketAddr,
+    path: &str,
+    templates: &[Template],
+    first: usize,
+    step: usize,
+    published_at: u64,
+) -> anyhow::Result<usize> {
+    let mut s = tokio::net::TcpStream::connect(target)
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    s.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut errors = 0;
+    for t in templates.iter().skip(first).step_by(step) {
+        let body = t.body(published_at);
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            path.replace("{topic}", &t.topic),
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(&body).await?;
+        let h = read_head(&mut s, &mut buf).await?;
+        read_body(&mut s, &mut buf, &h).await?;
+        if !(200..300).contains(&h.status) {
+            errors += 1;
+        }
+        if h.close {
+            bail!("the publisher location closed the connection");
+        }
+    }
+    Ok(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_replaces_published_at() {
+        let t = Template::new("t".into(), br#"{"version":3,"published_at":1795629793012,"x":1}"#).unwrap();
+        assert_eq!(t.body(42), br#"{"version":3,"published_at":42,"x":1}"#);
+    }
+}
