@@ -230,16 +230,18 @@ pub fn svg(r: &Value) -> String {
     // Panel 3: deliveries per second, server CPU.
     let del = col(tl, "deliveries");
     let cpu = col(tl, "server_cpu_percent");
+    let ccpu = col(tl, "client_cpu_percent");
     let dy = Axis { min: 0.0, max: max_of(&[&del]).max(1.0) * 1.1, log: false, label: "deliveries / s".into() };
-    let cy = Axis { min: 0.0, max: max_of(&[&cpu]).max(100.0) * 1.1, log: false, label: "server CPU %".into() };
+    let cy = Axis { min: 0.0, max: max_of(&[&cpu, &ccpu]).max(100.0) * 1.1, log: false, label: "server CPU %".into() };
     let y3 = TOP + 2.0 * (PANEL_H + GAP);
     let title3 = format!(
-        "Deliveries per second (hold mean {} /s) and server CPU",
+        "Deliveries per second (hold mean {} /s), CPU of server and load generator (100 = one core)",
         r["deliveries"]["per_second_hold_mean"]
     );
     panel(&mut out, y3, &title3, &x, &dy, Some(&cy), &[
         Series { name: "deliveries/s", color: "#33a02c", points: del, right: false, dots: false },
-        Series { name: "CPU %", color: "#ff7f00", points: cpu, right: true, dots: false },
+        Series { name: "server CPU %", color: "#ff7f00", points: cpu, right: true, dots: false },
+        Series { name: "load generator CPU %", color: "#a6761d", points: ccpu, right: true, dots: false },
     ]);
     out += "</svg>\n";
     out

@@ -23,9 +23,16 @@ pub struct PublishArgs {
     /// Publisher location; `{topic}` is replaced by the channel (the topic name).
     #[arg(long, default_value = "/pub/{topic}")]
     pub pub_path: String,
-    /// apura gateway the documents are taken from (`GET /cities/{topic}.json`).
+    /// apura gateway the documents are taken from (`GET /cities.json`, `GET /cities/{topic}.json`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub docs_from: String,
+    /// Take the documents from a folder written by `--save-docs` instead (no gateway needed).
+    #[arg(long)]
+    pub docs_dir: Option<std::path::PathBuf>,
+    /// Write the documents fetched (`{topic}.json`) and the ranked topic list (`topics.txt`)
+    /// to this folder.
+    #[arg(long)]
+    pub save_docs: Option<std::path::PathBuf>,
     /// Only topics starting with this.
     #[arg(long, default_value = "mayors-")]
     pub topic_prefix: String,
@@ -79,15 +86,22 @@ pub fn main(args: PublishArgs) -> anyhow::Result<()> {
 
 async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let target = parse_target(&args.target)?;
-    let docs_from = parse_target(&args.docs_from)?;
     anyhow::ensure!(args.conns > 0, "--conns must be at least 1");
-    let topics = crate::topics::from_index(docs_from, "/cities.json", &args.topic_prefix).await?;
-    let mut templates = Vec::with_capacity(topics.len());
-    for t in topics {
-        let (status, body) = crate::get::fetch(docs_from, &format!("/cities/{t}.json")).await?;
-        anyhow::ensure!(status == 200, "GET /cities/{t}.json: status {status}");
+    let docs = load_docs(&args).await?;
+    if let Some(dir) = &args.save_docs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let names: Vec<&str> = docs.iter().map(|(t, _)| t.as_str()).collect();
+        std::fs::write(dir.join("topics.txt"), names.join("\n"))?;
+        for (t, body) in &docs {
+            std::fs::write(dir.join(format!("{t}.json")), body)?;
+        }
+        eprintln!("publish: saved {} documents to {}", docs.len(), dir.display());
+    }
+    let mut templates = Vec::with_capacity(docs.len());
+    for (t, body) in docs {
         templates.push(Template::new(t, &body)?);
     }
+    anyhow::ensure!(!templates.is_empty(), "no documents to publish");
     let bytes: usize = templates.iter().map(|t| t.before.len() + t.after.len() + 13).sum();
     eprintln!(
         "publish: {} documents, {} bytes on average, every {:?} for {:?}",
@@ -99,6 +113,9 @@ async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let templates = Arc::new(templates);
     tokio::time::sleep(args.delay).await;
     let end = tokio::time::Instant::now() + args.duration;
+    if args.duration.is_zero() {
+        return Ok(());
+    }
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut cycle = 0u64;
@@ -136,6 +153,30 @@ async fn run(args: PublishArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Every topic's document, in rank order (capitals first), from the gateway or a folder.
+async fn load_docs(args: &PublishArgs) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    if let Some(dir) = &args.docs_dir {
+        let list = std::fs::read_to_string(dir.join("topics.txt"))
+            .with_context(|| format!("reading {}/topics.txt", dir.display()))?;
+        let mut docs = Vec::new();
+        for t in list.lines().filter(|t| t.starts_with(&args.topic_prefix)) {
+            let body = std::fs::read(dir.join(format!("{t}.json")))
+                .with_context(|| format!("reading the document of {t}"))?;
+            docs.push((t.to_string(), body));
+        }
+        return Ok(docs);
+    }
+    let from = parse_target(&args.docs_from)?;
+    let topics = crate::topics::from_index(from, "/cities.json", &args.topic_prefix).await?;
+    let mut docs = Vec::with_capacity(topics.len());
+    for t in topics {
+        let (status, body) = crate::get::fetch(from, &format!("/cities/{t}.json")).await?;
+        anyhow::ensure!(status == 200, "GET /cities/{t}.json: status {status}");
+        docs.push((t, body));
+    }
+    Ok(docs)
 }
 
 /// POST every `step`-th message starting at `first` over one keep-alive connection; returns

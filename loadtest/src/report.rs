@@ -41,11 +41,19 @@ pub struct Merged {
     pub workers: usize,
     pub baseline: Sample,
     pub samples: Vec<(u64, Sample)>,
+    /// The load generator's own worker processes, sampled like the server.
+    pub client_samples: Vec<(u64, Sample)>,
     pub started_us: u64,
 }
 
 impl Merged {
-    pub fn new(reports: &[WorkerReport], baseline: Sample, samples: Vec<(u64, Sample)>, started_us: u64) -> Self {
+    pub fn new(
+        reports: &[WorkerReport],
+        baseline: Sample,
+        samples: Vec<(u64, Sample)>,
+        client_samples: Vec<(u64, Sample)>,
+        started_us: u64,
+    ) -> Self {
         let mut m = Merged {
             counters: Counters::default(),
             latency: hist(),
@@ -59,6 +67,7 @@ impl Merged {
             workers: reports.len(),
             baseline,
             samples,
+            client_samples,
             started_us,
         };
         let (mut t_min, mut t_max) = (u64::MAX, 0);
@@ -135,11 +144,25 @@ impl Merged {
 
     /// The sample nearest to `t_us`.
     fn sample_at(&self, t_us: u64) -> Option<Sample> {
-        self.samples
-            .iter()
-            .min_by_key(|(t, _)| t.abs_diff(t_us))
-            .map(|(_, s)| *s)
+        nearest(&self.samples, t_us)
     }
+
+    /// CPU of the load generator's workers between two times, percent of one core.
+    fn client_cpu(&self, from: u64, to: u64) -> f64 {
+        match (nearest(&self.client_samples, from), nearest(&self.client_samples, to)) {
+            (Some(a), Some(b)) if to > from => {
+                ((b.cpu_s - a.cpu_s) / ((to - from) as f64 / 1e6) * 1000.0).round() / 10.0
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+fn nearest(samples: &[(u64, Sample)], t_us: u64) -> Option<Sample> {
+    samples
+        .iter()
+        .min_by_key(|(t, _)| t.abs_diff(t_us))
+        .map(|(_, s)| *s)
 }
 
 fn ms(us: u64) -> f64 {
@@ -186,6 +209,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
     let mut hold_hist = hist();
     let mut cycles = Vec::new();
     let (mut p99s, mut p50s, mut p90s, mut maxs, mut coverages) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut firsts = vec![];
     for (p, cy) in &hold_cycles {
         hold_hist.add(&cy.latency).expect("same bounds");
         let expected = m.open_at(**p as u64 * 1_000).max(1);
@@ -206,7 +230,12 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "open_subscribers": expected,
             "coverage": (coverage * 10_000.0).round() / 10_000.0,
             "latency_ms": percentiles(h),
+            // The first delivery measures the pipeline before fan-out (stamp, bus, hub); the
+            // spread from first to last is the fan-out itself.
+            "first_ms": ms(cy.first_rx_us.saturating_sub(**p as u64 * 1_000)),
+            "spread_ms": ms(cy.last_rx_us.saturating_sub(cy.first_rx_us)),
         }));
+        firsts.push(ms(cy.first_rx_us.saturating_sub(**p as u64 * 1_000)));
     }
     let worst = |v: &Vec<f64>| v.iter().cloned().fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
     let hold_secs: Vec<&SecondM> = m
@@ -293,9 +322,17 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             row["server_pss_mib"] = json!(b.pss_kib / 1024);
             row["server_cpu_percent"] = json!(cpu_pct);
         }
+        let c0 = m.client_cpu(*t * 1_000_000 - 500_000, *t * 1_000_000 + 500_000);
+        row["client_cpu_percent"] = json!(c0);
         timeline.push(row);
     }
 
+    let client = json!({
+        "workers": m.client_samples.last().map(|s| s.1.alive),
+        "cpu_percent_ramp": m.client_cpu(m.ramp_started_us, m.ramp_done_us),
+        "cpu_percent_hold": m.client_cpu(m.ramp_done_us, m.end_us),
+        "rss_mib_peak": m.client_samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0) / 1024,
+    });
     let get_secs = m.end_us.saturating_sub(m.ramp_done_us) as f64 / 1e6;
     json!({
         "label": args.label,
@@ -354,6 +391,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "per_cycle_median": {
                 "p50": median(p50s.clone()), "p90": median(p90s.clone()),
                 "p99": median(p99s.clone()), "max": median(maxs.clone()),
+                "first_delivery": median(firsts.clone()),
             },
             "per_cycle_worst": {
                 "p50": worst(&p50s), "p90": worst(&p90s), "p99": worst(&p99s), "max": worst(&maxs),
@@ -369,6 +407,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "latency_ms": percentiles(&m.get_latency),
         },
         "server": server,
+        "client": client,
         "timeline": timeline,
     })
 }
@@ -390,9 +429,10 @@ pub fn summary(r: &Value) -> String {
         r["errors"],
     );
     out += &format!(
-        "  fan-out over {} hold cycles: p50 {} ms  p90 {} ms  p99 {} ms  max {} ms  (per-cycle p99 median {} worst {}; min coverage {})\n",
+        "  fan-out over {} hold cycles: p50 {} ms  p90 {} ms  p99 {} ms  max {} ms  (per-cycle p99 median {} worst {}; first delivery median {} ms; min coverage {})\n",
         f["hold_cycles"], l["p50"], l["p90"], l["p99"], l["max"],
-        f["per_cycle_median"]["p99"], f["per_cycle_worst"]["p99"], f["coverage_min"],
+        f["per_cycle_median"]["p99"], f["per_cycle_worst"]["p99"],
+        f["per_cycle_median"]["first_delivery"], f["coverage_min"],
     );
     out += &format!(
         "  deliveries {} updates ({} /s mean in hold, peak {} /s), {} snapshots, {} heartbeats\n",
@@ -410,6 +450,10 @@ pub fn summary(r: &Value) -> String {
             s["cpu_percent_ramp"], s["cpu_percent_hold"],
         );
     }
+    out += &format!(
+        "  load generator: CPU ramp {} % hold {} % (100 % = one core), RSS peak {} MiB\n",
+        r["client"]["cpu_percent_ramp"], r["client"]["cpu_percent_hold"], r["client"]["rss_mib_peak"],
+    );
     if r["get"]["ok"].as_u64().unwrap_or(0) + r["get"]["not_modified"].as_u64().unwrap_or(0) > 0 {
         out += &format!(
             "  GET: {} ok, {} not modified, {} errors, {} req/s, latency {}\n",

@@ -198,6 +198,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         children.push(child);
     }
     drop(tx);
+    let child_pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let mut client_samples = Vec::new();
 
     let total = (args.sse + args.ws) as u64;
     let bar = ProgressBar::new(total);
@@ -225,7 +227,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         }
         if Instant::now() >= next_sample {
             next_sample += Duration::from_secs(1);
-            samples.push((now_us(), crate::proc::sample(&args.watch_pid)));
+            let now = now_us();
+            samples.push((now, crate::proc::sample(&args.watch_pid)));
+            client_samples.push((now, crate::proc::sample(&child_pids)));
         }
         let est: u64 = progress.iter().map(|p| p.established).sum();
         let open: i64 = progress.iter().map(|p| p.open).sum();
@@ -263,7 +267,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!reports.is_empty(), "no worker reported");
 
-    let merged = Merged::new(&reports, baseline, samples, started);
+    let merged = Merged::new(&reports, baseline, samples, client_samples, started);
     let json = report::build(&args, topics.len(), &merged);
     std::fs::write(&args.out, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
