@@ -48,33 +48,76 @@ pub struct PublishArgs {
     /// Keep-alive connections the messages of a cycle are spread over.
     #[arg(long, default_value_t = 8)]
     pub conns: usize,
+    /// Stamp `published_at` when each message is sent (`message`: measures nchan's own fan-out,
+    /// its best case) or once at the start of the cycle (`cycle`: like apura's ingest, so the
+    /// time to POST a whole cycle one channel at a time counts too).
+    #[arg(long, value_enum, default_value_t = Stamp::Message)]
+    pub stamp: Stamp,
 }
 
-/// A document split around its `published_at` number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stamp {
+    Message,
+    Cycle,
+}
+
+/// A document split around its `version` and `published_at` numbers (in either order).
 struct Template {
     topic: String,
-    before: Vec<u8>,
-    after: Vec<u8>,
+    /// Literal pieces; between piece i and i+1 goes number i.
+    pieces: Vec<Vec<u8>>,
+    /// Which number goes in each gap.
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Version,
+    PublishedAt,
+}
+
+/// The span of the number after the first `key` of `doc`.
+fn number_span(doc: &[u8], key: &[u8]) -> Option<(usize, usize)> {
+    let at = memchr::memmem::find(doc, key)? + key.len();
+    let end = at + doc[at..].iter().position(|b| !b.is_ascii_digit()).unwrap_or(doc.len() - at);
+    Some((at, end))
 }
 
 impl Template {
     fn new(topic: String, doc: &[u8]) -> anyhow::Result<Self> {
-        let key = b"\"published_at\":";
-        let at = memchr::memmem::find(doc, key).context("document without published_at")? + key.len();
-        let end = at + doc[at..].iter().position(|b| !b.is_ascii_digit()).unwrap_or(doc.len() - at);
+        let p = number_span(doc, b"\"published_at\":").context("document without published_at")?;
+        let mut spans = vec![(p, Slot::PublishedAt)];
+        if let Some(v) = number_span(doc, b"\"version\":") {
+            spans.push((v, Slot::Version));
+        }
+        spans.sort_by_key(|s| s.0.0);
+        let mut pieces = Vec::new();
+        let mut pos = 0;
+        for ((start, end), _) in &spans {
+            pieces.push(doc[pos..*start].to_vec());
+            pos = *end;
+        }
+        pieces.push(doc[pos..].to_vec());
         Ok(Template {
             topic,
-            before: doc[..at].to_vec(),
-            after: doc[end..].to_vec(),
+            pieces,
+            slots: spans.into_iter().map(|s| s.1).collect(),
         })
     }
 
-    fn body(&self, published_at: u64) -> Vec<u8> {
-        let n = published_at.to_string();
-        let mut b = Vec::with_capacity(self.before.len() + n.len() + self.after.len());
-        b.extend_from_slice(&self.before);
-        b.extend_from_slice(n.as_bytes());
-        b.extend_from_slice(&self.after);
+    /// The document with this cycle's `version` and `published_at`.
+    fn body(&self, version: u64, published_at: u64) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.pieces.iter().map(Vec::len).sum::<usize>() + 32);
+        for (i, piece) in self.pieces.iter().enumerate() {
+            b.extend_from_slice(piece);
+            if let Some(slot) = self.slots.get(i) {
+                let n = match slot {
+                    Slot::Version => version,
+                    Slot::PublishedAt => published_at,
+                };
+                b.extend_from_slice(n.to_string().as_bytes());
+            }
+        }
         b
     }
 }
@@ -102,13 +145,14 @@ async fn run(args: PublishArgs) -> anyhow::Result<()> {
         templates.push(Template::new(t, &body)?);
     }
     anyhow::ensure!(!templates.is_empty(), "no documents to publish");
-    let bytes: usize = templates.iter().map(|t| t.before.len() + t.after.len() + 13).sum();
+    let bytes: usize = templates.iter().map(|t| t.body(1, now_us() / 1_000).len()).sum();
     eprintln!(
-        "publish: {} documents, {} bytes on average, every {:?} for {:?}",
+        "publish: {} documents, {} bytes on average, every {:?} for {:?}, published_at stamped per {:?}",
         templates.len(),
         bytes / templates.len().max(1),
         args.interval,
-        args.duration
+        args.duration,
+        args.stamp
     );
     let templates = Arc::new(templates);
     tokio::time::sleep(args.delay).await;
@@ -131,8 +175,9 @@ async fn run(args: PublishArgs) -> anyhow::Result<()> {
             let templates = templates.clone();
             let path = args.pub_path.clone();
             let step = args.conns;
+            let stamp = args.stamp;
             set.spawn(async move {
-                publish_slice(target, &path, &templates, c, step, published_at).await
+                publish_slice(target, &path, &templates, c, step, cycle, published_at, stamp).await
             });
         }
         let mut errors = 0usize;
@@ -181,13 +226,16 @@ async fn load_docs(args: &PublishArgs) -> anyhow::Result<Vec<(String, Vec<u8>)>>
 
 /// POST every `step`-th message starting at `first` over one keep-alive connection; returns
 /// the number of non-2xx answers.
+#[allow(clippy::too_many_arguments)]
 async fn publish_slice(
     target: std::net::SocketAddr,
     path: &str,
     templates: &[Template],
     first: usize,
     step: usize,
+    version: u64,
     published_at: u64,
+    stamp: Stamp,
 ) -> anyhow::Result<usize> {
     let mut s = tokio::net::TcpStream::connect(target)
         .await
@@ -196,7 +244,10 @@ async fn publish_slice(
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut errors = 0;
     for t in templates.iter().skip(first).step_by(step) {
-        let body = t.body(published_at);
+        let body = match stamp {
+            Stamp::Cycle => t.body(version, published_at),
+            Stamp::Message => t.body(version, now_us() / 1_000),
+        };
         let head = format!(
             "POST {} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             path.replace("{topic}", &t.topic),
@@ -223,6 +274,8 @@ mod tests {
     #[test]
     fn template_replaces_published_at() {
         let t = Template::new("t".into(), br#"{"version":3,"published_at":1795629793012,"x":1}"#).unwrap();
-        assert_eq!(t.body(42), br#"{"version":3,"published_at":42,"x":1}"#);
+        assert_eq!(t.body(9, 42), br#"{"version":9,"published_at":42,"x":1}"#);
+        let t = Template::new("t".into(), br#"{"published_at":1,"a":{"version":3}}"#).unwrap();
+        assert_eq!(t.body(12, 7), br#"{"published_at":7,"a":{"version":12}}"#);
     }
 }

@@ -11,6 +11,7 @@ use crate::workers::RunArgs;
 
 /// Deliveries of one cycle, all workers together.
 pub struct CycleM {
+    pub published_at: i64,
     pub latency: Histogram<u64>,
     pub sse: u64,
     pub ws: u64,
@@ -32,7 +33,7 @@ pub struct Merged {
     pub counters: Counters,
     pub latency: Histogram<u64>,
     pub get_latency: Histogram<u64>,
-    pub cycles: BTreeMap<i64, CycleM>,
+    pub cycles: BTreeMap<u64, CycleM>,
     pub seconds: BTreeMap<u64, SecondM>,
     pub ramp_started_us: u64,
     pub ramp_done_us: u64,
@@ -80,7 +81,8 @@ impl Merged {
             m.end_us = m.end_us.min(r.ramp.stopped_us);
             m.peak_open += r.peak_open;
             for c in &r.cycles {
-                let e = m.cycles.entry(c.published_at).or_insert_with(|| CycleM {
+                let e = m.cycles.entry(c.key).or_insert_with(|| CycleM {
+                    published_at: c.published_at,
                     latency: hist(),
                     sse: 0,
                     ws: 0,
@@ -88,6 +90,7 @@ impl Merged {
                     last_rx_us: 0,
                 });
                 add_pairs(&mut e.latency, &c.latency);
+                e.published_at = e.published_at.min(c.published_at);
                 e.sse += c.sse;
                 e.ws += c.ws;
                 e.first_rx_us = e.first_rx_us.min(c.first_rx_us);
@@ -200,7 +203,8 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
     // the stop) for their deliveries to finish.
     let hold_cycles: Vec<(&i64, &CycleM)> = m
         .cycles
-        .iter()
+        .values()
+        .map(|c| (&c.published_at, c))
         .filter(|(p, _)| {
             let p_us = (**p).max(0) as u64 * 1_000;
             p_us >= m.ramp_done_us && p_us + 2_000_000 <= m.end_us

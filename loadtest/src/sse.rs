@@ -12,12 +12,12 @@ use crate::worker::{Shared, Subscriber};
 
 static PUBLISHED_AT: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"published_at\":"));
+static VERSION: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"version\":"));
 
-/// The `published_at` number of a JSON document, found by scanning the bytes (cheaper than
-/// parsing a whole document per delivery; every document carries the field once at top level,
-/// before any nested object that could carry another).
-pub fn scan_published_at(doc: &[u8]) -> Option<i64> {
-    let at = PUBLISHED_AT.find(doc)? + b"\"published_at\":".len();
+/// The number after the first `finder` match.
+fn scan_number(doc: &[u8], finder: &memmem::Finder<'_>) -> Option<i64> {
+    let at = finder.find(doc)? + finder.needle().len();
     let rest = &doc[at..];
     let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     let digits = &rest[start..];
@@ -25,13 +25,28 @@ pub fn scan_published_at(doc: &[u8]) -> Option<i64> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
+/// The first `version` number of a document or message: the publication cycle (apura's
+/// WebSocket wrapper repeats the document's version first).
+pub fn scan_version(doc: &[u8]) -> Option<u64> {
+    scan_number(doc, &VERSION).and_then(|v| u64::try_from(v).ok())
+}
+
+/// The `published_at` number of a JSON document, found by scanning the bytes (cheaper than
+/// parsing a whole document per delivery; every document carries the field once at top level,
+/// before any nested object that could carry another).
+pub fn scan_published_at(doc: &[u8]) -> Option<i64> {
+    scan_number(doc, &PUBLISHED_AT)
+}
+
 /// One parsed SSE event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A `data:` event: whether its `event:` field said `snapshot`, and its `published_at`.
+    /// A `data:` event: whether its `event:` field said `snapshot`, its `published_at` and
+    /// `version`.
     Doc {
         snapshot: bool,
         published_at: Option<i64>,
+        version: Option<u64>,
     },
     /// A comment-only block (`:` lines): the gateway's heartbeat.
     Heartbeat,
@@ -42,6 +57,7 @@ pub enum Event {
 pub struct Parser {
     snapshot: bool,
     published_at: Option<i64>,
+    version: Option<u64>,
     has_data: bool,
     comment: bool,
 }
@@ -61,6 +77,7 @@ impl Parser {
                     on(Event::Doc {
                         snapshot: self.snapshot,
                         published_at: self.published_at,
+                        version: self.version,
                     });
                 } else if self.comment {
                     on(Event::Heartbeat);
@@ -74,6 +91,7 @@ impl Parser {
                 self.has_data = true;
                 if self.published_at.is_none() {
                     self.published_at = scan_published_at(v);
+                    self.version = scan_version(v);
                 }
             }
         }
@@ -187,15 +205,15 @@ mod tests {
             .to_vec();
         p.parse(&mut buf, |e| got.push(e));
         assert_eq!(buf, b"event: upd");
-        buf.extend_from_slice(b"ate\r\nid: 5\r\ndata: {\"published_at\":20}\r\n\r\n");
+        buf.extend_from_slice(b"ate\r\nid: 5\r\ndata: {\"version\":5,\"published_at\":20}\r\n\r\n");
         p.parse(&mut buf, |e| got.push(e));
         assert!(buf.is_empty());
         assert_eq!(
             got,
             vec![
-                Event::Doc { snapshot: true, published_at: Some(10) },
+                Event::Doc { snapshot: true, published_at: Some(10), version: None },
                 Event::Heartbeat,
-                Event::Doc { snapshot: false, published_at: Some(20) },
+                Event::Doc { snapshot: false, published_at: Some(20), version: Some(5) },
             ]
         );
     }

@@ -127,8 +127,12 @@ impl Counters {
     }
 }
 
-/// Deliveries of one publication cycle (all documents of a cycle share `published_at`).
+/// Deliveries of one publication cycle: keyed by the documents' `version` (apura: the cycle's
+/// sequence number; nchan baseline: the publisher's cycle number), else by `published_at`.
 pub struct Cycle {
+    /// Earliest `published_at` seen in the cycle (apura stamps one per cycle; the nchan
+    /// publisher may stamp each message as it sends it).
+    pub published_at: i64,
     pub latency: Histogram<u64>,
     pub sse: u64,
     pub ws: u64,
@@ -163,7 +167,7 @@ pub struct Recorder {
     pub counters: Counters,
     pub latency: Histogram<u64>,
     pub get_latency: Histogram<u64>,
-    pub cycles: HashMap<i64, Cycle>,
+    pub cycles: HashMap<u64, Cycle>,
     pub seconds: BTreeMap<u64, Second>,
 }
 
@@ -187,7 +191,7 @@ impl Recorder {
     }
 
     /// A document published at `published_at_ms` arrived at `now_us`.
-    pub fn update(&mut self, stream: Stream, published_at_ms: i64, now_us: u64) {
+    pub fn update(&mut self, stream: Stream, published_at_ms: i64, version: Option<u64>, now_us: u64) {
         let lat = now_us.saturating_sub((published_at_ms.max(0) as u64) * 1_000).max(1);
         self.counters.updates += 1;
         match stream {
@@ -195,7 +199,9 @@ impl Recorder {
             Stream::Ws => self.counters.updates_ws += 1,
         }
         self.latency.saturating_record(lat);
-        let c = self.cycles.entry(published_at_ms).or_insert_with(|| Cycle {
+        let key = version.unwrap_or(published_at_ms.max(0) as u64);
+        let c = self.cycles.entry(key).or_insert_with(|| Cycle {
+            published_at: published_at_ms,
             latency: hist(),
             sse: 0,
             ws: 0,
@@ -203,6 +209,7 @@ impl Recorder {
             last_rx_us: now_us,
         });
         c.latency.saturating_record(lat);
+        c.published_at = c.published_at.min(published_at_ms);
         match stream {
             Stream::Sse => c.sse += 1,
             Stream::Ws => c.ws += 1,
@@ -232,8 +239,9 @@ impl Recorder {
         let mut cycles: Vec<CycleReport> = self
             .cycles
             .iter()
-            .map(|(&published_at, c)| CycleReport {
-                published_at,
+            .map(|(&key, c)| CycleReport {
+                key,
+                published_at: c.published_at,
                 sse: c.sse,
                 ws: c.ws,
                 first_rx_us: c.first_rx_us,
@@ -278,6 +286,7 @@ pub struct Ramp {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CycleReport {
+    pub key: u64,
     pub published_at: i64,
     pub sse: u64,
     pub ws: u64,
@@ -352,9 +361,9 @@ mod tests {
     fn updates_group_by_cycle_and_second() {
         let mut r = Recorder::default();
         let t0 = 1_700_000_000_000_000u64;
-        r.update(Stream::Sse, 1_700_000_000_000, t0 + 5_000);
-        r.update(Stream::Ws, 1_700_000_000_000, t0 + 15_000);
-        r.update(Stream::Ws, 1_700_000_005_000, t0 + 5_020_000);
+        r.update(Stream::Sse, 1_700_000_000_000, Some(1), t0 + 5_000);
+        r.update(Stream::Ws, 1_700_000_000_000, Some(1), t0 + 15_000);
+        r.update(Stream::Ws, 1_700_000_005_000, Some(2), t0 + 5_020_000);
         let rep = r.report(0, Ramp::default(), 2);
         assert_eq!(rep.cycles.len(), 2);
         assert_eq!((rep.cycles[0].sse, rep.cycles[0].ws), (1, 1));

@@ -101,13 +101,14 @@ impl Shared {
             Event::Doc {
                 snapshot,
                 published_at: Some(p),
+                version,
             } => {
                 // A document published before we subscribed is a snapshot (apura says so; for
                 // nchan it is a buffered message): its age is not a fan-out latency.
                 if snapshot || (p.max(0) as u64) * 1_000 < connected_us {
                     rec.counters.snapshots += 1;
                 } else {
-                    rec.update(stream, p, received_us);
+                    rec.update(stream, p, version, received_us);
                 }
             }
         }

@@ -8,7 +8,7 @@ use memchr::memmem;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::sse::{Event, Failure, scan_published_at};
+use crate::sse::{Event, Failure, scan_published_at, scan_version};
 use crate::stats::{Stream, now_us};
 use crate::worker::{Shared, Subscriber};
 
@@ -36,6 +36,7 @@ fn classify(text: &[u8]) -> Option<Event> {
     Some(Event::Doc {
         snapshot: memmem::find(head, b"\"type\":\"snapshot\"").is_some(),
         published_at: scan_published_at(text),
+        version: scan_version(text),
     })
 }
 
@@ -89,6 +90,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
                 let ev = Event::Doc {
                     snapshot: false,
                     published_at: scan_published_at(&b),
+                    version: scan_version(&b),
                 };
                 shared.event(Stream::Ws, ev, connected_us, now);
             }
@@ -119,12 +121,12 @@ mod tests {
         let snap = br#"{"type":"snapshot","topic":"t","version":3,"document":{"version":3,"published_at":7}}"#;
         assert_eq!(
             classify(snap),
-            Some(Event::Doc { snapshot: true, published_at: Some(7) })
+            Some(Event::Doc { snapshot: true, published_at: Some(7), version: Some(3) })
         );
         let bare = br#"{"version":3,"published_at":9,"topic":"t"}"#;
         assert_eq!(
             classify(bare),
-            Some(Event::Doc { snapshot: false, published_at: Some(9) })
+            Some(Event::Doc { snapshot: false, published_at: Some(9), version: Some(3) })
         );
         assert_eq!(classify(br#"{"type":"error","code":"unknown_topic"}"#), None);
     }
