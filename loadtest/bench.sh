@@ -5,6 +5,7 @@
 #   fanout     $SUBS subscribers (half SSE, half WebSocket) on ONE apura gateway process
 #   nchan      the same $SUBS subscribers and message size on nginx + nchan
 #   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
+#              (nchan twice: published_at stamped per message, and per cycle)
 #   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
 #
 # The stack: `apura simulate` (a new feed file every $SIM_INTERVAL), `apura ingest --redis` as
@@ -262,14 +263,16 @@ save_docs() {
     stop_stack
 }
 
-# nchan_run LABEL SUBS WORKERS HOLD
+# nchan_run LABEL SUBS WORKERS HOLD [STAMP]: STAMP `message` (published_at when each message is
+# POSTed: nchan's own fan-out, its best case) or `cycle` (once per cycle, as apura's ingest does:
+# the time to POST 5,568 messages one channel at a time counts too).
 nchan_run() {
-    local label=$1 subs=$2 workers=$3 hold=$4
+    local label=$1 subs=$2 workers=$3 hold=$4 stamp=${5:-message}
     start_nginx nchan nchan.conf.in "$NCHAN_PORT" "$workers"
     local ramp_s=$((subs / CONNECT_RATE + 1)) hold_s=${hold%s}
     # Publish for as long as the clients ramp and hold, then stop by itself.
     start "publish-$label" "$LOAD" publish --target "127.0.0.1:$NCHAN_PORT" --docs-dir "$OUT/docs" \
-        --interval "$SIM_INTERVAL" --duration "$((ramp_s + hold_s + 30))s"
+        --interval "$SIM_INTERVAL" --duration "$((ramp_s + hold_s + 30))s" --stamp "$stamp" --conns 16
     local pub=$LAST_PID
     sleep 2 # the first cycle creates the channels
     load "$label" "127.0.0.1:$NCHAN_PORT" "$subs" "$CONNECT_RATE" "$hold" "$(nginx_pids)" \
@@ -292,7 +295,8 @@ phase_compare50k() {
     start_gateways "$C50_PROCS"
     load "apura-50k" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
     stop_stack
-    nchan_run "nchan-50k" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD"
+    nchan_run "nchan-50k" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" message
+    nchan_run "nchan-50k-cycle" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" cycle
 }
 
 phase_scale() {

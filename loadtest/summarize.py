@@ -73,15 +73,15 @@ def table(columns):
     names = [c[0] for c in columns]
     head = "| metric | " + " | ".join(names)
     sep = "|---|" + "---|" * len(names)
-    if len(columns) == 2:
-        head += f" | {names[0]} / {names[1]}"
+    for other in names[1:]:
+        head += f" | first / {other}"
         sep += "---|"
     lines = [head + " |", sep]
     for label, path, unit, _ in METRICS:
         vals = [med([dig(r, *path) for r in reports]) for _, reports in columns]
         row = f"| {label} | " + " | ".join(fmt(v, unit) for v in vals)
-        if len(columns) == 2:
-            row += f" | {ratio(vals[0], vals[1])}"
+        for v in vals[1:]:
+            row += f" | {ratio(vals[0], v)}"
         lines.append(row + " |")
     return "\n".join(lines)
 
@@ -127,16 +127,18 @@ def main(out):
         if fan:
             cols.append((f"apura, 1 gateway ({len(fan)} runs)", fan))
         if nch:
-            cols.append((f"nginx+nchan ({len(nch)} runs)", nch))
+            cols.append((f"nginx+nchan, stamped per message ({len(nch)} runs)", nch))
         parts.append(f"## Fan-out, {subs:,} subscribers, one server process (medians)\n\n" + table(cols))
 
-    a50, n50 = reports("apura-50k.json"), reports("nchan-50k.json")
+    a50, n50, c50 = reports("apura-50k.json"), reports("nchan-50k.json"), reports("nchan-50k-cycle.json")
     if a50 or n50:
         cols = []
         if a50:
             cols.append((f"apura, {len(dig(a50[0], 'server', 'pids') or [])} gateways", a50))
         if n50:
-            cols.append(("nginx+nchan (master+workers)", n50))
+            cols.append(("nginx+nchan, stamped per message", n50))
+        if c50:
+            cols.append(("nginx+nchan, stamped per cycle", c50))
         subs = dig((a50 or n50)[0], "config", "sse") + dig((a50 or n50)[0], "config", "ws")
         parts.append(f"## Fan-out at {subs:,} subscribers (acceptance 4)\n\n" + table(cols))
 

@@ -232,7 +232,7 @@ pub fn svg(r: &Value) -> String {
     let cpu = col(tl, "server_cpu_percent");
     let ccpu = col(tl, "client_cpu_percent");
     let dy = Axis { min: 0.0, max: max_of(&[&del]).max(1.0) * 1.1, log: false, label: "deliveries / s".into() };
-    let cy = Axis { min: 0.0, max: max_of(&[&cpu, &ccpu]).max(100.0) * 1.1, log: false, label: "server CPU %".into() };
+    let cy = Axis { min: 0.0, max: max_of(&[&cpu, &ccpu]).max(100.0) * 1.1, log: false, label: "CPU % (100 = one core)".into() };
     let y3 = TOP + 2.0 * (PANEL_H + GAP);
     let title3 = format!(
         "Deliveries per second (hold mean {} /s), CPU of server and load generator (100 = one core)",
