@@ -7,6 +7,8 @@
 #   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
 #              (nchan twice: published_at stamped per message, and per cycle)
 #   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
+#   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
+#              $SUBS subscribers on one gateway; GATEWAY_ENV="MALLOC_ARENA_MAX=1" tries settings
 #
 # The stack: `apura simulate` (a new feed file every $SIM_INTERVAL), `apura ingest --redis` as
 # the only leader, Redis on its own port, `apura gateway --redis --reuse-port` processes, and
@@ -51,6 +53,7 @@ STATIC_PORT=$((PORT_BASE + 90))
 NCHAN_PORT=$((PORT_BASE + 91))
 OUT="${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 APURA="${APURA:-}"
+GATEWAY_ENV="${GATEWAY_ENV:-}"          # extra environment of the gateways, e.g. TOKIO_WORKER_THREADS=1
 HOT_DOC="/cities/mayors-sp-sao-paulo.json"
 
 mkdir -p "$OUT/logs"
@@ -142,6 +145,11 @@ start_stack() {
         --municipalities "http://127.0.0.1:$SIM_PORT/municipalities.json" \
         --interval 1s "${extra[@]}"
     STACK_PIDS+=("$LAST_PID")
+    # Gateways start once the first cycle is in Redis, so each loads every document at start.
+    for _ in $(seq 300); do
+        [ "$(redis-cli -p "$REDIS_PORT" hlen apura:topics 2>/dev/null || echo 0)" -gt 0 ] && break
+        sleep 0.2
+    done
 }
 
 stop_stack() {
@@ -155,7 +163,8 @@ start_gateways() {
     local n=$1 i
     GW_PIDS=()
     for i in $(seq "$n"); do
-        start "gateway-$i" "$APURA" gateway --redis "redis://127.0.0.1:$REDIS_PORT/0" \
+        # shellcheck disable=SC2086 # GATEWAY_ENV is a list of NAME=VALUE words
+        start "gateway-$i" env $GATEWAY_ENV "$APURA" gateway --redis "redis://127.0.0.1:$REDIS_PORT/0" \
             --listen "127.0.0.1:$GW_PORT" --reuse-port --web-dir "$OUT/no-web"
         GW_PIDS+=("$LAST_PID")
     done
@@ -163,7 +172,8 @@ start_gateways() {
     # Every process must hold the documents before clients come: ask each through its own log.
     for i in $(seq "$n"); do
         for _ in $(seq 300); do
-            grep -q "snapshots loaded" "$OUT/logs/gateway-$i.log" 2>/dev/null && break
+            sed 's/\x1b\[[0-9;]*m//g' "$OUT/logs/gateway-$i.log" 2>/dev/null |
+                grep -q "snapshots loaded documents=[1-9]" && break
             sleep 0.2
         done
     done
@@ -202,12 +212,19 @@ workers_for() { echo $((($1 + PER_WORKER - 1) / PER_WORKER)); }
 # load LABEL TARGET SUBS RATE HOLD WATCH [extra apura-load flags...]
 load() {
     local label=$1 target=$2 subs=$3 rate=$4 hold=$5 watch=$6
+    local sse=${LOAD_SSE:-$((subs / 2))} ws=${LOAD_WS:-$((subs - subs / 2))}
     shift 6
     log "$label: $subs subscribers on $target"
-    "$LOAD" run --target "$target" --sse $((subs / 2)) --ws $((subs - subs / 2)) \
+    # In the background and waited for, so that an interrupted bench stops it too (its workers
+    # exit when it does).
+    "$LOAD" run --target "$target" --sse "$sse" --ws "$ws" \
         --workers "$(workers_for "$subs")" --connect-rate "$rate" --hold "$hold" \
         --max-duration 9m --sources "$SOURCES" --watch-pid "$watch" \
-        --label "$label" --out "$OUT/$label.json" "$@" 2>>"$OUT/logs/$label.log" | tee -a "$OUT/logs/$label.log"
+        --label "$label" --out "$OUT/$label.json" "$@" >"$OUT/logs/$label.out" 2>>"$OUT/logs/$label.log" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    wait "$LAST_PID" || log "$label: apura-load exited with status $?"
+    cat "$OUT/logs/$label.out"
 }
 
 phase_get() {
@@ -299,6 +316,16 @@ phase_compare50k() {
     nchan_run "nchan-50k-cycle" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" cycle
 }
 
+phase_kinds() {
+    start_stack "$SIM_INTERVAL"
+    start_gateways 1
+    LOAD_SSE=$SUBS LOAD_WS=0 load "sse-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+    stop_gateways
+    start_gateways 1
+    LOAD_SSE=0 LOAD_WS=$SUBS load "ws-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+    stop_stack
+}
+
 phase_scale() {
     start_stack "$SIM_INTERVAL"
     start_gateways "$SCALE_GATEWAYS"
@@ -317,7 +344,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL FULL_FEED=$FULL_FEED"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do

@@ -64,7 +64,9 @@ METRICS = [
     ("server PSS KiB / connection", ("server", "pss_kib_per_connection"), "", True),
     ("server CPU % during ramp", ("server", "cpu_percent_ramp"), "", True),
     ("server CPU % during hold", ("server", "cpu_percent_hold"), "", True),
+    ("server CPU µs per delivery (hold)", ("server", "cpu_us_per_delivery_hold"), "", True),
     ("load generator CPU % during hold", ("client", "cpu_percent_hold"), "", True),
+    ("load generator CPU µs per delivery (hold)", ("client", "cpu_us_per_delivery_hold"), "", True),
 ]
 
 
@@ -141,6 +143,11 @@ def main(out):
             cols.append(("nginx+nchan, stamped per cycle", c50))
         subs = dig((a50 or n50)[0], "config", "sse") + dig((a50 or n50)[0], "config", "ws")
         parts.append(f"## Fan-out at {subs:,} subscribers (acceptance 4)\n\n" + table(cols))
+
+    so, wo = reports("sse-only.json"), reports("ws-only.json")
+    if so or wo:
+        cols = [(n, r) for n, r in (("SSE only", so), ("WebSocket only", wo)) if r]
+        parts.append("## Memory and cost by stream kind, one gateway\n\n" + table(cols))
 
     sc = reports("scale.json")
     if sc:

@@ -275,6 +275,11 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
                 _ => 0.0,
             }
         };
+        // CPU time per delivery in the hold: the cost of fan-out, comparable across servers.
+        let cpu_s_hold = match (m.sample_at(m.ramp_done_us), m.sample_at(m.end_us)) {
+            (Some(a), Some(b)) => b.cpu_s - a.cpu_s,
+            _ => 0.0,
+        };
         let per_conn = |v: u64, base: u64| ((v.saturating_sub(base)) as f64 / open_then as f64 * 100.0).round() / 100.0;
         json!({
             "pids": args.watch_pid,
@@ -292,6 +297,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "pss_kib_per_connection_over_baseline": per_conn(at.pss_kib, m.baseline.pss_kib),
             "cpu_percent_ramp": (cpu(m.ramp_started_us, m.ramp_done_us) * 10.0).round() / 10.0,
             "cpu_percent_hold": (cpu(m.ramp_done_us, m.end_us) * 10.0).round() / 10.0,
+            "cpu_us_per_delivery_hold": (cpu_s_hold * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
             "peak_open_second": peak_sec,
             "peak_open": peak_open,
         })
@@ -335,6 +341,10 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
         "workers": m.client_samples.last().map(|s| s.1.alive),
         "cpu_percent_ramp": m.client_cpu(m.ramp_started_us, m.ramp_done_us),
         "cpu_percent_hold": m.client_cpu(m.ramp_done_us, m.end_us),
+        "cpu_us_per_delivery_hold": match (nearest(&m.client_samples, m.ramp_done_us), nearest(&m.client_samples, m.end_us)) {
+            (Some(a), Some(b)) => ((b.cpu_s - a.cpu_s) * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
+            _ => 0.0,
+        },
         "rss_mib_peak": m.client_samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0) / 1024,
     });
     let get_secs = m.end_us.saturating_sub(m.ramp_done_us) as f64 / 1e6;
@@ -448,10 +458,10 @@ pub fn summary(r: &Value) -> String {
     );
     if !s.is_null() {
         out += &format!(
-            "  server: RSS {} MiB (baseline {} MiB) = {} KiB/conn ({} over baseline); PSS {} KiB/conn; CPU ramp {} % hold {} %\n",
+            "  server: RSS {} MiB (baseline {} MiB) = {} KiB/conn ({} over baseline); PSS {} KiB/conn; CPU ramp {} % hold {} %, {} µs per delivery\n",
             s["rss_mib_hold"], s["rss_mib_baseline"], s["rss_kib_per_connection"],
             s["rss_kib_per_connection_over_baseline"], s["pss_kib_per_connection"],
-            s["cpu_percent_ramp"], s["cpu_percent_hold"],
+            s["cpu_percent_ramp"], s["cpu_percent_hold"], s["cpu_us_per_delivery_hold"],
         );
     }
     out += &format!(

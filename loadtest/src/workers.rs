@@ -176,7 +176,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
             .arg(i.to_string())
             .arg("--worker-topics")
             .arg(&topics_path)
-            .stdin(Stdio::null())
+            // The worker reads its stdin until end of file: when this process dies, however it
+            // dies, the pipe closes and the worker exits instead of holding its connections.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().with_context(|| format!("starting worker {i}"))?;
@@ -317,6 +319,13 @@ fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<String>
 /// A worker process: its share of everything, on a single-threaded runtime (the parallelism is
 /// the processes).
 fn worker_main(args: RunArgs, id: usize) -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+        eprintln!("apura-load worker: parent gone; exiting");
+        std::process::exit(3);
+    });
     let topics_path = args.worker_topics.clone().context("worker without --worker-topics")?;
     let text = std::fs::read_to_string(&topics_path).context("reading the topic list")?;
     let topics: Vec<String> = text.lines().map(String::from).collect();
