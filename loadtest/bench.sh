@@ -35,7 +35,8 @@ C50_HOLD="${C50_HOLD:-60s}"
 SCALE_SUBS="${SCALE_SUBS:-200000}"
 SCALE_GATEWAYS="${SCALE_GATEWAYS:-12}" # ~16,700 connections each, under 20,000 open files
 SCALE_HOLD="${SCALE_HOLD:-300s}"
-SCALE_RATE="${SCALE_RATE:-3000}"
+SCALE_RATE="${SCALE_RATE:-1500}"
+SCALE_INTERVAL="${SCALE_INTERVAL:-15s}" # 200,000 deliveries per cycle cost ~5 CPU-s here: not every 5 s
 SIM_INTERVAL="${SIM_INTERVAL:-5s}"     # a cycle changing every mayor topic every 5 s
 SIM_DURATION="${SIM_DURATION:-2h}"     # the count never finishes during a bench
 FULL_FEED="${FULL_FEED:-0}"            # 1: ingest councillors too (a 30-60 MB file per cycle)
@@ -219,7 +220,7 @@ load() {
     # exit when it does).
     "$LOAD" run --target "$target" --sse "$sse" --ws "$ws" \
         --workers "$(workers_for "$subs")" --connect-rate "$rate" --hold "$hold" \
-        --max-duration 9m --sources "$SOURCES" --watch-pid "$watch" \
+        --max-duration 9m --sources "$SOURCES" --watch-pid "$watch" --handshake-timeout 30s \
         --label "$label" --out "$OUT/$label.json" "$@" >"$OUT/logs/$label.out" 2>>"$OUT/logs/$label.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
@@ -327,7 +328,7 @@ phase_kinds() {
 }
 
 phase_scale() {
-    start_stack "$SIM_INTERVAL"
+    start_stack "$SCALE_INTERVAL"
     start_gateways "$SCALE_GATEWAYS"
     load "scale" "127.0.0.1:$GW_PORT" "$SCALE_SUBS" "$SCALE_RATE" "$SCALE_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
     stop_stack
@@ -338,7 +339,7 @@ phase_scale() {
 build
 {
     echo "date: $(date -u +%FT%TZ)"
-    echo "apura: $APURA ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "apura: $APURA ($("$APURA" --version 2>/dev/null || echo '?'); bench checkout $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "cpu: $(nproc) x $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     echo "kernel: $(uname -r); open files: $(ulimit -n)"

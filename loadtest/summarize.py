@@ -4,6 +4,7 @@
 Usage: summarize.py RESULTS_DIR
 """
 import glob
+import re
 import json
 import os
 import statistics
@@ -47,7 +48,11 @@ METRICS = [
     ("subscribers established", ("connections", "established"), "", False),
     ("connect rate achieved /s", ("connections", "connect_rate_achieved"), "", False),
     ("errors (all kinds)", ("errors", "total"), "", True),
-    ("unexpected disconnects", ("errors", "unexpected_close"), "", True),
+    ("streams closed by the server (clean close)", ("errors", "unexpected_close"), "", True),
+    ("streams broken (read/write error, reset)", ("errors", "io_errors"), "", True),
+    ("connects failed or timed out", ("errors", "connect_failed"), "", True),
+    ("peak open subscribers", ("connections", "peak_open"), "", False),
+    ("mean handshake ms", ("connections", "handshake_ms_mean"), "", True),
     ("fan-out p50 ms", ("fanout", "latency_ms_hold_cycles", "p50"), "", True),
     ("fan-out p90 ms", ("fanout", "latency_ms_hold_cycles", "p90"), "", True),
     ("fan-out p99 ms", ("fanout", "latency_ms_hold_cycles", "p99"), "", True),
@@ -122,7 +127,7 @@ def main(out):
     def reports(pattern):
         return [load(p) for p in sorted(glob.glob(os.path.join(out, pattern)))]
 
-    fan, nch = reports("fanout-*.json"), reports("nchan-[0-9]*.json")
+    fan, nch = reports("fanout-*.json"), [r for r in reports("nchan-*.json") if re.fullmatch(r"nchan-\d+", r.get("label", ""))]
     if fan or nch:
         subs = dig((fan or nch)[0], "config", "sse") + dig((fan or nch)[0], "config", "ws")
         cols = []

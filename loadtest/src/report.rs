@@ -199,15 +199,15 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
     let c = &m.counters;
     let ramp_s = m.ramp_done_us.saturating_sub(m.ramp_started_us) as f64 / 1e6;
-    // Cycles of the hold: published once every worker had ramped, early enough (2 s before
-    // the stop) for their deliveries to finish.
+    // Cycles of the hold: published once every worker had ramped, early enough (5 s, a cycle
+    // interval of the bench, before the stop) for their deliveries to finish.
     let hold_cycles: Vec<(&i64, &CycleM)> = m
         .cycles
         .values()
         .map(|c| (&c.published_at, c))
         .filter(|(p, _)| {
             let p_us = (**p).max(0) as u64 * 1_000;
-            p_us >= m.ramp_done_us && p_us + 2_000_000 <= m.end_us
+            p_us >= m.ramp_done_us && p_us + 5_000_000 <= m.end_us
         })
         .collect();
     let mut hold_hist = hist();
