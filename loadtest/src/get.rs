@@ -28,7 +28,10 @@ pub struct Head {
 }
 
 /// Read more bytes into `buf`, at least [`READ_CHUNK`] of room; `Ok(0)` at end of stream.
-pub async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+pub async fn read_more<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
     buf.reserve(READ_CHUNK);
     r.read_buf(buf).await
 }
@@ -60,12 +63,16 @@ pub fn parse_head(raw: &[u8]) -> anyhow::Result<Head> {
         bail!("not an HTTP/1.x response: {status_line:?}");
     }
     let mut head = Head {
-        status: status.parse().with_context(|| format!("status line {status_line:?}"))?,
+        status: status
+            .parse()
+            .with_context(|| format!("status line {status_line:?}"))?,
         close: version == "HTTP/1.0",
         ..Head::default()
     };
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value.to_ascii_lowercase().contains("chunked");
@@ -111,12 +118,19 @@ impl Dechunk {
                         return Ok(pos);
                     };
                     let line = &input[pos..pos + nl];
-                    let hex = line.split(|&b| b == b';' || b == b'\r').next().unwrap_or(b"");
+                    let hex = line
+                        .split(|&b| b == b';' || b == b'\r')
+                        .next()
+                        .unwrap_or(b"");
                     let hex = std::str::from_utf8(hex).context("chunk size")?.trim();
                     let n = usize::from_str_radix(hex, 16)
                         .with_context(|| format!("chunk size {hex:?}"))?;
                     pos += nl + 1;
-                    self.state = if n == 0 { ChunkState::Done } else { ChunkState::Data(n) };
+                    self.state = if n == 0 {
+                        ChunkState::Done
+                    } else {
+                        ChunkState::Data(n)
+                    };
                 }
                 ChunkState::Data(n) => {
                     let take = n.min(input.len() - pos);
@@ -200,9 +214,12 @@ pub async fn read_body<R: AsyncRead + Unpin>(
 
 /// One GET with `Connection: close`, from 127.0.0.1.
 pub async fn fetch(target: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(target))
-        .await
-        .context("connect timed out")??;
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    .context("connect timed out")??;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
@@ -252,7 +269,10 @@ pub async fn poller(shared: Arc<Shared>, id: usize, period: Option<Duration>) {
                 .get(&topic)
                 .map(|e| format!("If-None-Match: {e}\r\n"))
                 .unwrap_or_default();
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{inm}\r\n", shared.target);
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\n{inm}\r\n",
+                shared.target
+            );
             let started = now_us();
             let res = async {
                 s.write_all(req.as_bytes()).await?;

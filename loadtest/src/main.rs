@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Open subscribers (and GET pollers), hold them, report latency, errors and memory.
-    Run(workers::RunArgs),
+    Run(Box<workers::RunArgs>),
     /// Publish every topic's document to an nchan publisher location every interval.
     Publish(publish::PublishArgs),
     /// Redraw the SVG plot from a JSON report written by `run`.
@@ -44,7 +44,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => workers::main(args),
+        Command::Run(args) => workers::main(*args),
         Command::Publish(args) => publish::main(args),
         Command::Plot(args) => plot::main(args),
     };

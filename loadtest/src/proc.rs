@@ -19,7 +19,9 @@ pub struct Sample {
     pub alive: usize,
 }
 
-pub fn sample(pids: &[u32]) -> Sample {
+/// Sum over `pids`; PSS only when `pss` (reading `smaps_rollup` walks the page tables of the
+/// process, which for a multi-GiB server takes a while and contends with its own page faults).
+pub fn sample(pids: &[u32], pss: bool) -> Sample {
     let mut s = Sample::default();
     for &pid in pids {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -27,7 +29,7 @@ pub fn sample(pids: &[u32]) -> Sample {
         };
         s.alive += 1;
         s.rss_kib += field_kib(&status, "VmRSS:");
-        if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        if pss && let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
             s.pss_kib += field_kib(&rollup, "Pss:");
         }
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -66,7 +68,7 @@ mod tests {
 
     #[test]
     fn own_process_is_sampled() {
-        let s = sample(&[std::process::id()]);
+        let s = sample(&[std::process::id()], true);
         assert_eq!(s.alive, 1);
         assert!(s.rss_kib > 0);
     }

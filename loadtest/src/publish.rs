@@ -79,7 +79,11 @@ enum Slot {
 /// The span of the number after the first `key` of `doc`.
 fn number_span(doc: &[u8], key: &[u8]) -> Option<(usize, usize)> {
     let at = memchr::memmem::find(doc, key)? + key.len();
-    let end = at + doc[at..].iter().position(|b| !b.is_ascii_digit()).unwrap_or(doc.len() - at);
+    let end = at
+        + doc[at..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(doc.len() - at);
     Some((at, end))
 }
 
@@ -123,7 +127,9 @@ impl Template {
 }
 
 pub fn main(args: PublishArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(args))
 }
 
@@ -138,14 +144,21 @@ async fn run(args: PublishArgs) -> anyhow::Result<()> {
         for (t, body) in &docs {
             std::fs::write(dir.join(format!("{t}.json")), body)?;
         }
-        eprintln!("publish: saved {} documents to {}", docs.len(), dir.display());
+        eprintln!(
+            "publish: saved {} documents to {}",
+            docs.len(),
+            dir.display()
+        );
     }
     let mut templates = Vec::with_capacity(docs.len());
     for (t, body) in docs {
         templates.push(Template::new(t, &body)?);
     }
     anyhow::ensure!(!templates.is_empty(), "no documents to publish");
-    let bytes: usize = templates.iter().map(|t| t.body(1, now_us() / 1_000).len()).sum();
+    let bytes: usize = templates
+        .iter()
+        .map(|t| t.body(1, now_us() / 1_000).len())
+        .sum();
     eprintln!(
         "publish: {} documents, {} bytes on average, every {:?} for {:?}, published_at stamped per {:?}",
         templates.len(),
@@ -177,7 +190,17 @@ async fn run(args: PublishArgs) -> anyhow::Result<()> {
             let step = args.conns;
             let stamp = args.stamp;
             set.spawn(async move {
-                publish_slice(target, &path, &templates, c, step, cycle, published_at, stamp).await
+                publish_slice(
+                    target,
+                    &path,
+                    &templates,
+                    c,
+                    step,
+                    cycle,
+                    published_at,
+                    stamp,
+                )
+                .await
             });
         }
         let mut errors = 0usize;
@@ -273,7 +296,11 @@ mod tests {
 
     #[test]
     fn template_replaces_published_at() {
-        let t = Template::new("t".into(), br#"{"version":3,"published_at":1795629793012,"x":1}"#).unwrap();
+        let t = Template::new(
+            "t".into(),
+            br#"{"version":3,"published_at":1795629793012,"x":1}"#,
+        )
+        .unwrap();
         assert_eq!(t.body(9, 42), br#"{"version":9,"published_at":42,"x":1}"#);
         let t = Template::new("t".into(), br#"{"published_at":1,"a":{"version":3}}"#).unwrap();
         assert_eq!(t.body(12, 7), br#"{"published_at":7,"a":{"version":12}}"#);

@@ -118,7 +118,8 @@ impl Merged {
         }
         for r in reports {
             // Open-connection samples are carried forward over seconds a worker did not sample.
-            let by_t: BTreeMap<u64, &crate::stats::SecondReport> = r.seconds.iter().map(|s| (s.t, s)).collect();
+            let by_t: BTreeMap<u64, &crate::stats::SecondReport> =
+                r.seconds.iter().map(|s| (s.t, s)).collect();
             let mut last_open = 0;
             for t in t_min..=t_max {
                 let e = m.seconds.get_mut(&t).expect("filled above");
@@ -152,7 +153,10 @@ impl Merged {
 
     /// CPU of the load generator's workers between two times, percent of one core.
     fn client_cpu(&self, from: u64, to: u64) -> f64 {
-        match (nearest(&self.client_samples, from), nearest(&self.client_samples, to)) {
+        match (
+            nearest(&self.client_samples, from),
+            nearest(&self.client_samples, to),
+        ) {
             (Some(a), Some(b)) if to > from => {
                 ((b.cpu_s - a.cpu_s) / ((to - from) as f64 / 1e6) * 1000.0).round() / 10.0
             }
@@ -212,7 +216,8 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
         .collect();
     let mut hold_hist = hist();
     let mut cycles = Vec::new();
-    let (mut p99s, mut p50s, mut p90s, mut maxs, mut coverages) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut p99s, mut p50s, mut p90s, mut maxs, mut coverages) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut firsts = vec![];
     for (p, cy) in &hold_cycles {
         hold_hist.add(&cy.latency).expect("same bounds");
@@ -241,7 +246,11 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
         }));
         firsts.push(ms(cy.first_rx_us.saturating_sub(**p as u64 * 1_000)));
     }
-    let worst = |v: &Vec<f64>| v.iter().cloned().fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+    let worst = |v: &Vec<f64>| {
+        v.iter()
+            .cloned()
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+    };
     let hold_secs: Vec<&SecondM> = m
         .seconds
         .iter()
@@ -264,14 +273,26 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
         let (peak_sec, peak_open) = peak_t.unwrap_or((0, 0));
         // Memory at the end of the hold (1 s before the stop): every connection open and past
         // at least one update.
-        let at = m.sample_at(m.end_us.saturating_sub(1_000_000)).unwrap_or_default();
+        let at = m
+            .sample_at(m.end_us.saturating_sub(1_000_000))
+            .unwrap_or_default();
+        // PSS is sampled less often: the nearest sample that has it.
+        let with_pss: Vec<(u64, Sample)> = m
+            .samples
+            .iter()
+            .filter(|s| s.1.pss_kib > 0)
+            .cloned()
+            .collect();
+        let at_pss = nearest(&with_pss, m.end_us.saturating_sub(1_000_000)).unwrap_or_default();
         let open_then = m.open_at(m.end_us.saturating_sub(1_000_000)).max(1);
         let rss_peak = m.samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0);
         let pss_peak = m.samples.iter().map(|s| s.1.pss_kib).max().unwrap_or(0);
         let cpu = |from: u64, to: u64| {
             let (a, b) = (m.sample_at(from), m.sample_at(to));
             match (a, b) {
-                (Some(a), Some(b)) if to > from => (b.cpu_s - a.cpu_s) / ((to - from) as f64 / 1e6) * 100.0,
+                (Some(a), Some(b)) if to > from => {
+                    (b.cpu_s - a.cpu_s) / ((to - from) as f64 / 1e6) * 100.0
+                }
                 _ => 0.0,
             }
         };
@@ -280,7 +301,9 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             (Some(a), Some(b)) => b.cpu_s - a.cpu_s,
             _ => 0.0,
         };
-        let per_conn = |v: u64, base: u64| ((v.saturating_sub(base)) as f64 / open_then as f64 * 100.0).round() / 100.0;
+        let per_conn = |v: u64, base: u64| {
+            ((v.saturating_sub(base)) as f64 / open_then as f64 * 100.0).round() / 100.0
+        };
         json!({
             "pids": args.watch_pid,
             "alive_at_end": m.samples.last().map(|s| s.1.alive),
@@ -288,13 +311,13 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "rss_mib_hold": at.rss_kib / 1024,
             "rss_mib_peak": rss_peak / 1024,
             "pss_mib_baseline": m.baseline.pss_kib / 1024,
-            "pss_mib_hold": at.pss_kib / 1024,
+            "pss_mib_hold": at_pss.pss_kib / 1024,
             "pss_mib_peak": pss_peak / 1024,
             "open_at_hold_sample": open_then,
             "rss_kib_per_connection": per_conn(at.rss_kib, 0),
             "rss_kib_per_connection_over_baseline": per_conn(at.rss_kib, m.baseline.rss_kib),
-            "pss_kib_per_connection": per_conn(at.pss_kib, 0),
-            "pss_kib_per_connection_over_baseline": per_conn(at.pss_kib, m.baseline.pss_kib),
+            "pss_kib_per_connection": per_conn(at_pss.pss_kib, 0),
+            "pss_kib_per_connection_over_baseline": per_conn(at_pss.pss_kib, m.baseline.pss_kib),
             "cpu_percent_ramp": (cpu(m.ramp_started_us, m.ramp_done_us) * 10.0).round() / 10.0,
             "cpu_percent_hold": (cpu(m.ramp_done_us, m.end_us) * 10.0).round() / 10.0,
             "cpu_us_per_delivery_hold": (cpu_s_hold * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
@@ -308,7 +331,9 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
     for (t, s) in &m.seconds {
         let sample = m.sample_at(*t * 1_000_000 + 500_000);
         let cpu_pct = match (prev, sample) {
-            (Some((pt, a)), Some(b)) if *t > pt => ((b.cpu_s - a.cpu_s) / (*t - pt) as f64 * 1000.0).round() / 10.0,
+            (Some((pt, a)), Some(b)) if *t > pt => {
+                ((b.cpu_s - a.cpu_s) / (*t - pt) as f64 * 1000.0).round() / 10.0
+            }
             _ => 0.0,
         };
         if let Some(b) = sample {
@@ -329,7 +354,9 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
         }
         if let (Some(b), false) = (sample, args.watch_pid.is_empty()) {
             row["server_rss_mib"] = json!(b.rss_kib / 1024);
-            row["server_pss_mib"] = json!(b.pss_kib / 1024);
+            if b.pss_kib > 0 {
+                row["server_pss_mib"] = json!(b.pss_kib / 1024);
+            }
             row["server_cpu_percent"] = json!(cpu_pct);
         }
         let c0 = m.client_cpu(*t * 1_000_000 - 500_000, *t * 1_000_000 + 500_000);
@@ -444,9 +471,15 @@ pub fn summary(r: &Value) -> String {
     );
     out += &format!(
         "  fan-out over {} hold cycles: p50 {} ms  p90 {} ms  p99 {} ms  max {} ms  (per-cycle p99 median {} worst {}; first delivery median {} ms; min coverage {})\n",
-        f["hold_cycles"], l["p50"], l["p90"], l["p99"], l["max"],
-        f["per_cycle_median"]["p99"], f["per_cycle_worst"]["p99"],
-        f["per_cycle_median"]["first_delivery"], f["coverage_min"],
+        f["hold_cycles"],
+        l["p50"],
+        l["p90"],
+        l["p99"],
+        l["max"],
+        f["per_cycle_median"]["p99"],
+        f["per_cycle_worst"]["p99"],
+        f["per_cycle_median"]["first_delivery"],
+        f["coverage_min"],
     );
     out += &format!(
         "  deliveries {} updates ({} /s mean in hold, peak {} /s), {} snapshots, {} heartbeats\n",
@@ -459,20 +492,30 @@ pub fn summary(r: &Value) -> String {
     if !s.is_null() {
         out += &format!(
             "  server: RSS {} MiB (baseline {} MiB) = {} KiB/conn ({} over baseline); PSS {} KiB/conn; CPU ramp {} % hold {} %, {} µs per delivery\n",
-            s["rss_mib_hold"], s["rss_mib_baseline"], s["rss_kib_per_connection"],
-            s["rss_kib_per_connection_over_baseline"], s["pss_kib_per_connection"],
-            s["cpu_percent_ramp"], s["cpu_percent_hold"], s["cpu_us_per_delivery_hold"],
+            s["rss_mib_hold"],
+            s["rss_mib_baseline"],
+            s["rss_kib_per_connection"],
+            s["rss_kib_per_connection_over_baseline"],
+            s["pss_kib_per_connection"],
+            s["cpu_percent_ramp"],
+            s["cpu_percent_hold"],
+            s["cpu_us_per_delivery_hold"],
         );
     }
     out += &format!(
         "  load generator: CPU ramp {} % hold {} % (100 % = one core), RSS peak {} MiB\n",
-        r["client"]["cpu_percent_ramp"], r["client"]["cpu_percent_hold"], r["client"]["rss_mib_peak"],
+        r["client"]["cpu_percent_ramp"],
+        r["client"]["cpu_percent_hold"],
+        r["client"]["rss_mib_peak"],
     );
     if r["get"]["ok"].as_u64().unwrap_or(0) + r["get"]["not_modified"].as_u64().unwrap_or(0) > 0 {
         out += &format!(
             "  GET: {} ok, {} not modified, {} errors, {} req/s, latency {}\n",
-            r["get"]["ok"], r["get"]["not_modified"], r["get"]["errors"],
-            r["get"]["requests_per_second"], r["get"]["latency_ms"],
+            r["get"]["ok"],
+            r["get"]["not_modified"],
+            r["get"]["errors"],
+            r["get"]["requests_per_second"],
+            r["get"]["latency_ms"],
         );
     }
     out

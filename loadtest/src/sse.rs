@@ -21,7 +21,10 @@ fn scan_number(doc: &[u8], finder: &memmem::Finder<'_>) -> Option<i64> {
     let rest = &doc[at..];
     let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     let digits = &rest[start..];
-    let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
@@ -101,7 +104,9 @@ impl Parser {
 
 /// One SSE subscriber: connect, subscribe to `topic`, read until stopped.
 pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
-    let path = shared.sse_path.replace("{topic}", &shared.topics[sub.topic]);
+    let path = shared
+        .sse_path
+        .replace("{topic}", &shared.topics[sub.topic]);
     let target = shared.target;
     let handshake = async {
         let started = now_us();
@@ -112,9 +117,13 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
         );
         use tokio::io::AsyncWriteExt;
-        s.write_all(req.as_bytes()).await.map_err(|_| Failure::Handshake)?;
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|_| Failure::Handshake)?;
         let mut raw = Vec::with_capacity(READ_CHUNK);
-        let head = read_head(&mut s, &mut raw).await.map_err(|_| Failure::Handshake)?;
+        let head = read_head(&mut s, &mut raw)
+            .await
+            .map_err(|_| Failure::Handshake)?;
         if head.status != 200 {
             return Err(Failure::Handshake);
         }
@@ -148,7 +157,9 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         } else {
             &mut raw
         };
-        parser.parse(buf, |ev| shared.event(Stream::Sse, ev, connected_us, received_at));
+        parser.parse(buf, |ev| {
+            shared.event(Stream::Sse, ev, connected_us, received_at)
+        });
         if chunked && dechunk.done() {
             shared.closed_by_server(&stop);
             break;
@@ -211,9 +222,17 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Event::Doc { snapshot: true, published_at: Some(10), version: None },
+                Event::Doc {
+                    snapshot: true,
+                    published_at: Some(10),
+                    version: None
+                },
                 Event::Heartbeat,
-                Event::Doc { snapshot: false, published_at: Some(20), version: Some(5) },
+                Event::Doc {
+                    snapshot: false,
+                    published_at: Some(20),
+                    version: Some(5)
+                },
             ]
         );
     }

@@ -191,8 +191,16 @@ impl Recorder {
     }
 
     /// A document published at `published_at_ms` arrived at `now_us`.
-    pub fn update(&mut self, stream: Stream, published_at_ms: i64, version: Option<u64>, now_us: u64) {
-        let lat = now_us.saturating_sub((published_at_ms.max(0) as u64) * 1_000).max(1);
+    pub fn update(
+        &mut self,
+        stream: Stream,
+        published_at_ms: i64,
+        version: Option<u64>,
+        now_us: u64,
+    ) {
+        let lat = now_us
+            .saturating_sub((published_at_ms.max(0) as u64) * 1_000)
+            .max(1);
         self.counters.updates += 1;
         match stream {
             Stream::Sse => self.counters.updates_sse += 1,

@@ -24,7 +24,11 @@ struct IndexCity {
 }
 
 /// Topic names from the gateway's index whose name starts with `prefix`, capitals first.
-pub async fn from_index(target: SocketAddr, path: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+pub async fn from_index(
+    target: SocketAddr,
+    path: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
     let (status, body) = crate::get::fetch(target, path)
         .await
         .with_context(|| format!("GET {path} from {target}"))?;
@@ -36,7 +40,10 @@ pub async fn from_index(target: SocketAddr, path: &str, prefix: &str) -> anyhow:
         list.extend(c.topics.into_iter().filter(|t| t.starts_with(prefix)));
     }
     capitals.extend(rest);
-    anyhow::ensure!(!capitals.is_empty(), "no topic starts with {prefix:?} in {path}");
+    anyhow::ensure!(
+        !capitals.is_empty(),
+        "no topic starts with {prefix:?} in {path}"
+    );
     Ok(capitals)
 }
 
@@ -60,7 +67,11 @@ impl Sampler {
             acc += 1.0 / (r as f64).powf(s);
             cdf.push(acc);
         }
-        let hot_share = if ranked.is_empty() { 1.0 } else { hot_share.clamp(0.0, 1.0) };
+        let hot_share = if ranked.is_empty() {
+            1.0
+        } else {
+            hot_share.clamp(0.0, 1.0)
+        };
         Sampler {
             hot,
             hot_share,
@@ -74,7 +85,10 @@ impl Sampler {
             return self.hot;
         }
         let x = rng.random::<f64>() * self.cdf[self.cdf.len() - 1];
-        let i = self.cdf.partition_point(|&c| c < x).min(self.ranked.len() - 1);
+        let i = self
+            .cdf
+            .partition_point(|&c| c < x)
+            .min(self.ranked.len() - 1);
         self.ranked[i]
     }
 }

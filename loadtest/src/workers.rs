@@ -6,19 +6,24 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::net::{parse_sources, parse_target, share};
+use crate::proc::Sample;
 use crate::report::{self, Merged};
 use crate::stats::{Line, Progress, Recorder, now_us};
 use crate::topics::Sampler;
 use crate::worker::{self, Shared, WorkerPlan};
+
+/// Samples of the server and of the workers, in time order.
+type Sampled = (Vec<(u64, Sample)>, Vec<(u64, Sample)>);
 
 /// Most subscribers one worker may hold: the process limit is 20,000 open files, and a worker
 /// also needs descriptors for its runtime, pipes and GET pollers.
@@ -63,7 +68,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "/ws")]
     pub ws_path: String,
     /// Text message sent once the WebSocket is open (`{topic}` replaced); empty sends none.
-    #[arg(long, default_value = r#"{"type":"subscribe","topics":["{topic}"],"since":0}"#)]
+    #[arg(
+        long,
+        default_value = r#"{"type":"subscribe","topics":["{topic}"],"since":0}"#
+    )]
     pub ws_subscribe: String,
     /// GET path of the pollers; `{topic}` is replaced by the topic.
     #[arg(long, default_value = "/cities/{topic}.json")]
@@ -160,12 +168,16 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let topics = load_topics(&args, target)?;
     let hot = topics.iter().position(|t| *t == args.hot_topic);
     if hot.is_none() {
-        eprintln!("note: hot topic {:?} not among the topics; using the first", args.hot_topic);
+        eprintln!(
+            "note: hot topic {:?} not among the topics; using the first",
+            args.hot_topic
+        );
     }
-    let topics_path = std::env::temp_dir().join(format!("apura-load-{}-topics.txt", std::process::id()));
+    let topics_path =
+        std::env::temp_dir().join(format!("apura-load-{}-topics.txt", std::process::id()));
     std::fs::write(&topics_path, topics.join("\n")).context("writing the topic list")?;
 
-    let baseline = crate::proc::sample(&args.watch_pid);
+    let baseline = crate::proc::sample(&args.watch_pid, true);
     let started = now_us();
     let mut children = Vec::new();
     let (tx, rx) = mpsc::channel::<(usize, Line)>();
@@ -181,7 +193,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().with_context(|| format!("starting worker {i}"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting worker {i}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -201,7 +215,33 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(tx);
     let child_pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
-    let mut client_samples = Vec::new();
+    // Sampling /proc of big processes takes time (smaps_rollup walks their page tables): a thread
+    // of its own, so the progress lines of the workers are always read promptly.
+    let sampled: Arc<Mutex<Sampled>> = Arc::default();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (sampled, sampling) = (sampled.clone(), sampling.clone());
+        let (server, client) = (args.watch_pid.clone(), child_pids.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while sampling.load(Relaxed) {
+                let started = Instant::now();
+                // PSS every 5th sample: it is the expensive part.
+                let (a, b) = (
+                    crate::proc::sample(&server, n.is_multiple_of(5)),
+                    crate::proc::sample(&client, false),
+                );
+                let now = now_us();
+                {
+                    let mut g = sampled.lock().expect("samples lock");
+                    g.0.push((now, a));
+                    g.1.push((now, b));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+            }
+        })
+    };
 
     let total = (args.sse + args.ws) as u64;
     let bar = ProgressBar::new(total);
@@ -214,24 +254,23 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let plain = bar.is_hidden();
     let mut progress = vec![Progress::default(); args.workers];
     let mut reports = Vec::new();
-    let mut samples = Vec::new();
-    let mut next_sample = Instant::now();
     let mut next_plain = Instant::now();
     // Workers stop by themselves at --max-duration; give them a minute more to report.
     let give_up = Instant::now() + args.max_duration + Duration::from_secs(60);
     let mut ramp_reported = false;
     while reports.len() < args.workers && Instant::now() < give_up {
+        // Everything that arrived, then the display.
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok((i, Line::Progress(p))) => progress[i] = p,
-            Ok((_, Line::Report(r))) => reports.push(*r),
+            Ok(first) => {
+                for (i, line) in std::iter::once(first).chain(rx.try_iter()) {
+                    match line {
+                        Line::Progress(p) => progress[i] = p,
+                        Line::Report(r) => reports.push(*r),
+                    }
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if Instant::now() >= next_sample {
-            next_sample += Duration::from_secs(1);
-            let now = now_us();
-            samples.push((now, crate::proc::sample(&args.watch_pid)));
-            client_samples.push((now, crate::proc::sample(&child_pids)));
         }
         let est: u64 = progress.iter().map(|p| p.established).sum();
         let open: i64 = progress.iter().map(|p| p.open).sum();
@@ -239,7 +278,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         let updates: u64 = progress.iter().map(|p| p.updates).sum();
         let ramp_done = progress.iter().all(|p| p.ramp_done);
         bar.set_position(est);
-        let rss = samples.last().map(|s| s.1.rss_kib).unwrap_or(0);
+        let rss = sampled
+            .lock()
+            .expect("samples lock")
+            .0
+            .last()
+            .map(|s| s.1.rss_kib)
+            .unwrap_or(0);
         let msg = format!(
             "open {open} errors {errors} updates {updates} server RSS {} MiB{}",
             rss / 1024,
@@ -248,7 +293,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         bar.set_message(msg.clone());
         if ramp_done && !ramp_reported {
             ramp_reported = true;
-            bar.println(format!("ramp done: {est} subscribers established, holding {:?}", args.hold));
+            bar.println(format!(
+                "ramp done: {est} subscribers established, holding {:?}",
+                args.hold
+            ));
         }
         if plain && Instant::now() >= next_plain {
             next_plain += Duration::from_secs(10);
@@ -256,6 +304,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
+    sampling.store(false, Relaxed);
+    let _ = sampler.join();
+    let (samples, client_samples) = std::mem::take(&mut *sampled.lock().expect("samples lock"));
     for mut c in children {
         reap(&mut c);
     }
@@ -273,11 +324,18 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let json = report::build(&args, topics.len(), &merged);
     std::fs::write(&args.out, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    let svg_path = args.svg.clone().unwrap_or_else(|| args.out.with_extension("svg"));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| args.out.with_extension("svg"));
     std::fs::write(&svg_path, crate::plot::svg(&json))
         .with_context(|| format!("writing {}", svg_path.display()))?;
     println!("{}", report::summary(&json));
-    println!("report: {}  plot: {}", args.out.display(), svg_path.display());
+    println!(
+        "report: {}  plot: {}",
+        args.out.display(),
+        svg_path.display()
+    );
     Ok(())
 }
 
@@ -295,7 +353,8 @@ fn reap(c: &mut Child) {
 
 fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<String>> {
     if let Some(f) = &args.topics_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let t: Vec<String> = text
             .lines()
             .map(str::trim)
@@ -307,12 +366,16 @@ fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<String>
     }
     let (addr, path) = match &args.index {
         Some(spec) => {
-            let (a, p) = spec.split_once('/').unwrap_or((spec.as_str(), "cities.json"));
+            let (a, p) = spec
+                .split_once('/')
+                .unwrap_or((spec.as_str(), "cities.json"));
             (parse_target(a)?, format!("/{p}"))
         }
         None => (target, "/cities.json".to_string()),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(crate::topics::from_index(addr, &path, &args.topic_prefix))
 }
 
@@ -326,10 +389,16 @@ fn worker_main(args: RunArgs, id: usize) -> anyhow::Result<()> {
         eprintln!("apura-load worker: parent gone; exiting");
         std::process::exit(3);
     });
-    let topics_path = args.worker_topics.clone().context("worker without --worker-topics")?;
+    let topics_path = args
+        .worker_topics
+        .clone()
+        .context("worker without --worker-topics")?;
     let text = std::fs::read_to_string(&topics_path).context("reading the topic list")?;
     let topics: Vec<String> = text.lines().map(String::from).collect();
-    let hot = topics.iter().position(|t| *t == args.hot_topic).unwrap_or(0);
+    let hot = topics
+        .iter()
+        .position(|t| *t == args.hot_topic)
+        .unwrap_or(0);
     let n = args.workers;
     let plan = WorkerPlan {
         worker: id,
@@ -360,6 +429,8 @@ fn worker_main(args: RunArgs, id: usize) -> anyhow::Result<()> {
         seed: args.seed,
         handshake_timeout: args.handshake_timeout,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(worker::run(plan, shared))
 }

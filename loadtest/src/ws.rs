@@ -53,9 +53,10 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         let s = crate::net::connect_from(sub.source, shared.target)
             .await
             .map_err(|_| Failure::Connect)?;
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), s, Some(config()))
-            .await
-            .map_err(|_| Failure::Handshake)?;
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url.as_str(), s, Some(config()))
+                .await
+                .map_err(|_| Failure::Handshake)?;
         if let Some(msg) = &shared.ws_subscribe {
             ws.send(Message::text(msg.replace("{topic}", topic)))
                 .await
@@ -95,7 +96,9 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
                 shared.event(Stream::Ws, ev, connected_us, now);
             }
             // tungstenite queues the pong itself and flushes it on the next read.
-            Some(Ok(Message::Ping(_))) => shared.event(Stream::Ws, Event::Heartbeat, connected_us, now),
+            Some(Ok(Message::Ping(_))) => {
+                shared.event(Stream::Ws, Event::Heartbeat, connected_us, now)
+            }
             Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
                 shared.closed_by_server(&stop);
@@ -121,13 +124,24 @@ mod tests {
         let snap = br#"{"type":"snapshot","topic":"t","version":3,"document":{"version":3,"published_at":7}}"#;
         assert_eq!(
             classify(snap),
-            Some(Event::Doc { snapshot: true, published_at: Some(7), version: Some(3) })
+            Some(Event::Doc {
+                snapshot: true,
+                published_at: Some(7),
+                version: Some(3)
+            })
         );
         let bare = br#"{"version":3,"published_at":9,"topic":"t"}"#;
         assert_eq!(
             classify(bare),
-            Some(Event::Doc { snapshot: false, published_at: Some(9), version: Some(3) })
+            Some(Event::Doc {
+                snapshot: false,
+                published_at: Some(9),
+                version: Some(3)
+            })
         );
-        assert_eq!(classify(br#"{"type":"error","code":"unknown_topic"}"#), None);
+        assert_eq!(
+            classify(br#"{"type":"error","code":"unknown_topic"}"#),
+            None
+        );
     }
 }
