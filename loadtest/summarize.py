@@ -50,6 +50,8 @@ METRICS = [
     ("errors (all kinds)", ("errors", "total"), "", True),
     ("streams closed by the server (clean close)", ("errors", "unexpected_close"), "", True),
     ("streams broken (read/write error, reset)", ("errors", "io_errors"), "", True),
+    ("streams ended early: SSE", ("errors", "ended_early_sse"), "", True),
+    ("streams ended early: WebSocket", ("errors", "ended_early_ws"), "", True),
     ("connects failed or timed out", ("errors", "connect_failed"), "", True),
     ("peak open subscribers", ("connections", "peak_open"), "", False),
     ("mean handshake ms", ("connections", "handshake_ms_mean"), "", True),

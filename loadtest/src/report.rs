@@ -413,6 +413,8 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "protocol_errors": c.protocol_errors,
             "server_errors": c.server_errors,
             "get_errors": c.get_errors,
+            "ended_early_sse": c.ended_sse,
+            "ended_early_ws": c.ended_ws,
             "total": c.errors(),
         },
         "deliveries": {

@@ -161,7 +161,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             shared.event(Stream::Sse, ev, connected_us, received_at)
         });
         if chunked && dechunk.done() {
-            shared.closed_by_server(&stop);
+            shared.closed_by_server(Stream::Sse, &stop);
             break;
         }
         let n = tokio::select! {
@@ -172,13 +172,13 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         received_at = now_us();
         match n {
             Ok(0) => {
-                shared.closed_by_server(&stop);
+                shared.closed_by_server(Stream::Sse, &stop);
                 break;
             }
             Ok(n) => shared.bytes(n),
             Err(_) => {
                 if !*stop.borrow() {
-                    shared.error(|c| c.io_errors += 1);
+                    shared.broken(Stream::Sse);
                 }
                 break;
             }

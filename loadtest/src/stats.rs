@@ -87,6 +87,9 @@ pub struct Counters {
     pub get_errors: u64,
     /// Time spent in SSE/WebSocket handshakes, microseconds, over `established`.
     pub handshake_us_total: u64,
+    /// Streams that ended before the run did (closed or broken), by kind.
+    pub ended_sse: u64,
+    pub ended_ws: u64,
 }
 
 impl Counters {
@@ -112,8 +115,18 @@ impl Counters {
             get_ok,
             get_not_modified,
             get_errors,
-            handshake_us_total
+            handshake_us_total,
+            ended_sse,
+            ended_ws
         );
+    }
+
+    /// A stream of this kind ended early.
+    pub fn ended(&mut self, stream: Stream) {
+        match stream {
+            Stream::Sse => self.ended_sse += 1,
+            Stream::Ws => self.ended_ws += 1,
+        }
     }
 
     pub fn errors(&self) -> u64 {

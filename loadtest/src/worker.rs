@@ -80,10 +80,21 @@ impl Shared {
     }
 
     /// The server ended a stream: unexpected unless the run is stopping.
-    pub fn closed_by_server(&self, stop: &watch::Receiver<bool>) {
+    pub fn closed_by_server(&self, stream: Stream, stop: &watch::Receiver<bool>) {
         if !*stop.borrow() {
-            self.error(|c| c.unexpected_close += 1);
+            self.error(|c| {
+                c.unexpected_close += 1;
+                c.ended(stream);
+            });
         }
+    }
+
+    /// A read or write on an established stream failed (reset, broken pipe).
+    pub fn broken(&self, stream: Stream) {
+        self.error(|c| {
+            c.io_errors += 1;
+            c.ended(stream);
+        });
     }
 
     pub fn bytes(&self, n: usize) {

@@ -101,12 +101,12 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             }
             Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
-                shared.closed_by_server(&stop);
+                shared.closed_by_server(Stream::Ws, &stop);
                 break;
             }
             Some(Err(_)) => {
                 if !*stop.borrow() {
-                    shared.error(|c| c.io_errors += 1);
+                    shared.broken(Stream::Ws);
                 }
                 break;
             }
