@@ -165,6 +165,19 @@ impl Merged {
     }
 }
 
+/// CPU percent (of one core) between the last sample at or before `from` and the first at or
+/// after `to`, over the time between those two samples.
+fn cpu_between(samples: &[(u64, Sample)], from: u64, to: u64) -> f64 {
+    let a = samples.iter().rev().find(|(t, _)| *t <= from);
+    let b = samples.iter().find(|(t, _)| *t >= to);
+    match (a, b) {
+        (Some((ta, a)), Some((tb, b))) if tb > ta => {
+            ((b.cpu_s - a.cpu_s) / ((tb - ta) as f64 / 1e6) * 1000.0).round() / 10.0
+        }
+        _ => 0.0,
+    }
+}
+
 fn nearest(samples: &[(u64, Sample)], t_us: u64) -> Option<Sample> {
     samples
         .iter()
@@ -327,18 +340,11 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
     };
 
     let mut timeline = Vec::new();
-    let mut prev: Option<(u64, Sample)> = None;
     for (t, s) in &m.seconds {
         let sample = m.sample_at(*t * 1_000_000 + 500_000);
-        let cpu_pct = match (prev, sample) {
-            (Some((pt, a)), Some(b)) if *t > pt => {
-                ((b.cpu_s - a.cpu_s) / (*t - pt) as f64 * 1000.0).round() / 10.0
-            }
-            _ => 0.0,
-        };
-        if let Some(b) = sample {
-            prev = Some((*t, b));
-        }
+        // CPU over the samples around this second, divided by the time between them (samples
+        // are taken about once a second, later when the machine is starved).
+        let cpu_pct = cpu_between(&m.samples, *t * 1_000_000, (*t + 1) * 1_000_000);
         let mut row = json!({
             "t": (*t * 1_000_000).saturating_sub(m.started_us) as f64 / 1e6,
             "open": s.open,
@@ -359,7 +365,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             }
             row["server_cpu_percent"] = json!(cpu_pct);
         }
-        let c0 = m.client_cpu(*t * 1_000_000 - 500_000, *t * 1_000_000 + 500_000);
+        let c0 = cpu_between(&m.client_samples, *t * 1_000_000, (*t + 1) * 1_000_000);
         row["client_cpu_percent"] = json!(c0);
         timeline.push(row);
     }
