@@ -7,6 +7,7 @@
 #   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
 #              (nchan twice: published_at stamped per message, and per cycle)
 #   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
+#   apura50k   (not in the default set) the apura half of compare50k alone
 #   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
 #              $SUBS subscribers on one gateway; GATEWAY_ENV="MALLOC_ARENA_MAX=1" tries settings
 #
@@ -307,12 +308,16 @@ phase_nchan() {
     done
 }
 
-phase_compare50k() {
-    save_docs
+phase_apura50k() {
     start_stack "$SIM_INTERVAL"
     start_gateways "$C50_PROCS"
     load "apura-50k" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
     stop_stack
+}
+
+phase_compare50k() {
+    save_docs
+    phase_apura50k
     nchan_run "nchan-50k" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" message
     nchan_run "nchan-50k-cycle" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" cycle
 }
