@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# The issue-6 scenario on this machine, every run bounded in time and stopping by itself:
+#
+#   get        GET of one city document: apura vs nginx serving the same bytes (wrk, same settings)
+#   fanout     $SUBS subscribers (half SSE, half WebSocket) on ONE apura gateway process
+#   nchan      the same $SUBS subscribers and message size on nginx + nchan
+#   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
+#              (nchan twice: published_at stamped per message, and per cycle)
+#   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
+#   apura50k   (not in the default set) the apura half of compare50k alone
+#   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
+#              $SUBS subscribers on one gateway; GATEWAY_ENV="MALLOC_ARENA_MAX=1" tries settings
+#
+# The stack: `apura simulate` (a new feed file every $SIM_INTERVAL), `apura ingest --redis` as
+# the only leader, Redis on its own port, `apura gateway --redis --reuse-port` processes, and
+# `apura-load` (this folder) as clients from several loopback source addresses. Everything
+# listens on 127.0.0.1; every process started here is stopped on exit.
+#
+# Usage:  loadtest/bench.sh                      # all phases, defaults below
+#         PHASES="get fanout" RUNS=3 loadtest/bench.sh
+#         APURA=/path/to/apura loadtest/bench.sh # use a prebuilt apura binary
+# Results: $OUT/*.json (one report per run), *.svg plots, logs/, summary.md (printed at the end).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+
+PHASES="${PHASES:-get fanout nchan compare50k scale}"
+RUNS="${RUNS:-3}"                      # repetitions of get/fanout/nchan; medians are reported
+SUBS="${SUBS:-19000}"                  # one process each side: under 20,000 open files
+HOLD="${HOLD:-60s}"
+CONNECT_RATE="${CONNECT_RATE:-2000}"   # new subscribers per second, all workers together
+C50_SUBS="${C50_SUBS:-50000}"
+C50_PROCS="${C50_PROCS:-4}"
+C50_HOLD="${C50_HOLD:-60s}"
+SCALE_SUBS="${SCALE_SUBS:-200000}"
+SCALE_GATEWAYS="${SCALE_GATEWAYS:-12}" # ~16,700 connections each, under 20,000 open files
+SCALE_HOLD="${SCALE_HOLD:-300s}"
+SCALE_RATE="${SCALE_RATE:-1500}"
+SCALE_INTERVAL="${SCALE_INTERVAL:-15s}" # 200,000 deliveries per cycle cost ~5 CPU-s here: not every 5 s
+SIM_INTERVAL="${SIM_INTERVAL:-5s}"     # a cycle changing every mayor topic every 5 s
+SIM_DURATION="${SIM_DURATION:-2h}"     # the count never finishes during a bench
+FULL_FEED="${FULL_FEED:-0}"            # 1: ingest councillors too (a 30-60 MB file per cycle)
+WRK_THREADS="${WRK_THREADS:-1}"
+WRK_CONNS="${WRK_CONNS:-64}"
+WRK_DURATION="${WRK_DURATION:-10s}"
+SERVER_WORKERS="${SERVER_WORKERS:-2}"  # nginx static workers = apura's runtime threads (2 cores)
+SOURCES="${SOURCES:-127.0.0.2-127.0.0.33}"
+PER_WORKER="${PER_WORKER:-18000}"      # subscribers per apura-load worker process
+PORT_BASE="${PORT_BASE:-18100}"
+REDIS_PORT=$((PORT_BASE + 79))
+GW_PORT=$((PORT_BASE + 80))
+SIM_PORT=$((PORT_BASE + 81))
+STATIC_PORT=$((PORT_BASE + 90))
+NCHAN_PORT=$((PORT_BASE + 91))
+OUT="${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+APURA="${APURA:-}"
+GATEWAY_ENV="${GATEWAY_ENV:-}"          # extra environment of the gateways, e.g. TOKIO_WORKER_THREADS=1
+HOT_DOC="/cities/mayors-sp-sao-paulo.json"
+
+mkdir -p "$OUT/logs"
+PIDS=()
+LAST_PID=
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# --- processes -------------------------------------------------------------------------------
+
+# start NAME CMD...: run CMD in the background, logging to $OUT/logs/NAME.log; sets LAST_PID.
+start() {
+    local name=$1
+    shift
+    "$@" >"$OUT/logs/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+# stop PID...: SIGTERM, then SIGKILL after 10 s.
+stop() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+cleanup() {
+    local alive=()
+    local pid
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    if [ "${#alive[@]}" -gt 0 ]; then stop "${alive[@]}"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_http URL [SECONDS]: until URL answers 2xx.
+wait_http() {
+    local url=$1 limit=${2:-60}
+    for _ in $(seq $((limit * 5))); do
+        curl -sf -o /dev/null --max-time 2 "$url" && return 0
+        sleep 0.2
+    done
+    log "no answer from $url after ${limit}s"
+    return 1
+}
+
+# --- build -----------------------------------------------------------------------------------
+
+build() {
+    log "building apura-load (release, $HERE/target)"
+    cargo build --release --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"
+    LOAD="$HERE/target/release/apura-load"
+    if [ -z "$APURA" ]; then
+        log "building apura (release)"
+        cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+        APURA="${CARGO_TARGET_DIR:-$ROOT/target}/release/apura"
+    fi
+    local c
+    for c in simulate ingest gateway; do
+        "$APURA" "$c" --help >/dev/null 2>&1 || {
+            log "$APURA has no '$c' command: build apura from a main with the simulator and Redis"
+            exit 1
+        }
+    done
+    command -v redis-server >/dev/null || { log "redis-server missing: apt-get install -y redis-server"; exit 1; }
+}
+
+# --- the apura stack -------------------------------------------------------------------------
+
+STACK_PIDS=()
+GW_PIDS=()
+
+# start_stack INTERVAL: Redis, simulator, one ingest leader.
+start_stack() {
+    local interval=$1
+    start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    STACK_PIDS=("$LAST_PID")
+    for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    start simulate "$APURA" simulate --listen "127.0.0.1:$SIM_PORT" --duration "$SIM_DURATION" --interval "$interval"
+    STACK_PIDS+=("$LAST_PID")
+    wait_http "http://127.0.0.1:$SIM_PORT/municipalities.json"
+    local extra=()
+    if [ "$FULL_FEED" = 1 ]; then extra=(--councillors-feed "http://127.0.0.1:$SIM_PORT/councillors.json"); fi
+    start ingest "$APURA" ingest --redis "redis://127.0.0.1:$REDIS_PORT/0" \
+        --feed "http://127.0.0.1:$SIM_PORT/mayors.json" \
+        --municipalities "http://127.0.0.1:$SIM_PORT/municipalities.json" \
+        --interval 1s "${extra[@]}"
+    STACK_PIDS+=("$LAST_PID")
+    # Gateways start once the first cycle is in Redis, so each loads every document at start.
+    for _ in $(seq 300); do
+        [ "$(redis-cli -p "$REDIS_PORT" hlen apura:topics 2>/dev/null || echo 0)" -gt 0 ] && break
+        sleep 0.2
+    done
+}
+
+stop_stack() {
+    stop_gateways
+    if [ "${#STACK_PIDS[@]}" -gt 0 ]; then stop "${STACK_PIDS[@]}"; fi
+    STACK_PIDS=()
+}
+
+# start_gateways N: N gateway processes sharing $GW_PORT (SO_REUSEPORT), ready.
+start_gateways() {
+    local n=$1 i
+    GW_PIDS=()
+    for i in $(seq "$n"); do
+        # shellcheck disable=SC2086 # GATEWAY_ENV is a list of NAME=VALUE words
+        start "gateway-$i" env $GATEWAY_ENV "$APURA" gateway --redis "redis://127.0.0.1:$REDIS_PORT/0" \
+            --listen "127.0.0.1:$GW_PORT" --reuse-port --web-dir "$OUT/no-web"
+        GW_PIDS+=("$LAST_PID")
+    done
+    wait_http "http://127.0.0.1:$GW_PORT$HOT_DOC" 120
+    # Every process must hold the documents before clients come: ask each through its own log.
+    for i in $(seq "$n"); do
+        for _ in $(seq 300); do
+            sed 's/\x1b\[[0-9;]*m//g' "$OUT/logs/gateway-$i.log" 2>/dev/null |
+                grep -q "snapshots loaded documents=[1-9]" && break
+            sleep 0.2
+        done
+    done
+    sleep 1
+}
+
+stop_gateways() {
+    if [ "${#GW_PIDS[@]}" -gt 0 ]; then stop "${GW_PIDS[@]}"; fi
+    GW_PIDS=()
+}
+
+# --- nginx -----------------------------------------------------------------------------------
+
+# start_nginx NAME TEMPLATE PORT WORKERS: nginx in the foreground with its files under $OUT/NAME.
+start_nginx() {
+    local name=$1 template=$2 port=$3 workers=$4 dir="$OUT/$1"
+    mkdir -p "$dir/tmp" "$dir/www"
+    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@WORKERS@|$workers|g" \
+        "$HERE/nginx/$template" >"$dir/nginx.conf"
+    start "$name" nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -g "daemon off;"
+    NGINX_PID=$LAST_PID
+    sleep 1
+}
+
+# The master and its workers.
+nginx_pids() {
+    local kids
+    kids=$(pgrep -P "$NGINX_PID" | paste -sd, -)
+    echo "$NGINX_PID${kids:+,$kids}"
+}
+
+# --- phases ----------------------------------------------------------------------------------
+
+workers_for() { echo $((($1 + PER_WORKER - 1) / PER_WORKER)); }
+
+# load LABEL TARGET SUBS RATE HOLD WATCH [extra apura-load flags...]
+load() {
+    local label=$1 target=$2 subs=$3 rate=$4 hold=$5 watch=$6
+    local sse=${LOAD_SSE:-$((subs / 2))} ws=${LOAD_WS:-$((subs - subs / 2))}
+    shift 6
+    log "$label: $subs subscribers on $target"
+    # In the background and waited for, so that an interrupted bench stops it too (its workers
+    # exit when it does).
+    "$LOAD" run --target "$target" --sse "$sse" --ws "$ws" \
+        --workers "$(workers_for "$subs")" --connect-rate "$rate" --hold "$hold" \
+        --max-duration 9m --sources "$SOURCES" --watch-pid "$watch" --handshake-timeout 30s \
+        --label "$label" --out "$OUT/$label.json" "$@" >"$OUT/logs/$label.out" 2>>"$OUT/logs/$label.log" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    wait "$LAST_PID" || log "$label: apura-load exited with status $?"
+    cat "$OUT/logs/$label.out"
+}
+
+phase_get() {
+    log "get: apura gateway vs nginx static, wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, $RUNS runs each"
+    # A quiet stack: one publication, then nothing for an hour, so neither side has background work.
+    start_stack 1h
+    start_gateways 1
+    start_nginx static static.conf.in "$STATIC_PORT" "$SERVER_WORKERS"
+    mkdir -p "$OUT/static/www/cities"
+    curl -sf "http://127.0.0.1:$GW_PORT$HOT_DOC" -o "$OUT/static/www$HOT_DOC"
+    curl -sf "http://127.0.0.1:$STATIC_PORT$HOT_DOC" -o "$OUT/static/nginx-body.json"
+    cmp "$OUT/static/www$HOT_DOC" "$OUT/static/nginx-body.json"
+    log "same $(wc -c <"$OUT/static/nginx-body.json") bytes from both"
+    : >"$OUT/get.tsv"
+    local i server url
+    for i in $(seq "$RUNS"); do
+        # Alternate who goes first, so drift in the machine's load does not favour one side.
+        local order="apura nginx"
+        [ $((i % 2)) = 0 ] && order="nginx apura"
+        for server in $order; do
+            if [ "$server" = apura ]; then url="http://127.0.0.1:$GW_PORT$HOT_DOC"; else url="http://127.0.0.1:$STATIC_PORT$HOT_DOC"; fi
+            wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency "$url" >"$OUT/logs/wrk-$server-$i.log" 2>&1
+            printf '%s\t%s\t%s\t%s\t%s\n' "$server" "$i" \
+                "$(awk '/Requests\/sec/ {print $2}' "$OUT/logs/wrk-$server-$i.log")" \
+                "$(awk '$1 == "99%" {print $2}' "$OUT/logs/wrk-$server-$i.log")" \
+                "$(grep -c 'Non-2xx\|Socket errors' "$OUT/logs/wrk-$server-$i.log" || true)" >>"$OUT/get.tsv"
+            tail -n +1 "$OUT/get.tsv" | tail -1 >&2
+        done
+    done
+    stop "$NGINX_PID"
+    stop_stack
+}
+
+phase_fanout() {
+    start_stack "$SIM_INTERVAL"
+    local i
+    for i in $(seq "$RUNS"); do
+        # A fresh gateway per run: memory per connection is measured from a clean baseline.
+        start_gateways 1
+        load "fanout-$i" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+        stop_gateways
+    done
+    stop_stack
+}
+
+# Documents for nchan: every mayor document as apura serves it, saved once.
+save_docs() {
+    [ -s "$OUT/docs/topics.txt" ] && return 0
+    start_stack 1h
+    start_gateways 1
+    "$LOAD" publish --docs-from "127.0.0.1:$GW_PORT" --save-docs "$OUT/docs" --duration 0s \
+        --target "127.0.0.1:$NCHAN_PORT" 2>>"$OUT/logs/save-docs.log"
+    stop_stack
+}
+
+# nchan_run LABEL SUBS WORKERS HOLD [STAMP]: STAMP `message` (published_at when each message is
+# POSTed: nchan's own fan-out, its best case) or `cycle` (once per cycle, as apura's ingest does:
+# the time to POST 5,568 messages one channel at a time counts too).
+nchan_run() {
+    local label=$1 subs=$2 workers=$3 hold=$4 stamp=${5:-message}
+    start_nginx nchan nchan.conf.in "$NCHAN_PORT" "$workers"
+    local ramp_s=$((subs / CONNECT_RATE + 1)) hold_s=${hold%s}
+    # Publish for as long as the clients ramp and hold, then stop by itself.
+    start "publish-$label" "$LOAD" publish --target "127.0.0.1:$NCHAN_PORT" --docs-dir "$OUT/docs" \
+        --interval "$SIM_INTERVAL" --duration "$((ramp_s + hold_s + 30))s" --stamp "$stamp" --conns 16
+    local pub=$LAST_PID
+    sleep 2 # the first cycle creates the channels
+    load "$label" "127.0.0.1:$NCHAN_PORT" "$subs" "$CONNECT_RATE" "$hold" "$(nginx_pids)" \
+        --topics-file "$OUT/docs/topics.txt" --sse-path "/sub/{topic}" --ws-path "/sub/{topic}" --ws-subscribe ""
+    stop "$pub" "$NGINX_PID"
+}
+
+phase_nchan() {
+    save_docs
+    local i workers=$(((SUBS + 19000 - 1) / 19000))
+    [ "$workers" -lt "$SERVER_WORKERS" ] && workers=$SERVER_WORKERS
+    for i in $(seq "$RUNS"); do
+        nchan_run "nchan-$i" "$SUBS" "$workers" "$HOLD"
+    done
+}
+
+phase_apura50k() {
+    start_stack "$SIM_INTERVAL"
+    start_gateways "$C50_PROCS"
+    load "apura-50k" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
+    stop_stack
+}
+
+phase_compare50k() {
+    save_docs
+    phase_apura50k
+    nchan_run "nchan-50k" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" message
+    nchan_run "nchan-50k-cycle" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" cycle
+}
+
+phase_kinds() {
+    start_stack "$SIM_INTERVAL"
+    start_gateways 1
+    LOAD_SSE=$SUBS LOAD_WS=0 load "sse-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+    stop_gateways
+    start_gateways 1
+    LOAD_SSE=0 LOAD_WS=$SUBS load "ws-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+    stop_stack
+}
+
+phase_scale() {
+    start_stack "$SCALE_INTERVAL"
+    start_gateways "$SCALE_GATEWAYS"
+    load "scale" "127.0.0.1:$GW_PORT" "$SCALE_SUBS" "$SCALE_RATE" "$SCALE_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
+    stop_stack
+}
+
+# --- main ------------------------------------------------------------------------------------
+
+build
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "apura: $APURA ($("$APURA" --version 2>/dev/null || echo '?'); bench checkout $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "cpu: $(nproc) x $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "kernel: $(uname -r); open files: $(ulimit -n)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt" >&2
+for phase in $PHASES; do
+    log "=== phase $phase"
+    "phase_$phase"
+done
+python3 "$HERE/summarize.py" "$OUT" | tee "$OUT/summary.md"
+log "results in $OUT"

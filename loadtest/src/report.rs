@@ -1,0 +1,530 @@
+//! Merge the workers' reports and turn them into the JSON report and a human summary.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::proc::Sample;
+use crate::stats::{Counters, WorkerReport, add_pairs, coarse_hist, hist};
+use crate::workers::RunArgs;
+
+/// Deliveries of one cycle, all workers together.
+pub struct CycleM {
+    pub published_at: i64,
+    pub latency: Histogram<u64>,
+    pub sse: u64,
+    pub ws: u64,
+    pub first_rx_us: u64,
+    pub last_rx_us: u64,
+}
+
+/// One second, all workers together.
+pub struct SecondM {
+    pub latency: Histogram<u64>,
+    pub open: i64,
+    pub opened: u64,
+    pub deliveries: u64,
+    pub errors: u64,
+}
+
+/// Everything the run measured.
+pub struct Merged {
+    pub counters: Counters,
+    pub latency: Histogram<u64>,
+    pub get_latency: Histogram<u64>,
+    pub cycles: BTreeMap<u64, CycleM>,
+    pub seconds: BTreeMap<u64, SecondM>,
+    pub ramp_started_us: u64,
+    pub ramp_done_us: u64,
+    pub end_us: u64,
+    pub peak_open: i64,
+    pub workers: usize,
+    pub baseline: Sample,
+    pub samples: Vec<(u64, Sample)>,
+    /// The load generator's own worker processes, sampled like the server.
+    pub client_samples: Vec<(u64, Sample)>,
+    pub started_us: u64,
+}
+
+impl Merged {
+    pub fn new(
+        reports: &[WorkerReport],
+        baseline: Sample,
+        samples: Vec<(u64, Sample)>,
+        client_samples: Vec<(u64, Sample)>,
+        started_us: u64,
+    ) -> Self {
+        let mut m = Merged {
+            counters: Counters::default(),
+            latency: hist(),
+            get_latency: hist(),
+            cycles: BTreeMap::new(),
+            seconds: BTreeMap::new(),
+            ramp_started_us: u64::MAX,
+            ramp_done_us: 0,
+            end_us: u64::MAX,
+            peak_open: 0,
+            workers: reports.len(),
+            baseline,
+            samples,
+            client_samples,
+            started_us,
+        };
+        let (mut t_min, mut t_max) = (u64::MAX, 0);
+        for r in reports {
+            m.counters.add(&r.counters);
+            add_pairs(&mut m.latency, &r.latency);
+            add_pairs(&mut m.get_latency, &r.get_latency);
+            m.ramp_started_us = m.ramp_started_us.min(r.ramp.started_us);
+            m.ramp_done_us = m.ramp_done_us.max(r.ramp.done_us);
+            m.end_us = m.end_us.min(r.ramp.stopped_us);
+            m.peak_open += r.peak_open;
+            for c in &r.cycles {
+                let e = m.cycles.entry(c.key).or_insert_with(|| CycleM {
+                    published_at: c.published_at,
+                    latency: hist(),
+                    sse: 0,
+                    ws: 0,
+                    first_rx_us: u64::MAX,
+                    last_rx_us: 0,
+                });
+                add_pairs(&mut e.latency, &c.latency);
+                e.published_at = e.published_at.min(c.published_at);
+                e.sse += c.sse;
+                e.ws += c.ws;
+                e.first_rx_us = e.first_rx_us.min(c.first_rx_us);
+                e.last_rx_us = e.last_rx_us.max(c.last_rx_us);
+            }
+            for s in &r.seconds {
+                t_min = t_min.min(s.t);
+                t_max = t_max.max(s.t);
+            }
+        }
+        if t_min > t_max {
+            return m;
+        }
+        for t in t_min..=t_max {
+            m.seconds.insert(
+                t,
+                SecondM {
+                    latency: coarse_hist(),
+                    open: 0,
+                    opened: 0,
+                    deliveries: 0,
+                    errors: 0,
+                },
+            );
+        }
+        for r in reports {
+            // Open-connection samples are carried forward over seconds a worker did not sample.
+            let by_t: BTreeMap<u64, &crate::stats::SecondReport> =
+                r.seconds.iter().map(|s| (s.t, s)).collect();
+            let mut last_open = 0;
+            for t in t_min..=t_max {
+                let e = m.seconds.get_mut(&t).expect("filled above");
+                if let Some(s) = by_t.get(&t) {
+                    add_pairs(&mut e.latency, &s.latency);
+                    e.opened += s.opened;
+                    e.deliveries += s.deliveries;
+                    e.errors += s.errors;
+                    if s.open >= 0 {
+                        last_open = s.open;
+                    }
+                }
+                e.open += last_open;
+            }
+        }
+        m
+    }
+
+    fn open_at(&self, t_us: u64) -> i64 {
+        self.seconds
+            .range(..=t_us / 1_000_000)
+            .next_back()
+            .map(|(_, s)| s.open)
+            .unwrap_or(0)
+    }
+
+    /// The sample nearest to `t_us`.
+    fn sample_at(&self, t_us: u64) -> Option<Sample> {
+        nearest(&self.samples, t_us)
+    }
+
+    /// CPU of the load generator's workers between two times, percent of one core.
+    fn client_cpu(&self, from: u64, to: u64) -> f64 {
+        match (
+            nearest(&self.client_samples, from),
+            nearest(&self.client_samples, to),
+        ) {
+            (Some(a), Some(b)) if to > from => {
+                ((b.cpu_s - a.cpu_s) / ((to - from) as f64 / 1e6) * 1000.0).round() / 10.0
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// CPU percent (of one core) between the last sample at or before `from` and the first at or
+/// after `to`, over the time between those two samples.
+fn cpu_between(samples: &[(u64, Sample)], from: u64, to: u64) -> f64 {
+    let a = samples.iter().rev().find(|(t, _)| *t <= from);
+    let b = samples.iter().find(|(t, _)| *t >= to);
+    match (a, b) {
+        (Some((ta, a)), Some((tb, b))) if tb > ta => {
+            ((b.cpu_s - a.cpu_s) / ((tb - ta) as f64 / 1e6) * 1000.0).round() / 10.0
+        }
+        _ => 0.0,
+    }
+}
+
+fn nearest(samples: &[(u64, Sample)], t_us: u64) -> Option<Sample> {
+    samples
+        .iter()
+        .min_by_key(|(t, _)| t.abs_diff(t_us))
+        .map(|(_, s)| *s)
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 1_000.0 * 10.0).round() / 10.0
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"count": 0});
+    }
+    json!({
+        "count": h.len(),
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p999": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+        "mean": ms(h.mean() as u64),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+/// The JSON report.
+pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
+    let c = &m.counters;
+    let ramp_s = m.ramp_done_us.saturating_sub(m.ramp_started_us) as f64 / 1e6;
+    // Cycles of the hold: published once every worker had ramped, early enough (5 s, a cycle
+    // interval of the bench, before the stop) for their deliveries to finish.
+    let hold_cycles: Vec<(&i64, &CycleM)> = m
+        .cycles
+        .values()
+        .map(|c| (&c.published_at, c))
+        .filter(|(p, _)| {
+            let p_us = (**p).max(0) as u64 * 1_000;
+            p_us >= m.ramp_done_us && p_us + 5_000_000 <= m.end_us
+        })
+        .collect();
+    let mut hold_hist = hist();
+    let mut cycles = Vec::new();
+    let (mut p99s, mut p50s, mut p90s, mut maxs, mut coverages) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut firsts = vec![];
+    for (p, cy) in &hold_cycles {
+        hold_hist.add(&cy.latency).expect("same bounds");
+        let expected = m.open_at(**p as u64 * 1_000).max(1);
+        let got = cy.sse + cy.ws;
+        let coverage = got as f64 / expected as f64;
+        let h = &cy.latency;
+        p50s.push(ms(h.value_at_quantile(0.5)));
+        p90s.push(ms(h.value_at_quantile(0.9)));
+        p99s.push(ms(h.value_at_quantile(0.99)));
+        maxs.push(ms(h.max()));
+        coverages.push(coverage);
+        cycles.push(json!({
+            "published_at": p,
+            "t": ms((**p as u64 * 1_000).saturating_sub(m.started_us)) / 1_000.0,
+            "deliveries": got,
+            "sse": cy.sse,
+            "ws": cy.ws,
+            "open_subscribers": expected,
+            "coverage": (coverage * 10_000.0).round() / 10_000.0,
+            "latency_ms": percentiles(h),
+            // The first delivery measures the pipeline before fan-out (stamp, bus, hub); the
+            // spread from first to last is the fan-out itself.
+            "first_ms": ms(cy.first_rx_us.saturating_sub(**p as u64 * 1_000)),
+            "spread_ms": ms(cy.last_rx_us.saturating_sub(cy.first_rx_us)),
+        }));
+        firsts.push(ms(cy.first_rx_us.saturating_sub(**p as u64 * 1_000)));
+    }
+    let worst = |v: &Vec<f64>| {
+        v.iter()
+            .cloned()
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+    };
+    let hold_secs: Vec<&SecondM> = m
+        .seconds
+        .iter()
+        .filter(|(t, _)| **t * 1_000_000 >= m.ramp_done_us && (**t + 1) * 1_000_000 <= m.end_us)
+        .map(|(_, s)| s)
+        .collect();
+    let hold_deliveries: u64 = hold_secs.iter().map(|s| s.deliveries).sum();
+    let dps_mean = hold_deliveries as f64 / hold_secs.len().max(1) as f64;
+    let dps_peak = hold_secs.iter().map(|s| s.deliveries).max().unwrap_or(0);
+
+    // Server memory and CPU.
+    let peak_t = m
+        .seconds
+        .iter()
+        .max_by_key(|(t, s)| (s.open, std::cmp::Reverse(**t)))
+        .map(|(t, s)| (*t, s.open));
+    let server = if m.samples.is_empty() || args.watch_pid.is_empty() {
+        json!(null)
+    } else {
+        let (peak_sec, peak_open) = peak_t.unwrap_or((0, 0));
+        // Memory at the end of the hold (1 s before the stop): every connection open and past
+        // at least one update.
+        let at = m
+            .sample_at(m.end_us.saturating_sub(1_000_000))
+            .unwrap_or_default();
+        // PSS is sampled less often: the nearest sample that has it.
+        let with_pss: Vec<(u64, Sample)> = m
+            .samples
+            .iter()
+            .filter(|s| s.1.pss_kib > 0)
+            .cloned()
+            .collect();
+        let at_pss = nearest(&with_pss, m.end_us.saturating_sub(1_000_000)).unwrap_or_default();
+        let open_then = m.open_at(m.end_us.saturating_sub(1_000_000)).max(1);
+        let rss_peak = m.samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0);
+        let pss_peak = m.samples.iter().map(|s| s.1.pss_kib).max().unwrap_or(0);
+        let cpu = |from: u64, to: u64| {
+            let (a, b) = (m.sample_at(from), m.sample_at(to));
+            match (a, b) {
+                (Some(a), Some(b)) if to > from => {
+                    (b.cpu_s - a.cpu_s) / ((to - from) as f64 / 1e6) * 100.0
+                }
+                _ => 0.0,
+            }
+        };
+        // CPU time per delivery in the hold: the cost of fan-out, comparable across servers.
+        let cpu_s_hold = match (m.sample_at(m.ramp_done_us), m.sample_at(m.end_us)) {
+            (Some(a), Some(b)) => b.cpu_s - a.cpu_s,
+            _ => 0.0,
+        };
+        let per_conn = |v: u64, base: u64| {
+            ((v.saturating_sub(base)) as f64 / open_then as f64 * 100.0).round() / 100.0
+        };
+        json!({
+            "pids": args.watch_pid,
+            "alive_at_end": m.samples.last().map(|s| s.1.alive),
+            "rss_mib_baseline": m.baseline.rss_kib / 1024,
+            "rss_mib_hold": at.rss_kib / 1024,
+            "rss_mib_peak": rss_peak / 1024,
+            "pss_mib_baseline": m.baseline.pss_kib / 1024,
+            "pss_mib_hold": at_pss.pss_kib / 1024,
+            "pss_mib_peak": pss_peak / 1024,
+            "open_at_hold_sample": open_then,
+            "rss_kib_per_connection": per_conn(at.rss_kib, 0),
+            "rss_kib_per_connection_over_baseline": per_conn(at.rss_kib, m.baseline.rss_kib),
+            "pss_kib_per_connection": per_conn(at_pss.pss_kib, 0),
+            "pss_kib_per_connection_over_baseline": per_conn(at_pss.pss_kib, m.baseline.pss_kib),
+            "cpu_percent_ramp": (cpu(m.ramp_started_us, m.ramp_done_us) * 10.0).round() / 10.0,
+            "cpu_percent_hold": (cpu(m.ramp_done_us, m.end_us) * 10.0).round() / 10.0,
+            "cpu_us_per_delivery_hold": (cpu_s_hold * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
+            "peak_open_second": peak_sec,
+            "peak_open": peak_open,
+        })
+    };
+
+    let mut timeline = Vec::new();
+    for (t, s) in &m.seconds {
+        let sample = m.sample_at(*t * 1_000_000 + 500_000);
+        // CPU over the samples around this second, divided by the time between them (samples
+        // are taken about once a second, later when the machine is starved).
+        let cpu_pct = cpu_between(&m.samples, *t * 1_000_000, (*t + 1) * 1_000_000);
+        let mut row = json!({
+            "t": (*t * 1_000_000).saturating_sub(m.started_us) as f64 / 1e6,
+            "open": s.open,
+            "opened": s.opened,
+            "deliveries": s.deliveries,
+            "errors": s.errors,
+        });
+        if !s.latency.is_empty() {
+            row["p50_ms"] = json!(ms(s.latency.value_at_quantile(0.5)));
+            row["p90_ms"] = json!(ms(s.latency.value_at_quantile(0.9)));
+            row["p99_ms"] = json!(ms(s.latency.value_at_quantile(0.99)));
+            row["max_ms"] = json!(ms(s.latency.max()));
+        }
+        if let (Some(b), false) = (sample, args.watch_pid.is_empty()) {
+            row["server_rss_mib"] = json!(b.rss_kib / 1024);
+            if b.pss_kib > 0 {
+                row["server_pss_mib"] = json!(b.pss_kib / 1024);
+            }
+            row["server_cpu_percent"] = json!(cpu_pct);
+        }
+        let c0 = cpu_between(&m.client_samples, *t * 1_000_000, (*t + 1) * 1_000_000);
+        row["client_cpu_percent"] = json!(c0);
+        timeline.push(row);
+    }
+
+    let client = json!({
+        "workers": m.client_samples.last().map(|s| s.1.alive),
+        "cpu_percent_ramp": m.client_cpu(m.ramp_started_us, m.ramp_done_us),
+        "cpu_percent_hold": m.client_cpu(m.ramp_done_us, m.end_us),
+        "cpu_us_per_delivery_hold": match (nearest(&m.client_samples, m.ramp_done_us), nearest(&m.client_samples, m.end_us)) {
+            (Some(a), Some(b)) => ((b.cpu_s - a.cpu_s) * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
+            _ => 0.0,
+        },
+        "rss_mib_peak": m.client_samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0) / 1024,
+    });
+    let get_secs = m.end_us.saturating_sub(m.ramp_done_us) as f64 / 1e6;
+    json!({
+        "label": args.label,
+        "started_at_unix_ms": m.started_us / 1_000,
+        "config": {
+            "target": args.target,
+            "sse": args.sse,
+            "ws": args.ws,
+            "get_conns": args.get_conns,
+            "get_rate_per_conn": args.get_rate,
+            "workers": args.workers,
+            "connect_rate": args.connect_rate,
+            "hold_s": args.hold.as_secs_f64(),
+            "sources": crate::net::parse_sources(&args.sources).map(|s| s.len()).unwrap_or(0),
+            "sse_path": args.sse_path,
+            "ws_path": args.ws_path,
+            "topics": topics,
+            "hot_topic": args.hot_topic,
+            "hot_share": args.hot_share,
+            "zipf_s": args.zipf_s,
+            "seed": args.seed,
+        },
+        "connections": {
+            "attempted": c.attempted,
+            "established": c.established,
+            "peak_open": peak_t.map(|p| p.1).unwrap_or(0).max(0),
+            "ramp_s": (ramp_s * 10.0).round() / 10.0,
+            "connect_rate_achieved": (c.established as f64 / ramp_s.max(1e-3)).round(),
+            "handshake_ms_mean": ms(c.handshake_us_total / c.established.max(1)),
+            "workers_reported": m.workers,
+        },
+        "errors": {
+            "connect_failed": c.connect_failed,
+            "handshake_failed": c.handshake_failed,
+            "unexpected_close": c.unexpected_close,
+            "io_errors": c.io_errors,
+            "protocol_errors": c.protocol_errors,
+            "server_errors": c.server_errors,
+            "get_errors": c.get_errors,
+            "ended_early_sse": c.ended_sse,
+            "ended_early_ws": c.ended_ws,
+            "total": c.errors(),
+        },
+        "deliveries": {
+            "updates": c.updates,
+            "updates_sse": c.updates_sse,
+            "updates_ws": c.updates_ws,
+            "snapshots": c.snapshots,
+            "heartbeats": c.heartbeats,
+            "bytes": c.bytes,
+            "per_second_hold_mean": dps_mean.round(),
+            "per_second_hold_peak": dps_peak,
+        },
+        "latency_ms_all_updates": percentiles(&m.latency),
+        "fanout": {
+            "hold_cycles": hold_cycles.len(),
+            "latency_ms_hold_cycles": percentiles(&hold_hist),
+            "per_cycle_median": {
+                "p50": median(p50s.clone()), "p90": median(p90s.clone()),
+                "p99": median(p99s.clone()), "max": median(maxs.clone()),
+                "first_delivery": median(firsts.clone()),
+            },
+            "per_cycle_worst": {
+                "p50": worst(&p50s), "p90": worst(&p90s), "p99": worst(&p99s), "max": worst(&maxs),
+            },
+            "coverage_min": coverages.iter().cloned().fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x)))),
+            "cycles": cycles,
+        },
+        "get": {
+            "ok": c.get_ok,
+            "not_modified": c.get_not_modified,
+            "errors": c.get_errors,
+            "requests_per_second": (((c.get_ok + c.get_not_modified) as f64) / get_secs.max(1e-3)).round(),
+            "latency_ms": percentiles(&m.get_latency),
+        },
+        "server": server,
+        "client": client,
+        "timeline": timeline,
+    })
+}
+
+/// A few lines for the terminal.
+pub fn summary(r: &Value) -> String {
+    let f = &r["fanout"];
+    let l = &f["latency_ms_hold_cycles"];
+    let s = &r["server"];
+    let mut out = format!(
+        "[{}] subscribers {} established / {} attempted (peak open {}), ramp {} s at {} /s; errors {} ({})\n",
+        r["label"].as_str().unwrap_or(""),
+        r["connections"]["established"],
+        r["connections"]["attempted"],
+        r["connections"]["peak_open"],
+        r["connections"]["ramp_s"],
+        r["connections"]["connect_rate_achieved"],
+        r["errors"]["total"],
+        r["errors"],
+    );
+    out += &format!(
+        "  fan-out over {} hold cycles: p50 {} ms  p90 {} ms  p99 {} ms  max {} ms  (per-cycle p99 median {} worst {}; first delivery median {} ms; min coverage {})\n",
+        f["hold_cycles"],
+        l["p50"],
+        l["p90"],
+        l["p99"],
+        l["max"],
+        f["per_cycle_median"]["p99"],
+        f["per_cycle_worst"]["p99"],
+        f["per_cycle_median"]["first_delivery"],
+        f["coverage_min"],
+    );
+    out += &format!(
+        "  deliveries {} updates ({} /s mean in hold, peak {} /s), {} snapshots, {} heartbeats\n",
+        r["deliveries"]["updates"],
+        r["deliveries"]["per_second_hold_mean"],
+        r["deliveries"]["per_second_hold_peak"],
+        r["deliveries"]["snapshots"],
+        r["deliveries"]["heartbeats"],
+    );
+    if !s.is_null() {
+        out += &format!(
+            "  server: RSS {} MiB (baseline {} MiB) = {} KiB/conn ({} over baseline); PSS {} KiB/conn; CPU ramp {} % hold {} %, {} µs per delivery\n",
+            s["rss_mib_hold"],
+            s["rss_mib_baseline"],
+            s["rss_kib_per_connection"],
+            s["rss_kib_per_connection_over_baseline"],
+            s["pss_kib_per_connection"],
+            s["cpu_percent_ramp"],
+            s["cpu_percent_hold"],
+            s["cpu_us_per_delivery_hold"],
+        );
+    }
+    out += &format!(
+        "  load generator: CPU ramp {} % hold {} % (100 % = one core), RSS peak {} MiB\n",
+        r["client"]["cpu_percent_ramp"],
+        r["client"]["cpu_percent_hold"],
+        r["client"]["rss_mib_peak"],
+    );
+    if r["get"]["ok"].as_u64().unwrap_or(0) + r["get"]["not_modified"].as_u64().unwrap_or(0) > 0 {
+        out += &format!(
+            "  GET: {} ok, {} not modified, {} errors, {} req/s, latency {}\n",
+            r["get"]["ok"],
+            r["get"]["not_modified"],
+            r["get"]["errors"],
+            r["get"]["requests_per_second"],
+            r["get"]["latency_ms"],
+        );
+    }
+    out
+}
