@@ -27,6 +27,12 @@ const MAX_MESSAGE: usize = 16 << 10;
 /// WebSocket close code "service restart", sent when the server shuts down: the client should
 /// reconnect (to another gateway behind the same address).
 const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// WebSocket close code "going away", sent to a client that stopped answering pings.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Pings left unanswered before a client is taken for gone: three heartbeats (45 s by
+/// default), longer than a starved machine delays a pong, shorter than a load balancer's idle
+/// timeout of a minute or more.
+const MAX_UNANSWERED_PINGS: u32 = 3;
 /// WebSocket close code "message too big" (RFC 6455 §7.4.1), for a message over `MAX_MESSAGE`.
 const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code "protocol error", for any other frame tungstenite refuses.
@@ -84,7 +90,7 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     let mut subs = Ordered::new(state.hub.complete());
     let mut heartbeat = state.heartbeat.clone();
     heartbeat.borrow_and_update();
-    let mut awaiting_pong = false;
+    let mut unanswered_pings = 0u32;
     let mut beating = true;
     let closing = state.closing();
     tokio::pin!(closing);
@@ -109,11 +115,16 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                     beating = false;
                     continue;
                 }
-                // A client that did not answer the previous ping within a whole interval is gone.
-                if awaiting_pong {
+                // A client that answered none of the last pings is gone. One missed pong is
+                // not enough: a starved client or host can be a whole interval late.
+                if unanswered_pings >= MAX_UNANSWERED_PINGS {
+                    let _ = socket.send(Message::Close(Some(CloseFrame {
+                        code: CLOSE_GOING_AWAY,
+                        reason: Utf8Bytes::from_static("ping timeout"),
+                    }))).await;
                     break;
                 }
-                awaiting_pong = true;
+                unanswered_pings += 1;
                 Some(Message::Ping(bytes::Bytes::new()))
             }
             msg = socket.recv() => match msg {
@@ -128,7 +139,7 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                     metrics.client_errors.fetch_add(1, Relaxed);
                     Some(error_message("bad_request", "send JSON text messages", None))
                 }
-                Some(Ok(Message::Pong(_))) => { awaiting_pong = false; None }
+                Some(Ok(Message::Pong(_))) => { unanswered_pings = 0; None }
                 Some(Ok(Message::Ping(_))) => None, // tungstenite answers pings itself
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(e)) => {
