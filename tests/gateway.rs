@@ -75,23 +75,9 @@ async fn get_serves_documents_with_etag_304_gzip_and_json_404() {
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     let brazil: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(brazil["progress"]["cities_total"], 3);
-    let sp: serde_json::Value = client
-        .get(stack.url("/states/sp.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sp: serde_json::Value = get_json(&stack.url("/states/sp.json")).await;
     assert_eq!(sp["cities"][0]["leader"]["votes"], 600);
-    let index: serde_json::Value = client
-        .get(stack.url("/cities.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index: serde_json::Value = get_json(&stack.url("/cities.json")).await;
     assert_eq!(index["cities"].as_array().unwrap().len(), 3);
     let olho = index["cities"]
         .as_array()
@@ -373,20 +359,8 @@ async fn streams_can_be_disabled_leaving_get() {
     assert_eq!(r.headers()["retry-after"], "60");
     let r = client.get(gw.url("/ws")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert!(
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
-            .await
-            .is_err()
-    );
-    assert_eq!(
-        client
-            .get(gw.url("/brazil.json"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert!(ws_refused(gw.addr).await);
+    assert_eq!(status(&gw.url("/brazil.json")).await, 200);
 }
 
 #[tokio::test]
@@ -424,24 +398,8 @@ async fn graceful_shutdown_ends_streams_and_closes_websockets_with_service_resta
 async fn health_readiness_and_metrics() {
     let stack = Stack::start(&cities()).await;
     let client = reqwest::Client::new();
-    assert_eq!(
-        client
-            .get(stack.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client
-            .get(stack.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&stack.url("/healthz")).await, 200);
+    assert_eq!(status(&stack.url("/readyz")).await, 200);
     let _sse = Sse::connect(
         &stack.url("/events?topics=brazil,mayors-sp-sao-paulo"),
         None,
@@ -532,21 +490,9 @@ async fn over_the_connection_cap_streams_get_503_with_retry_after() {
     assert!((1..=5).contains(&retry));
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "overloaded");
-    assert!(
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
-            .await
-            .is_err()
-    );
+    assert!(ws_refused(gw.addr).await);
     // GET is not a stream and still answers.
-    assert_eq!(
-        client
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&gw.url("/healthz")).await, 200);
     // A stream that closes frees its place.
     drop(first);
     eventually(|| {

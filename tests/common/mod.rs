@@ -451,3 +451,20 @@ pub async fn ws_next(ws: &mut Ws, wait: Duration) -> Option<serde_json::Value> {
         }
     }
 }
+
+/// The status code of a plain GET.
+pub async fn status(url: &str) -> u16 {
+    reqwest::get(url).await.unwrap().status().as_u16()
+}
+
+/// The JSON body of a plain GET.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Whether a WebSocket handshake to `addr` is refused.
+pub async fn ws_refused(addr: SocketAddr) -> bool {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .is_err()
+}
