@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod command;
+pub mod front;
 pub mod http;
 pub mod hub;
 pub mod listener;
@@ -21,6 +22,7 @@ use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 
@@ -188,10 +190,7 @@ pub async fn follow(
         };
         match event {
             Some(BusEvent::Cycle(cycle)) => {
-                for doc in &cycle.documents {
-                    hub.apply(doc);
-                }
-                hub.set_complete(cycle.version);
+                hub.apply_cycle(&cycle.documents, cycle.version);
                 if !hub.is_ready() && !hub.is_empty() {
                     hub.set_ready();
                 }
@@ -211,8 +210,8 @@ pub async fn follow(
 
 async fn load_snapshot(bus: &dyn Bus, hub: &Hub) -> anyhow::Result<()> {
     let docs = bus.snapshot().await.context("loading snapshots")?;
-    let newer = docs.iter().filter(|d| hub.apply(d)).count();
-    hub.set_complete(hub.max_version());
+    let newest = docs.iter().map(|d| d.version).max().unwrap_or(0);
+    let newer = hub.apply_cycle(&docs, newest);
     tracing::info!(documents = docs.len(), newer, "snapshots loaded");
     if !hub.is_empty() {
         hub.set_ready();
@@ -271,12 +270,17 @@ pub async fn serve(
         heartbeat: heartbeat(args.heartbeat, shutdown.clone()),
         shutdown: shutdown.clone(),
     };
-    let metrics = state.metrics.clone();
-    let app = router(state, args.web_dir.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    let listener = listener::TimeoutListener::new(listener, args.write_timeout, metrics);
-    axum::serve(listener, app)
+    let listener =
+        listener::TimeoutListener::new(listener, args.write_timeout, state.metrics.clone());
+    let streams = TaskTracker::new();
+    let front = front::FrontDoor::start(listener, state.clone(), streams.clone())?;
+    let app = router(state, args.web_dir.clone());
+    axum::serve(front, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-        .context("serving HTTP")
+        .context("serving HTTP")?;
+    streams.close();
+    streams.wait().await;
+    Ok(())
 }

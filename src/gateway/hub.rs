@@ -4,7 +4,7 @@
 //! subscriber that falls behind does not queue anything; when it next reads it gets the latest
 //! document, which is always a correct answer because results are state, not a log.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -122,11 +122,17 @@ impl Encoded {
 }
 
 /// The latest document of every topic and its channel.
+///
+/// A cycle is applied in three steps: every document is stored without waking anyone, then the
+/// cycle is marked complete, then each changed topic's subscribers are woken. A connection
+/// therefore wakes once per change of its own topics and, when it does, the cycle is complete;
+/// a document it reads early (woken for another topic) has a version above `complete` and waits
+/// for the wake that the third step is sure to bring.
 pub struct Hub {
     topics: DashMap<Arc<str>, watch::Sender<Arc<Encoded>>>,
     ready: AtomicBool,
     /// The last version whose whole cycle is applied: what connections may send up to.
-    complete: watch::Sender<u64>,
+    complete: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -135,27 +141,32 @@ impl Hub {
         Hub {
             topics: DashMap::new(),
             ready: AtomicBool::new(false),
-            complete: watch::channel(0).0,
+            complete: Arc::default(),
             metrics,
         }
     }
 
-    /// Take a published document. Older or equal versions than the one held are ignored, so a
-    /// subscriber never sees a version go backwards. Returns whether it was newer.
-    pub fn apply(&self, doc: &Document) -> bool {
+    /// Apply a cycle (or a snapshot load): store its documents, mark every version up to
+    /// `version` complete, then wake the subscribers of the topics that changed. Older or equal
+    /// versions than the one held are ignored, so a subscriber never sees a version go
+    /// backwards. Returns how many documents were newer.
+    pub fn apply_cycle(&self, docs: &[Document], version: u64) -> usize {
+        let changed: Vec<&Arc<str>> = docs
+            .iter()
+            .filter(|doc| self.store(doc))
+            .map(|doc| &doc.topic)
+            .collect();
+        self.publish_cycle(&changed, version);
+        changed.len()
+    }
+
+    /// Step one: hold a document as the topic's latest, waking nobody.
+    pub(crate) fn store(&self, doc: &Document) -> bool {
         if let Some(tx) = self.topics.get(&doc.topic) {
             if tx.borrow().version >= doc.version {
                 return false;
             }
-            let enc = Arc::new(Encoded::new(doc));
-            let newer = tx.send_if_modified(|cur| {
-                if enc.version > cur.version {
-                    *cur = enc.clone();
-                    true
-                } else {
-                    false
-                }
-            });
+            let newer = store_quietly(&tx, Arc::new(Encoded::new(doc)));
             if newer {
                 self.applied(doc);
             }
@@ -165,21 +176,22 @@ impl Hub {
         let mut newer = true;
         self.topics
             .entry(doc.topic.clone())
-            .and_modify(|tx| {
-                newer = tx.send_if_modified(|cur| {
-                    if enc.version > cur.version {
-                        *cur = enc.clone();
-                        true
-                    } else {
-                        false
-                    }
-                });
-            })
+            .and_modify(|tx| newer = store_quietly(tx, enc.clone()))
             .or_insert_with(|| watch::channel(enc.clone()).0);
         if newer {
             self.applied(doc);
         }
         newer
+    }
+
+    /// Steps two and three: mark the cycle complete, then wake the changed topics' subscribers.
+    pub(crate) fn publish_cycle(&self, changed: &[&Arc<str>], version: u64) {
+        self.complete.fetch_max(version, Release);
+        for topic in changed {
+            if let Some(tx) = self.topics.get(&***topic) {
+                tx.send_modify(|_| {});
+            }
+        }
     }
 
     fn applied(&self, doc: &Document) {
@@ -216,20 +228,9 @@ impl Hub {
             .unwrap_or(0)
     }
 
-    /// Every document of every version up to `version` is applied.
-    pub fn set_complete(&self, version: u64) {
-        self.complete.send_if_modified(|v| {
-            let newer = version > *v;
-            if newer {
-                *v = version;
-            }
-            newer
-        });
-    }
-
-    /// The last complete version, and its changes.
-    pub fn complete(&self) -> watch::Receiver<u64> {
-        self.complete.subscribe()
+    /// The last complete version, shared with the connections that read it.
+    pub fn complete(&self) -> Arc<AtomicU64> {
+        self.complete.clone()
     }
 
     pub fn set_ready(&self) {
@@ -240,6 +241,20 @@ impl Hub {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Relaxed)
     }
+}
+
+/// Replace a channel's value with a newer one without notifying its receivers (they are woken
+/// by [`Hub::publish_cycle`]). Returns whether it was newer.
+fn store_quietly(tx: &watch::Sender<Arc<Encoded>>, enc: Arc<Encoded>) -> bool {
+    let mut newer = false;
+    tx.send_if_modified(|cur| {
+        if enc.version > cur.version {
+            *cur = enc;
+            newer = true;
+        }
+        false
+    });
+    newer
 }
 
 #[cfg(test)]
@@ -258,18 +273,18 @@ mod tests {
     #[test]
     fn older_versions_never_replace_newer_ones() {
         let hub = Hub::new(Arc::default());
-        assert!(hub.apply(&doc("a", 5)));
-        assert!(!hub.apply(&doc("a", 3)));
-        assert!(!hub.apply(&doc("a", 5)));
+        assert_eq!(hub.apply_cycle(&[doc("a", 5)], 5), 1);
+        assert_eq!(hub.apply_cycle(&[doc("a", 3)], 3), 0);
+        assert_eq!(hub.apply_cycle(&[doc("a", 5)], 5), 0);
         assert_eq!(hub.get("a").unwrap().version, 5);
-        assert!(hub.apply(&doc("a", 6)));
+        assert_eq!(hub.apply_cycle(&[doc("a", 6)], 6), 1);
         assert_eq!(hub.get("a").unwrap().version, 6);
     }
 
     #[test]
     fn unknown_topics_allocate_nothing() {
         let hub = Hub::new(Arc::default());
-        hub.apply(&doc("a", 1));
+        hub.apply_cycle(&[doc("a", 1)], 1);
         assert!(hub.subscribe("nope").is_none());
         assert!(hub.get("nope").is_none());
         assert_eq!(hub.len(), 1);

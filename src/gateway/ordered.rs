@@ -10,6 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Acquire};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -21,37 +22,62 @@ use super::hub::{Encoded, Frame};
 
 /// The topics of one connection and the frames waiting to be sent.
 pub struct Ordered {
-    topics: StreamMap<Arc<str>, WatchStream<Arc<Encoded>>>,
-    /// The hub's last complete version, and its changes.
-    complete: WatchStream<u64>,
-    complete_version: u64,
+    topics: StreamMap<Arc<str>, Topic>,
+    /// The hub's last complete version. A frame above it waits; the hub wakes its topic again
+    /// once its cycle is complete (see [`super::hub::Hub`]), so no waker is needed here.
+    complete: Arc<AtomicU64>,
     pending: Vec<(Arc<Encoded>, Frame)>,
 }
 
+/// One topic's changes, each version once: a document read early (before its cycle was
+/// complete, or as a snapshot) is not yielded again when the wake for it comes.
+struct Topic {
+    changes: WatchStream<Arc<Encoded>>,
+    last: u64,
+}
+
+impl Stream for Topic {
+    type Item = Arc<Encoded>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.changes).poll_next(cx) {
+                Poll::Ready(Some(enc)) if enc.version <= self.last => continue,
+                Poll::Ready(Some(enc)) => {
+                    self.last = enc.version;
+                    return Poll::Ready(Some(enc));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 impl Ordered {
-    pub fn new(complete: watch::Receiver<u64>) -> Self {
-        let complete_version = *complete.borrow();
+    pub fn new(complete: Arc<AtomicU64>) -> Self {
         Ordered {
             topics: StreamMap::new(),
-            complete: WatchStream::from_changes(complete),
-            complete_version,
+            complete,
             pending: Vec::new(),
         }
     }
 
-    /// Follow a topic from now on; `snapshot` is sent first when given.
+    /// Follow a topic from now on: `rx` has just been read (`borrow_and_update`) and held
+    /// `current`, which is sent first as a snapshot when `snapshot` is set.
     pub fn insert(
         &mut self,
         topic: Arc<str>,
         rx: watch::Receiver<Arc<Encoded>>,
-        snapshot: Option<Arc<Encoded>>,
+        current: Arc<Encoded>,
+        snapshot: bool,
     ) {
-        if let Some(enc) = snapshot {
-            self.pending.push((enc, Frame::Snapshot));
+        let last = current.version;
+        if snapshot {
+            self.pending.push((current, Frame::Snapshot));
         }
-        self.topics.insert(topic, WatchStream::from_changes(rx));
+        let changes = WatchStream::from_changes(rx);
+        self.topics.insert(topic, Topic { changes, last });
     }
-
     /// Stop following a topic, dropping its frames not yet sent.
     pub fn remove(&mut self, topic: &str) -> bool {
         self.pending.retain(|(enc, _)| &*enc.topic != topic);
@@ -82,20 +108,18 @@ impl Stream for Ordered {
                 .retain(|(p, f)| !(*f == Frame::Update && p.topic == enc.topic));
             this.pending.push((enc, Frame::Update));
         }
-        while let Poll::Ready(Some(v)) = Pin::new(&mut this.complete).poll_next(cx) {
-            this.complete_version = this.complete_version.max(v);
-        }
+        let complete = this.complete.load(Acquire);
         let next = this
             .pending
             .iter()
             .enumerate()
-            .filter(|(_, (enc, _))| enc.version <= this.complete_version)
+            .filter(|(_, (enc, _))| enc.version <= complete)
             .min_by_key(|(_, (enc, frame))| (enc.version, *frame == Frame::Update))
             .map(|(i, _)| i);
         match next {
             Some(i) => Poll::Ready(Some(this.pending.swap_remove(i))),
-            // Every inner stream returned Pending, so their wakers are registered. The stream
-            // never ends by itself: the connection ends it (client gone, drain).
+            // Every topic returned Pending, so their wakers are registered. The stream never
+            // ends by itself: the connection ends it (client gone, drain).
             None => Poll::Pending,
         }
     }
@@ -124,39 +148,50 @@ mod tests {
             .map(|(e, f)| (e.topic.to_string(), e.version, f))
     }
 
+    fn follow(hub: &Hub, o: &mut Ordered, topic: &str) {
+        let mut rx = hub.subscribe(topic).unwrap();
+        let current = rx.borrow_and_update().clone();
+        o.insert(Arc::from(topic), rx, current, true);
+    }
+
     #[tokio::test]
-    async fn frames_wait_for_their_cycle_and_leave_in_version_order() {
+    async fn frames_wait_for_their_cycle_and_leave_in_version_order_once() {
         let hub = Hub::new(Arc::default());
-        hub.apply(&doc("a", 1));
-        hub.apply(&doc("b", 1));
-        hub.set_complete(1);
+        hub.apply_cycle(&[doc("a", 1), doc("b", 1)], 1);
         let mut o = Ordered::new(hub.complete());
-        for t in ["a", "b"] {
-            let mut rx = hub.subscribe(t).unwrap();
-            let snap = rx.borrow_and_update().clone();
-            o.insert(Arc::from(t), rx, Some(snap));
-        }
+        follow(&hub, &mut o, "a");
+        follow(&hub, &mut o, "b");
         assert_eq!(next(&mut o), Some(("a".into(), 1, Frame::Snapshot)));
         assert_eq!(next(&mut o), Some(("b".into(), 1, Frame::Snapshot)));
         assert_eq!(next(&mut o), None);
 
-        // Cycle 5 changes b, cycle 6 changes a and b; cycle 6 is half applied.
-        hub.apply(&doc("b", 5));
-        hub.set_complete(5);
-        hub.apply(&doc("a", 6));
-        // b's 5 may go, a's 6 must wait for the rest of cycle 6.
+        // Cycle 5 changes b.
+        hub.apply_cycle(&[doc("b", 5)], 5);
         assert_eq!(next(&mut o), Some(("b".into(), 5, Frame::Update)));
         assert_eq!(next(&mut o), None);
-        hub.apply(&doc("b", 6));
-        hub.set_complete(6);
+
+        // Cycle 6 changes a and b and is half applied: a's 6 is stored, nothing may go yet,
+        // not even to a connection that subscribes now and reads a's 6 as its snapshot.
+        let (a6, b6) = (doc("a", 6), doc("b", 6));
+        assert!(hub.store(&a6));
+        assert_eq!(next(&mut o), None);
+        let mut late = Ordered::new(hub.complete());
+        follow(&hub, &mut late, "a");
+        assert_eq!(next(&mut late), None);
+        assert!(hub.store(&b6));
+        hub.publish_cycle(&[&a6.topic, &b6.topic], 6);
         assert_eq!(next(&mut o), Some(("a".into(), 6, Frame::Update)));
         assert_eq!(next(&mut o), Some(("b".into(), 6, Frame::Update)));
         assert_eq!(next(&mut o), None);
+        // The late subscriber gets a's 6 once, as its snapshot, not again as an update.
+        assert_eq!(next(&mut late), Some(("a".into(), 6, Frame::Snapshot)));
+        assert_eq!(next(&mut late), None);
 
         // Unsubscribing drops what was waiting.
-        hub.apply(&doc("a", 7));
+        let a7 = doc("a", 7);
+        assert!(hub.store(&a7));
         assert!(o.remove("a"));
-        hub.set_complete(7);
+        hub.publish_cycle(&[&a7.topic], 7);
         assert_eq!(next(&mut o), None);
     }
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
+use futures_util::{Stream, StreamExt, stream};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
@@ -22,11 +22,20 @@ use crate::metrics::Metrics;
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
-    topics: Option<String>,
+    pub topics: Option<String>,
     /// Resume point for a first connect, where the browser cannot set `Last-Event-ID`.
     #[serde(rename = "lastEventId")]
-    last_event_id: Option<String>,
+    pub last_event_id: Option<String>,
 }
+
+/// The response headers of a stream (CORS headers are added by the router's layer, or by the
+/// front door, see [`super::front`]).
+pub const HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    // Tell nginx-style proxies not to buffer the stream.
+    ("x-accel-buffering", "no"),
+];
 
 /// A topic name and its channel.
 pub type TopicReceiver = (Arc<str>, watch::Receiver<Arc<Encoded>>);
@@ -72,10 +81,8 @@ pub fn parse_topics<'a>(
 }
 
 /// The version after which a client wants changes: `Last-Event-ID`, else `?lastEventId=`.
-fn resume_point(headers: &HeaderMap, query: &EventsQuery) -> u64 {
-    headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
+pub fn resume_point(header: Option<&str>, query: &EventsQuery) -> u64 {
+    header
         .or(query.last_event_id.as_deref())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
@@ -96,11 +103,31 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// `GET /events` on a connection hyper serves (a request after the first on a kept-alive
+/// connection; the first one is served by the front door).
 pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let since = resume_point(header, &query);
+    let body = open(&state, query.topics.as_deref().unwrap_or(""), since)?;
+    let mut resp = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
+    for (name, value) in HEADERS {
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    Ok(resp)
+}
+
+/// Admit a stream and build what it sends: `retry:`, then the frames of `topics` after version
+/// `since` with heartbeats between them, until shutdown ends it with a randomised `retry:`.
+pub fn open(
+    state: &AppState,
+    topics: &str,
+    since: u64,
+) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
     }
@@ -108,12 +135,9 @@ pub async fn events(
         return Err(ApiError::NotReady);
     }
     state.admission.admit(&state.metrics)?;
-    let subs = parse_topics(&state, query.topics.as_deref().unwrap_or("").split(',')).inspect_err(
-        |_| {
-            state.metrics.client_errors.fetch_add(1, Relaxed);
-        },
-    )?;
-    let since = resume_point(&headers, &query);
+    let subs = parse_topics(state, topics.split(',')).inspect_err(|_| {
+        state.metrics.client_errors.fetch_add(1, Relaxed);
+    })?;
     let metrics = state.metrics.clone();
     metrics.sse_connections.fetch_add(1, Relaxed);
     metrics.sse_connections_total.fetch_add(1, Relaxed);
@@ -127,8 +151,8 @@ pub async fn events(
     let mut frames = Ordered::new(state.hub.complete());
     for (topic, mut rx) in subs {
         let current = rx.borrow_and_update().clone();
-        let snapshot = (current.version > since).then_some(current);
-        frames.insert(topic, rx, snapshot);
+        let snapshot = current.version > since;
+        frames.insert(topic, rx, current, snapshot);
     }
     let frames = frames.map(|(enc, frame)| enc.sse(frame).clone());
     let heartbeats =
@@ -143,28 +167,12 @@ pub async fn events(
     let live = stream::select(frames, heartbeats)
         .take_until(state.closing())
         .chain(farewell);
-    let body = stream::once(async { first }).chain(live).map(move |frame| {
+    Ok(stream::once(async { first }).chain(live).map(move |frame| {
         let _alive = &guard;
         metrics
             .deliveries
             .fetch_add(u64::from(frame.len() > 4), Relaxed);
         metrics.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
-        Ok::<_, Infallible>(frame)
-    });
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            // Tell nginx-style proxies not to buffer the stream.
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+        frame
+    }))
 }

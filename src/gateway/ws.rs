@@ -221,9 +221,9 @@ async fn handle(
                     continue;
                 };
                 let current = rx.borrow_and_update().clone();
-                let snapshot = (current.version > since).then_some(current);
+                let snapshot = current.version > since;
                 metrics.subscriptions.fetch_add(1, Relaxed);
-                subs.insert(Arc::from(topic.as_str()), rx, snapshot);
+                subs.insert(Arc::from(topic.as_str()), rx, current, snapshot);
             }
         }
         ClientMessage::Unsubscribe { topics } => {
