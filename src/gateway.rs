@@ -42,6 +42,9 @@ pub const DEFAULT_CONNECT_RATE: u64 = 5_000;
 /// `Cache-Control` of every document GET: a CDN keeps a document 10 s, the poll cadence of the
 /// feed, and may serve it stale for 30 s more while it revalidates.
 pub const CACHE_CONTROL: &str = "public, max-age=10, stale-while-revalidate=30";
+/// Smallest `--send-buffer` accepted, one page: a smaller value is more likely a size meant in
+/// KiB than a choice, and Linux raises tiny buffers to a minimum of its own anyway.
+pub const MIN_SEND_BUFFER: u32 = 4096;
 
 /// Options of every command that serves clients.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,6 +85,11 @@ pub struct GatewayArgs {
     /// reading) is dropped.
     #[arg(long, env = "APURA_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
+    /// SO_SNDBUF of the listening socket, inherited by every connection, in bytes: bounds the
+    /// kernel memory a client that stops reading holds (Linux doubles the value). 0: the
+    /// kernel's default, grown as needed up to `net.ipv4.tcp_wmem`'s maximum.
+    #[arg(long, env = "APURA_SEND_BUFFER", default_value_t = 0)]
+    pub send_buffer: u32,
 }
 
 impl GatewayArgs {
@@ -100,13 +108,18 @@ impl GatewayArgs {
         if self.heartbeat < Duration::from_millis(100) {
             problems.push("--heartbeat must be at least 100ms".to_string());
         }
+        if self.send_buffer != 0 && self.send_buffer < MIN_SEND_BUFFER {
+            problems.push(format!(
+                "--send-buffer must be 0 (the kernel's default) or at least {MIN_SEND_BUFFER}"
+            ));
+        }
         if !self.web_dir.is_dir() {
             tracing::warn!(dir = %self.web_dir.display(), "web folder not found; / will answer 404");
         }
         problems
     }
 
-    /// Bind the listening socket, with SO_REUSEPORT when asked.
+    /// Bind the listening socket, with SO_REUSEPORT and SO_SNDBUF when asked.
     pub fn bind(&self) -> anyhow::Result<TcpListener> {
         let socket = match self.listen {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -115,6 +128,9 @@ impl GatewayArgs {
         socket.set_reuseaddr(true)?;
         if self.reuse_port {
             socket.set_reuseport(true)?;
+        }
+        if self.send_buffer != 0 {
+            socket.set_send_buffer_size(self.send_buffer)?;
         }
         socket
             .bind(self.listen)

@@ -64,8 +64,7 @@ async fn get(url: &str) -> (u16, serde_json::Value) {
 #[tokio::test]
 async fn cycles_round_trip_in_version_order_and_another_process_continues_the_sequence() {
     let server = RedisServer::start().await;
-    let a = bus(&server).await;
-    assert!(a.acquire_leadership(WAIT).await.unwrap());
+    let a = publisher(&server, WAIT).await;
     let mut events = a.subscribe().await.unwrap();
 
     let c1 = a.publish(vec![draft("a", 1), draft("b", 1)]).await.unwrap();
@@ -240,8 +239,7 @@ async fn a_gateway_serves_through_a_redis_restart_then_catches_up_with_higher_ve
 #[tokio::test]
 async fn a_gateway_started_after_publications_is_ready_only_with_every_snapshot_loaded() {
     let server = RedisServer::start().await;
-    let publisher = bus(&server).await;
-    assert!(publisher.acquire_leadership(WAIT).await.unwrap());
+    let publisher = publisher(&server, WAIT).await;
     let names: Vec<String> = (0..2_500)
         .map(|i| format!("mayors-sp-city-{i:04}"))
         .collect();
@@ -296,8 +294,7 @@ async fn a_gateway_started_after_publications_is_ready_only_with_every_snapshot_
 async fn a_subscriber_that_falls_behind_or_gets_garbage_is_told_to_resync() {
     let server = RedisServer::start().await;
     let metrics = std::sync::Arc::new(apura::metrics::Metrics::default());
-    let publisher = bus(&server).await;
-    assert!(publisher.acquire_leadership(WAIT).await.unwrap());
+    let publisher = publisher(&server, WAIT).await;
     let follower = apura::bus::redis::RedisBus::connect(&server.url(), "apura", metrics.clone())
         .await
         .unwrap();

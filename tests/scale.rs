@@ -16,8 +16,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,16 +27,15 @@ use apura::feed::municipalities::MunicipalityList;
 use apura::feed::{consolidated, zones};
 use apura::metrics::Metrics;
 use apura::model::{Office, Race, TopicKind};
-use common::redis::RedisServer;
+use common::process::{BIN, Process, args, free_addr, metric, scrape};
+use common::redis::{GatewayProcess, RedisServer};
 use common::{Sse, SseRead};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_apura");
 /// Leader lock ttl: renewed every 667 ms, so a dead leader is replaced within 2.67 s.
 const TTL: Duration = Duration::from_secs(2);
 /// A new set of feed files every 500 ms; the ingest polls every 300 ms, zone files every second.
@@ -247,7 +245,7 @@ async fn a_gateway_restarted_mid_count_is_ready_only_with_every_snapshot_loaded(
     d.wait_for_progress(0.3).await;
     let status = d.gateways[1].process.terminate().await;
     assert!(status.success(), "gateway-b stopped with {status}");
-    d.gateways[1].process = d.spawn_gateway("gateway-b", d.gateways[1].addr);
+    d.gateways[1] = d.spawn_gateway("gateway-b", d.gateways[1].addr);
 
     // Until ready, the restarted gateway refuses connections or answers 503, for /readyz and
     // for documents alike (never a 404 for a topic it has not loaded yet).
@@ -471,88 +469,9 @@ fn compose_and_dockerfile_use_only_options_the_command_line_has() {
 // ---------------------------------------------------------------------------------------------
 // The deployment.
 
-/// One child process of the built binary, killed when dropped; its log kept in a file.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(dir: &Path, name: &str, args: &[String]) -> Process {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .env("NO_COLOR", "1")
-            .kill_on_drop(true);
-        // Only what the test says: nothing from the environment the tests run in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("APURA_") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Process {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    /// SIGKILL, as a crash or the OOM killer would: no lock released, nothing flushed.
-    async fn kill(&mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
-
-    /// SIGTERM, as an orchestrator stopping a container would, and wait for the exit.
-    async fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not exit after SIGTERM", self.name))
-            .unwrap()
-    }
-
-    /// The end of the log, for a failure message.
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
 struct IngestProcess {
     process: Process,
     metrics: SocketAddr,
-}
-
-struct GatewayProcess {
-    name: String,
-    process: Process,
-    addr: SocketAddr,
-}
-
-impl GatewayProcess {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
 }
 
 /// Redis, the simulator, two ingests and two gateways, and an observer of the Redis channel.
@@ -616,13 +535,8 @@ impl Deployment {
         let b = d.spawn_ingest("ingest-b");
         d.ingests.push(b);
         for name in ["gateway-a", "gateway-b"] {
-            let addr = free_addr();
-            let process = d.spawn_gateway(name, addr);
-            d.gateways.push(GatewayProcess {
-                name: name.to_string(),
-                process,
-                addr,
-            });
+            let gateway = d.spawn_gateway(name, free_addr());
+            d.gateways.push(gateway);
         }
         for i in 0..2 {
             // Zone documents come with the first zone poll, a moment after the rest.
@@ -679,21 +593,13 @@ impl Deployment {
         IngestProcess { process, metrics }
     }
 
-    fn spawn_gateway(&self, name: &str, addr: SocketAddr) -> Process {
-        Process::spawn(
+    fn spawn_gateway(&self, name: &str, addr: SocketAddr) -> GatewayProcess {
+        GatewayProcess::spawn(
+            &self.redis,
             self.dir.path(),
             name,
-            &args(&[
-                "gateway",
-                "--redis",
-                &self.redis.url(),
-                "--listen",
-                &addr.to_string(),
-                "--heartbeat",
-                HEARTBEAT,
-                "--drain",
-                "500ms",
-            ]),
+            addr,
+            &["--heartbeat", HEARTBEAT, "--drain", "500ms"],
         )
     }
 
@@ -738,18 +644,7 @@ impl Deployment {
 
     /// A value from a Prometheus text page; `None` if the page does not answer.
     async fn metric(&self, addr: SocketAddr, name: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(format!("http://{addr}/metrics"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        metric(&scrape(&self.http, addr).await?, name)
     }
 
     async fn ingest_metric(&self, i: usize, name: &str) -> Option<f64> {
@@ -961,19 +856,6 @@ fn municipality_list() -> Value {
         }
     }
     Value::Object(list)
-}
-
-fn args(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// A free loopback port. Another process may take it before ours binds it; on a test machine
-/// that does not happen in practice (the kernel hands out ports in turn).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// The GET path of a topic.

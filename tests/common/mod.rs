@@ -2,6 +2,7 @@
 //! and small SSE and WebSocket clients over real sockets.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod redis;
 
 use std::net::SocketAddr;
@@ -145,6 +146,7 @@ pub fn gateway_args() -> GatewayArgs {
         max_connect_rate: 100_000,
         drain: Duration::from_millis(200),
         write_timeout: Duration::from_secs(30),
+        send_buffer: 0,
     }
 }
 

@@ -1,8 +1,8 @@
-//! A private redis-server per test on a free port, and ingest and gateway processes on it,
-//! all stopped on `Drop`.
+//! A private redis-server per test on a free port, and ingest and gateway processes on it (in
+//! this process, or the gateway as a child process of the built binary), all stopped on `Drop`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::process::{Process, args};
 use super::{City, feed_json, gateway_args, municipalities_json, write_atomic};
 
 /// A redis-server child process without persistence, on a port of its own.
@@ -110,6 +111,16 @@ pub async fn bus(server: &RedisServer) -> Arc<RedisBus> {
             .await
             .unwrap(),
     )
+}
+
+/// A RedisBus holding the leader lock for `ttl`, to publish through as the ingest would.
+pub async fn publisher(server: &RedisServer, ttl: Duration) -> Arc<RedisBus> {
+    let publisher = bus(server).await;
+    assert!(
+        publisher.acquire_leadership(ttl).await.unwrap(),
+        "the leader lock is free"
+    );
+    publisher
 }
 
 /// Feed files in a temporary folder, polled every 50 ms.
@@ -246,5 +257,42 @@ impl RedisGateway {
 impl Drop for RedisGateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// `apura gateway --redis` as a child process of the built binary, killed when dropped.
+pub struct GatewayProcess {
+    pub name: String,
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl GatewayProcess {
+    /// Follow `server` and serve on `addr`, with the options in `extra`; the log goes to
+    /// `dir/<name>.log`.
+    pub fn spawn(
+        server: &RedisServer,
+        dir: &Path,
+        name: &str,
+        addr: SocketAddr,
+        extra: &[&str],
+    ) -> GatewayProcess {
+        let mut command = args(&[
+            "gateway",
+            "--redis",
+            &server.url(),
+            "--listen",
+            &addr.to_string(),
+        ]);
+        command.extend(args(extra));
+        GatewayProcess {
+            name: name.to_string(),
+            process: Process::spawn(dir, name, &command),
+            addr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 }

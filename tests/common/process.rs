@@ -1,0 +1,116 @@
+//! Child processes of the built binary, killed when dropped, each with its log in a file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_apura");
+/// How long a process may take to exit after SIGTERM: its drain, on a slow and shared machine.
+const EXIT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// One child process of the built binary, killed when dropped; its log kept in a file.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Run `apura <args>`, its log in `dir/<name>.log`.
+    pub fn spawn(dir: &Path, name: &str, args: &[String]) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true);
+        // Only what the test says: nothing from the environment the tests run in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("APURA_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: no lock released, nothing flushed.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// SIGTERM, as an orchestrator stopping a container would, and wait for the exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(EXIT_PATIENCE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit after SIGTERM", self.name))
+            .unwrap()
+    }
+
+    /// The end of the log, for a failure message.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+pub fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A free loopback port. Another process may take it before ours binds it; on a test machine
+/// that does not happen in practice (the kernel hands out ports in turn).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The Prometheus text of `/metrics` at `addr`; `None` if it does not answer.
+pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Option<String> {
+    http.get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of an unlabelled metric in a Prometheus text page.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
