@@ -94,9 +94,8 @@ impl axum::serve::Listener for FrontDoor {
 /// Read the first request head. Serve it here if it opens an event stream and return `None`;
 /// otherwise return the connection for hyper, with what was read.
 async fn first_request(mut io: TimeoutStream, state: &AppState) -> Option<Replay> {
-    const PREFIX: &[u8] = b"GET /events";
     let mut buf = BytesMut::with_capacity(1024);
-    loop {
+    let open = loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len());
         }
@@ -107,27 +106,43 @@ async fn first_request(mut io: TimeoutStream, state: &AppState) -> Option<Replay
         if !matches!(read, Ok(Ok(n)) if n > 0) {
             return None;
         }
-        let n = buf.len().min(PREFIX.len());
-        if buf[..n] != PREFIX[..n] || buf.len() >= HEAD_LIMIT {
-            break;
+        match look(&buf) {
+            Look::More => continue,
+            Look::Hyper => {
+                return Some(Replay {
+                    read: buf.freeze(),
+                    io,
+                });
+            }
+            Look::Stream(open) => break open,
         }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Partial) => continue,
-            Ok(httparse::Status::Complete(_)) => {}
-            Err(_) => break,
-        }
-        let Some(open) = stream_request(&req) else {
-            break;
-        };
-        serve_stream(io, state, open).await;
-        return None;
+    };
+    // Nothing of the request is kept for the stream's life.
+    drop(buf);
+    serve_stream(io, state, open).await;
+    None
+}
+
+/// What the bytes read so far call for.
+enum Look {
+    More,
+    Hyper,
+    Stream(OpenStream),
+}
+
+fn look(buf: &[u8]) -> Look {
+    const PREFIX: &[u8] = b"GET /events";
+    let n = buf.len().min(PREFIX.len());
+    if buf[..n] != PREFIX[..n] || buf.len() >= HEAD_LIMIT {
+        return Look::Hyper;
     }
-    Some(Replay {
-        read: buf.freeze(),
-        io,
-    })
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => Look::More,
+        Ok(httparse::Status::Complete(_)) => stream_request(&req).map_or(Look::Hyper, Look::Stream),
+        Err(_) => Look::Hyper,
+    }
 }
 
 /// What a stream request asks for.

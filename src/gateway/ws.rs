@@ -15,8 +15,9 @@ use super::http::ApiError;
 use super::ordered::Ordered;
 
 /// Read buffer per socket. tungstenite's default is 128 KiB; client messages here are short
-/// JSON commands, and a node holds hundreds of thousands of sockets.
-const READ_BUFFER: usize = 4 << 10;
+/// JSON commands (a longer one grows the buffer to its size), and a node holds hundreds of
+/// thousands of sockets.
+const READ_BUFFER: usize = 512;
 /// Write buffer target: 0 writes each message through at once instead of batching 128 KiB.
 const WRITE_BUFFER: usize = 0;
 /// Bytes queued for a client that does not read before sends fail: a couple of São Paulo
