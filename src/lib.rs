@@ -18,16 +18,28 @@
 //! - [`simulate`]: a count-night simulator serving the government feed over HTTP, in either
 //!   layout ([`simulate::tse`]).
 //! - [`demo`] and [`run`]: the one-process commands.
+//!
+//! Without the default `service` feature the library is [`model`] and [`feed`] alone (what the
+//! fuzz targets of `fuzz/` build).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "service")]
 pub mod bus;
+#[cfg(feature = "service")]
 pub mod demo;
+#[cfg(feature = "service")]
 pub mod documents;
 pub mod feed;
+#[cfg(feature = "service")]
 pub mod fetch;
+#[cfg(feature = "service")]
 pub mod gateway;
+#[cfg(feature = "service")]
 pub mod ingest;
+#[cfg(feature = "service")]
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "service")]
 pub mod run;
+#[cfg(feature = "service")]
 pub mod simulate;

@@ -309,7 +309,7 @@ fn city_race(
     if !(0.0..=100.0).contains(&pct) {
         return Err(format!("pst: {pct} is not a percentage"));
     }
-    // Found by tests/fuzz_parsers.rs: an absurd `a` overflowed this sum (a panic in debug).
+    // Found by fuzzing: an absurd `a` overflowed this sum (a panic with overflow checks on).
     let electorate = turnout
         .checked_add(abstentions)
         .ok_or_else(|| format!("t {turnout} + a {abstentions} overflows"))?;

@@ -199,7 +199,10 @@ fn block(b: &RawBlock, zone: &str, numbers: &HashMap<String, u32>) -> Result<Zon
             r.percent = percent(r.votes, valid);
         }
     }
-    let counted = valid.saturating_add(blank).saturating_add(null);
+    let counted = valid
+        .checked_add(blank)
+        .and_then(|v| v.checked_add(null))
+        .ok_or("votes overflow")?;
     if counted > turnout {
         return Err(format!(
             "candidate votes {valid} + blank {blank} + null {null} = {counted} exceed the total {turnout}"
@@ -267,5 +270,18 @@ mod tests {
         let err = parse(bad.as_bytes(), "zone.json").unwrap_err();
         assert!(err.to_string().contains("exceed"), "{err}");
         assert!(parse(&GOOD.as_bytes()[..200], "zone.json").is_err());
+    }
+
+    #[test]
+    fn counts_whose_sum_overflows_are_rejected() {
+        // Found writing the zones fuzz target's `votes + blank + null <= total` check: a
+        // saturating sum let a sum past u64::MAX pass as equal to a total of u64::MAX.
+        let bad = GOOD.replace(
+            r#""brancos": "10", "nulos": "5", "total": "115""#,
+            r#""brancos": "18446744073709551615", "nulos": "5", "total": "18446744073709551615""#,
+        );
+        assert_ne!(bad, GOOD);
+        let err = parse(bad.as_bytes(), "zone.json").unwrap_err();
+        assert!(err.to_string().contains("total: votes overflow"), "{err}");
     }
 }

@@ -676,12 +676,13 @@ impl Unified {
     pub fn race_of(&self, ibge: u32, cargo: u32, office: Office) -> Option<Race> {
         let o = self.office(cargo)?;
         let v = &self.votes;
+        // Saturating: without `vv` or `tvn` no identity bounds the sums, and a file of absurd
+        // counts must not overflow them (found writing the tse_unified fuzz target).
         let valid = v.valid.unwrap_or_else(|| {
             o.candidates
                 .iter()
                 .filter(|c| c.candidate.valid)
-                .map(|c| c.candidate.votes)
-                .sum()
+                .fold(0, |sum, c| sum.saturating_add(c.candidate.votes))
         });
         let mut candidates: Vec<Candidate> = o
             .candidates
@@ -706,7 +707,7 @@ impl Unified {
         });
         let null = v
             .null_total
-            .or_else(|| Some(v.null? + v.null_technical.unwrap_or(0)))
+            .or_else(|| Some(v.null?.saturating_add(v.null_technical.unwrap_or(0))))
             .unwrap_or(0);
         Some(Race {
             ibge,
@@ -1016,6 +1017,17 @@ pub(crate) mod tests {
         let bad = MAYOR.replace(r#""vn" : "280""#, r#""vn" : "281""#);
         let err = parse_validated(bad.as_bytes(), "mayor.json").unwrap_err();
         assert!(err.to_string().contains("tvn = vn + vnt"), "{err}");
+    }
+
+    #[test]
+    fn absurd_counts_without_totals_do_not_overflow_the_race() {
+        let file = r#"{"carg":[{"cd":"11","agr":[{"par":[{"n":"45","cand":[
+            {"n":"45","vap":"18446744073709551615"},{"n":"13","vap":"1"}]}]}]}],
+          "v":{"vn":"18446744073709551615","vnt":"1"}}"#;
+        let u = parse_validated(file.as_bytes(), "u.json").unwrap();
+        let race = u.race(1, Office::Mayor).unwrap();
+        assert_eq!((race.totals.valid, race.totals.null), (u64::MAX, u64::MAX));
+        assert_eq!(race.candidates[0].percent, 100.0);
     }
 
     #[test]
