@@ -505,3 +505,104 @@ async fn over_the_connection_cap_streams_get_503_with_retry_after() {
     .await;
     Sse::connect(&gw.url("/events?topics=a"), None).await;
 }
+
+/// Send `request` on a fresh connection and read until `done` holds for what came back (or the
+/// connection ends, or 5 s pass).
+async fn raw(
+    stream: &mut tokio::net::TcpStream,
+    request: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done(&String::from_utf8_lossy(&got)) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_router() {
+    let gw = Gateway::start(gateway_args()).await;
+    let v = gw.publish(&[("a", 1)]).await;
+    let connect = || tokio::net::TcpStream::connect(gw.addr);
+
+    // A stream on a fresh connection: the head as hyper would send it, then chunks.
+    let mut s = connect().await.unwrap();
+    let got = raw(
+        &mut s,
+        "GET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n",
+        |g| g.contains("\"n\":1"),
+    )
+    .await;
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for h in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "transfer-encoding: chunked",
+        "access-control-allow-origin: *",
+    ] {
+        assert!(head.contains(h), "{h} missing from {head}");
+    }
+    let retry = "retry: 3000\n\n";
+    assert!(
+        body.starts_with(&format!("{:x}\r\n{retry}\r\n", retry.len())),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("event: snapshot\nid: {v}\n")),
+        "{body}"
+    );
+
+    // Its errors are the router's: JSON, CORS, the same status.
+    let mut s = connect().await.unwrap();
+    let got = raw(
+        &mut s,
+        "GET /events?topics=nope HTTP/1.1\r\nHost: t\r\n\r\n",
+        |g| g.ends_with('}'),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 404 Not Found\r\n"), "{got}");
+    assert!(got.contains("access-control-allow-origin: *"), "{got}");
+    assert!(
+        got.ends_with(r#""message":"unknown topic: nope"}"#),
+        "{got}"
+    );
+
+    // A stream asked for after a GET on a kept-alive connection is served by the router.
+    let mut s = connect().await.unwrap();
+    let got = raw(
+        &mut s,
+        "GET /cities.json HTTP/1.1\r\nHost: t\r\n\r\nGET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n",
+        |g| g.contains("event: snapshot"),
+    )
+    .await;
+    assert!(
+        got.starts_with("HTTP/1.1 404"),
+        "no cities topic yet: {got}"
+    );
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 2, "{got}");
+    assert!(got.contains(&format!("id: {v}\n")), "{got}");
+
+    // A request head too large for the front door is the router's to refuse.
+    let mut s = connect().await.unwrap();
+    let flood = format!(
+        "GET /events?topics=a HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        "X-Pad: 0123456789abcdef0123456789abcdef\r\n".repeat(400)
+    );
+    let got = raw(&mut s, &flood, |g| g.contains("\r\n\r\n")).await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+
+    // A WebSocket handshake on a fresh connection still reaches the router.
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": ["a"]})).await;
+    assert_eq!(ws_next(&mut ws, WAIT).await.unwrap()["version"], v);
+}

@@ -5,9 +5,9 @@
 //! else, including a later request on a kept-alive connection, goes to hyper (the router) with
 //! the bytes already read put back in front.
 //!
-//! The stream's body is delimited by the end of the connection (`Connection: close`, no
-//! chunked encoding): an event stream never ends by itself, so nothing is lost, and each frame
-//! leaves in one write with no per-frame framing.
+//! The stream's body is chunked, as hyper would send it (any HTTP/1.1 client or proxy reads
+//! it), each frame one chunk leaving in one vectored write; the connection closes when the
+//! stream ends (`Connection: close`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -192,7 +192,7 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream) 
     for (name, value) in sse::HEADERS.iter().chain(&CORS_HEADERS) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str("connection: close\r\n\r\n");
+    head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
     if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }
@@ -209,7 +209,7 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream) 
             _ = &mut gone => return,
             frame = frames.next() => match frame {
                 Some(bytes) => {
-                    if wr.write_all(&bytes).await.is_err() {
+                    if write_chunk(&mut wr, &bytes).await.is_err() {
                         return;
                     }
                 }
@@ -217,7 +217,24 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream) 
             },
         }
     }
-    let _ = wr.shutdown().await;
+    // The last chunk, then the end of the connection.
+    if wr.write_all(b"0\r\n\r\n").await.is_ok() {
+        let _ = wr.shutdown().await;
+    }
+}
+
+/// Write one frame as an HTTP/1.1 chunk: size line, the shared bytes, CRLF, in one vectored
+/// write (no copy of the frame).
+async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut size = [0u8; 18];
+    let len = {
+        let mut cursor = &mut size[..];
+        write!(cursor, "{:x}\r\n", frame.len())?;
+        18 - cursor.len()
+    };
+    let mut chunk = Buf::chain(Buf::chain(&size[..len], frame), &b"\r\n"[..]);
+    wr.write_all_buf(&mut chunk).await
 }
 
 /// Write a whole response (an error: small) and close the connection.
