@@ -508,12 +508,9 @@ async fn over_the_connection_cap_streams_get_503_with_retry_after() {
 
 /// Send `request` on a fresh connection and read until `done` holds for what came back (or the
 /// connection ends, or 5 s pass).
-async fn raw(
-    stream: &mut tokio::net::TcpStream,
-    request: &str,
-    done: impl Fn(&str) -> bool,
-) -> String {
+async fn raw(addr: std::net::SocketAddr, request: &str, done: impl Fn(&str) -> bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -531,12 +528,10 @@ async fn raw(
 async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_router() {
     let gw = Gateway::start(gateway_args()).await;
     let v = gw.publish(&[("a", 1)]).await;
-    let connect = || tokio::net::TcpStream::connect(gw.addr);
 
     // A stream on a fresh connection: the head as hyper would send it, then chunks.
-    let mut s = connect().await.unwrap();
     let got = raw(
-        &mut s,
+        gw.addr,
         "GET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n",
         |g| g.contains("\"n\":1"),
     )
@@ -563,9 +558,8 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     );
 
     // Its errors are the router's: JSON, CORS, the same status.
-    let mut s = connect().await.unwrap();
     let got = raw(
-        &mut s,
+        gw.addr,
         "GET /events?topics=nope HTTP/1.1\r\nHost: t\r\n\r\n",
         |g| g.ends_with('}'),
     )
@@ -578,9 +572,8 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     );
 
     // A stream asked for after a GET on a kept-alive connection is served by the router.
-    let mut s = connect().await.unwrap();
     let got = raw(
-        &mut s,
+        gw.addr,
         "GET /cities.json HTTP/1.1\r\nHost: t\r\n\r\nGET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n",
         |g| g.contains("event: snapshot"),
     )
@@ -593,12 +586,11 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     assert!(got.contains(&format!("id: {v}\n")), "{got}");
 
     // A request head too large for the front door is the router's to refuse.
-    let mut s = connect().await.unwrap();
     let flood = format!(
         "GET /events?topics=a HTTP/1.1\r\nHost: t\r\n{}\r\n",
         "X-Pad: 0123456789abcdef0123456789abcdef\r\n".repeat(400)
     );
-    let got = raw(&mut s, &flood, |g| g.contains("\r\n\r\n")).await;
+    let got = raw(gw.addr, &flood, |g| g.contains("\r\n\r\n")).await;
     assert!(got.starts_with("HTTP/1.1 431"), "{got}");
 
     // A WebSocket handshake on a fresh connection still reaches the router.
