@@ -7,17 +7,24 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake perl pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so that a change to apura's own code does not rebuild them.
+# Dependencies first, so that a change to apura's own code does not rebuild them: the manifests
+# of every workspace member, each with an empty stand-in for its sources.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
- && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
- && echo 'fn main() {}' > benches/ingest.rs \
- && cargo build --release --locked \
- && rm -rf src benches
+COPY crates/formats/Cargo.toml crates/formats/
+COPY crates/simulate/Cargo.toml crates/simulate/
+COPY loadtest/Cargo.toml loadtest/
+RUN for member in . crates/formats crates/simulate loadtest; do \
+      mkdir -p "$member/src" && echo 'fn main() {}' > "$member/src/main.rs" && touch "$member/src/lib.rs"; \
+    done \
+ && mkdir -p benches && echo 'fn main() {}' > benches/ingest.rs \
+ && cargo build --release --locked -p apura \
+ && rm -rf src benches crates/formats/src crates/simulate/src loadtest/src
 COPY src ./src
 COPY benches ./benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin apura
+COPY crates ./crates
+COPY loadtest/src ./loadtest/src
+RUN touch src/main.rs src/lib.rs crates/formats/src/lib.rs crates/simulate/src/lib.rs \
+ && cargo build --release --locked -p apura --bin apura
 
 FROM debian:bookworm-slim
 RUN apt-get update \

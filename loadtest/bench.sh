@@ -108,9 +108,9 @@ wait_http() {
 # --- build -----------------------------------------------------------------------------------
 
 build() {
-    log "building apura-load (release, $HERE/target)"
-    cargo build --release --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"
-    LOAD="$HERE/target/release/apura-load"
+    log "building apura-load (release, a member of the workspace)"
+    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p apura-load
+    LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/apura-load"
     if [ -z "$APURA" ]; then
         log "building apura (release)"
         cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"

@@ -1,10 +1,8 @@
-//! apura: a real-time election results gateway.
+//! apura: a real-time election results gateway (the service crate of the workspace).
 //!
-//! The crate follows the data flow of `architecture.md`:
+//! The crate follows the data flow of the README's Design section:
 //!
-//! - [`model`]: municipalities, offices, candidates, totals, progress; the slug rule.
-//! - [`feed`]: the government formats, parsed and validated into the model: the provider's
-//!   consolidated files and the authority's own per-city layout ([`feed::tse`]).
+//! - [`model`] and [`feed`] (from `apura-formats`): the model and the government formats.
 //! - [`fetch`]: conditional GET of feed files over HTTP(S), `file://` or a plain path, within a
 //!   request budget where the upstream needs one ([`fetch::throttle`]).
 //! - [`documents`]: the model sliced into topic documents and roll-ups (canonical JSON drafts).
@@ -15,31 +13,19 @@
 //!   ([`bus::redis`]: every key, the channel, the lock).
 //! - [`gateway`]: the topic hub and the SSE, WebSocket and JSON GET endpoints; the scaled
 //!   gateway process in [`gateway::command`].
-//! - [`simulate`]: a count-night simulator serving the government feed over HTTP, in either
-//!   layout ([`simulate::tse`]).
+//! - [`simulate`] (from `apura-simulate`): the count-night simulator behind `apura simulate` and
+//!   `apura demo`.
 //! - [`demo`] and [`run`]: the one-process commands.
-//!
-//! Without the default `service` feature the library is [`model`] and [`feed`] alone (what the
-//! fuzz targets of `fuzz/` build).
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "service")]
+pub use apura_formats::{feed, model};
+pub use apura_simulate as simulate;
+
 pub mod bus;
-#[cfg(feature = "service")]
 pub mod demo;
-#[cfg(feature = "service")]
 pub mod documents;
-pub mod feed;
-#[cfg(feature = "service")]
 pub mod fetch;
-#[cfg(feature = "service")]
 pub mod gateway;
-#[cfg(feature = "service")]
 pub mod ingest;
-#[cfg(feature = "service")]
 pub mod metrics;
-pub mod model;
-#[cfg(feature = "service")]
 pub mod run;
-#[cfg(feature = "service")]
-pub mod simulate;

@@ -4,9 +4,9 @@
 
 use std::sync::LazyLock;
 
-use apura::feed::consolidated;
-use apura::feed::municipalities::MunicipalityList;
-use apura::model::{Municipality, Office};
+use apura_formats::feed::consolidated;
+use apura_formats::feed::municipalities::MunicipalityList;
+use apura_formats::model::{Municipality, Office};
 use apura_fuzz::{check_by_votes, check_counts, check_percent, check_progress};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use apura::feed::municipalities::{MunicipalityList, UFS};
+use apura_formats::feed::municipalities::{MunicipalityList, UFS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! `feed::number::{parse_count, parse_decimal}` on any text.
 #![no_main]
 
-use apura::feed::number::{parse_count, parse_decimal};
+use apura_formats::feed::number::{parse_count, parse_decimal};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

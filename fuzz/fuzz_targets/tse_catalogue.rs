@@ -1,8 +1,8 @@
 //! `feed::tse::catalogue::Catalogue::parse`: the election catalogue (`ele-c.json`).
 #![no_main]
 
-use apura::feed::tse::catalogue::Catalogue;
-use apura::feed::tse::paths::election_code;
+use apura_formats::feed::tse::catalogue::Catalogue;
+use apura_formats::feed::tse::paths::election_code;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! `feed::tse::config::MunicipalityConfig::parse`, then `list` on what it accepts.
 #![no_main]
 
-use apura::feed::tse::config::MunicipalityConfig;
+use apura_formats::feed::tse::config::MunicipalityConfig;
 use apura_fuzz::check_code;
 use libfuzzer_sys::fuzz_target;
 

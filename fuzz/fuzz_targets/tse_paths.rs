@@ -2,7 +2,7 @@
 //! read back is the name `TsePaths` writes, and an election code reads back as itself.
 #![no_main]
 
-use apura::feed::tse::paths::{
+use apura_formats::feed::tse::paths::{
     DataFile, TsePaths, election_code, parse_config_file, parse_data_file,
 };
 use libfuzzer_sys::fuzz_target;

@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use apura::feed::tse::Scope;
-use apura::feed::tse::progress;
+use apura_formats::feed::tse::Scope;
+use apura_formats::feed::tse::progress;
 use apura_fuzz::{check_code, check_percent, check_progress};
 use libfuzzer_sys::fuzz_target;
 

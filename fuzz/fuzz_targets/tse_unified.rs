@@ -3,8 +3,8 @@
 //! reads) accepting exactly the files whose identities hold.
 #![no_main]
 
-use apura::feed::tse::unified;
-use apura::model::Office;
+use apura_formats::feed::tse::unified;
+use apura_formats::model::Office;
 use apura_fuzz::check_progress;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,7 +1,7 @@
 //! `feed::zones::parse`: the zone breakdown of one city.
 #![no_main]
 
-use apura::feed::zones;
+use apura_formats::feed::zones;
 use apura_fuzz::{check_by_votes, check_counts, check_percent};
 use libfuzzer_sys::fuzz_target;
 

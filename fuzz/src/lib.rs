@@ -4,7 +4,7 @@
 
 use std::fmt::Debug;
 
-use apura::model::{Candidate, Progress};
+use apura_formats::model::{Candidate, Progress};
 
 /// A percentage as the parsers hand it on: finite and within 0–100.
 pub fn check_percent(p: f64, what: &impl Debug) {

@@ -799,7 +799,7 @@ mod tests {
     #[test]
     fn an_unchanged_race_is_neither_sliced_nor_published_again() {
         use crate::bus::embedded::EmbeddedBus;
-        use crate::feed::tse::unified::tests::COUNCIL;
+        use crate::feed::tse::unified::fixtures::COUNCIL;
         use crate::metrics::Metrics;
         use crate::model::Municipality;
         let list = MunicipalityList::new(

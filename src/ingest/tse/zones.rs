@@ -237,7 +237,7 @@ fn zone_result(zone: &str, race: &Race) -> ZoneResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::tse::unified::{self, tests::MAYOR};
+    use crate::feed::tse::unified::{self, fixtures::MAYOR};
 
     #[test]
     fn a_breakdown_has_the_city_total_and_each_zone() {

@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::candidates::Party;
 use super::count::{City, Election, Mark, Tally, ranking};
-use crate::feed::municipalities::MunicipalityList;
-use crate::model::{Office, slug};
+use apura_formats::feed::municipalities::MunicipalityList;
+use apura_formats::model::{Office, slug};
 
 /// Election day of the fictional night: the first Sunday of October 2028, when municipal
 /// elections are held (Constitution, art. 29 II).
@@ -319,11 +319,11 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::feed::consolidated::{self, ConsolidatedFeed};
-    use crate::feed::zones;
-    use crate::model::{Status, ZoneResult};
-    use crate::simulate::tests::shared;
-    use crate::simulate::{SimConfig, Simulator};
+    use crate::tests::shared;
+    use crate::{SimConfig, Simulator};
+    use apura_formats::feed::consolidated::{self, ConsolidatedFeed};
+    use apura_formats::feed::zones;
+    use apura_formats::model::{Status, ZoneResult};
 
     #[test]
     fn numbers_are_written_the_brazilian_way() {
@@ -468,7 +468,7 @@ mod tests {
                 let n = c.number.unwrap();
                 assert!((10_000..100_000).contains(&n));
                 assert!(
-                    crate::simulate::candidates::PARTIES
+                    crate::candidates::PARTIES
                         .iter()
                         .any(|p| p.number == n / 1_000 && p.abbr == c.party)
                 );

@@ -291,7 +291,7 @@ pub fn unique_ballot_name(rng: &mut SimRng, taken: &mut HashSet<String>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::rng_for;
+    use crate::rng_for;
 
     #[test]
     fn parties_have_unique_two_digit_numbers_and_colours() {

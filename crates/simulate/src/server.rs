@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use super::count::zone_key;
 use super::{Layout, SimConfig, Simulator, files};
-use crate::model::Office;
+use apura_formats::model::Office;
 
 /// How long in-flight responses may take to finish once shutdown is asked for: a 60 MB
 /// councillor file to a slow client on a LAN is a matter of seconds.

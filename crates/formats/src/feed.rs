@@ -35,18 +35,14 @@ impl FeedError {
         }
     }
 
-    pub(crate) fn malformed(file: &str, err: impl std::fmt::Display) -> Self {
+    pub fn malformed(file: &str, err: impl std::fmt::Display) -> Self {
         FeedError::Malformed {
             file: file.to_string(),
             detail: err.to_string(),
         }
     }
 
-    pub(crate) fn invalid(
-        file: &str,
-        location: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn invalid(file: &str, location: impl Into<String>, detail: impl Into<String>) -> Self {
         FeedError::Invalid {
             file: file.to_string(),
             location: location.into(),

@@ -37,8 +37,8 @@ use bytes::Bytes;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use crate::feed::municipalities::MunicipalityList;
-use crate::model::Office;
+use apura_formats::feed::municipalities::MunicipalityList;
+use apura_formats::model::Office;
 
 pub use server::{router, run, serve_simulator};
 
@@ -554,13 +554,13 @@ mod tests {
         let sim = Simulator::new(SimConfig::from_args(&cli.args).unwrap());
         assert_eq!(sim.municipalities().len(), 3);
         assert_eq!(sim.last_tick(), 60);
-        let list = crate::feed::municipalities::MunicipalityList::parse(
+        let list = apura_formats::feed::municipalities::MunicipalityList::parse(
             &sim.render_municipalities(),
             "served",
         )
         .unwrap();
         assert_eq!(list.len(), 3);
-        let feed = crate::feed::consolidated::parse(
+        let feed = apura_formats::feed::consolidated::parse(
             &sim.render_tick(60, Office::Mayor),
             "mayors.json",
             Office::Mayor,
@@ -597,7 +597,7 @@ mod tests {
 
     fn one_city() -> MunicipalityList {
         MunicipalityList::new(
-            vec![crate::model::Municipality::new(
+            vec![apura_formats::model::Municipality::new(
                 3500105,
                 None,
                 "Vila Teste",

@@ -33,7 +33,7 @@ use serde_json::json;
 use super::super::Simulator;
 use super::super::server::{ApiError, FeedFile, detached};
 use super::{BASE_PATH, CATALOGUE_PATH, ELECTION, ELECTION_ROUND2};
-use crate::feed::tse::paths::{DataFile, parse_config_file, parse_data_file};
+use apura_formats::feed::tse::paths::{DataFile, parse_config_file, parse_data_file};
 
 /// The server's state: the night, the limiter, the counters.
 pub struct TseServer {

@@ -732,10 +732,9 @@ impl Unified {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
+/// Sample files of the per-city layout, shared by the parsers' tests and the ingest's.
+#[doc(hidden)]
+pub mod fixtures {
     /// A finished mayor race, in the authority's compact `"k" : "v"` spacing: a coalition with a
     /// vice, a federation party, a lone party, and a candidate annulled sub judice.
     pub const MAYOR: &str = r#"{ "ele" : "9426", "t" : "1", "f" : "s", "sup" : "n", "tpabr" : "mu", "cdabr" : "99001", "dg" : "01/10/2028", "hg" : "21:00:05", "idg" : "700001", "dt" : "01/10/2028", "ht" : "20:59:58", "dv" : "s", "tf" : "s", "and" : "f", "md" : "s", "carg" : [
@@ -792,6 +791,12 @@ pub(crate) mod tests {
       "s":{"ts":"40","st":"0","pst":"0,00"},
       "e":{"te":"13000","c":"0","a":"0"},
       "v":{"tv":"0","vvc":"0","vv":"0","vnom":"0","van":"0","vansj":"0","vb":"0","tvn":"0","vn":"0","vnt":"0"}}"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     fn mayor() -> Race {
         parse_validated(MAYOR.as_bytes(), "mayor.json")

@@ -9,8 +9,8 @@ use rand::RngExt;
 use rand::seq::IndexedRandom;
 
 use super::{SimRng, normal, rng_for};
-use crate::feed::municipalities::MunicipalityList;
-use crate::model::{Municipality, slug};
+use apura_formats::feed::municipalities::MunicipalityList;
+use apura_formats::model::{Municipality, slug};
 
 /// Seed of the invented geography (the ASCII of "apura").
 const GEOGRAPHY_SEED: u64 = 0x61_7075_7261;
@@ -526,7 +526,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::feed::municipalities::{CAPITALS as CAPITAL_CODES, UFS};
+    use apura_formats::feed::municipalities::{CAPITALS as CAPITAL_CODES, UFS};
 
     #[test]
     fn the_synthetic_list_has_the_real_counts_per_state() {
@@ -556,7 +556,7 @@ mod tests {
         let sp = list.get(SAO_PAULO).unwrap();
         assert_eq!((sp.name.as_str(), sp.uf.as_str()), ("São Paulo", "SP"));
         assert_eq!(
-            sp.topic(crate::model::TopicKind::Mayors),
+            sp.topic(apura_formats::model::TopicKind::Mayors),
             "mayors-sp-sao-paulo"
         );
         let noronha = list.get(NORONHA).unwrap();

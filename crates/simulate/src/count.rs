@@ -17,8 +17,8 @@ use super::candidates::{self, Party};
 use super::cities::{self, SAO_PAULO};
 use super::files;
 use super::{SimRng, normal, rng_for};
-use crate::feed::municipalities::MunicipalityList;
-use crate::model::{Municipality, Office};
+use apura_formats::feed::municipalities::MunicipalityList;
+use apura_formats::model::{Municipality, Office};
 
 /// Cities with more registered voters than this hold a second round when no mayor candidate
 /// wins more than half of the valid votes (Constitution, art. 29 II); they also get zone files.
@@ -661,7 +661,7 @@ pub fn apportion(total: u64, weights: &[f64]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::tests::shared;
+    use crate::tests::shared;
 
     #[test]
     fn partial_counts_start_at_zero_end_exactly_and_never_go_down() {

@@ -29,8 +29,8 @@ use super::candidates::{self, PARTIES, Party};
 use super::count::{City, RUNOFF_ELECTORATE, apportion, partial};
 use super::files::{Stamp, hundredths_floor, hundredths_round, json_string};
 use super::{SimRng, Simulator, normal, rng_for};
-use crate::feed::municipalities::{MunicipalityList, uf_name};
-use crate::model::{Office, Status};
+use apura_formats::feed::municipalities::{MunicipalityList, uf_name};
+use apura_formats::model::{Office, Status};
 
 /// The cycle's folder.
 pub const CYCLE: &str = "ele2028";
@@ -191,7 +191,7 @@ impl CandidateView {
 
     /// The status as the model names it.
     pub fn model_status(&self) -> Option<Status> {
-        crate::feed::tse::unified::status(self.status)
+        apura_formats::feed::tse::unified::status(self.status)
     }
 }
 
@@ -1286,8 +1286,8 @@ fn party_name(abbr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::tse::{config::MunicipalityConfig, progress, unified};
-    use crate::simulate::{Layout, SimConfig, TseOptions};
+    use crate::{Layout, SimConfig, TseOptions};
+    use apura_formats::feed::tse::{config::MunicipalityConfig, progress, unified};
 
     fn sim() -> &'static Simulator {
         static SIM: std::sync::OnceLock<Simulator> = std::sync::OnceLock::new();
@@ -1496,7 +1496,7 @@ mod tests {
                 .is_none()
         );
         let catalogue =
-            crate::feed::tse::catalogue::Catalogue::parse(&sim.render_catalogue(), "ele-c")
+            apura_formats::feed::tse::catalogue::Catalogue::parse(&sim.render_catalogue(), "ele-c")
                 .unwrap();
         assert_eq!(
             catalogue.election(ELECTION).unwrap().round2.as_deref(),
