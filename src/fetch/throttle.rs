@@ -3,7 +3,7 @@
 //! `max_in_flight` open at once; when the upstream refuses us (403, 429) everyone waits.
 //!
 //! The authority allows at most 100 requests per second per IP and blocks an IP above that for
-//! ten minutes, restarting the block if it is retried (`tse-format.md`). Even spacing rather than
+//! ten minutes, restarting the block if it is retried (`docs/tse-format.md`). Even spacing rather than
 //! a bucket with a burst is what makes "at most `rate` in any one second" hold for any window,
 //! which is how the upstream counts; and since a task woken late could bunch with the next one
 //! on time, the starts of the last second are also counted, and a start that would make more
