@@ -1,7 +1,8 @@
-//! The web page and its JS client: node's test runner for `web-demo/apura.js`, and the browser
-//! test in headless Chromium against the real `apura demo` (`tests/browser/`).
+//! The web page and its JS client: node's test runner for `web-demo/apura.js`, the browser
+//! test in headless Chromium against the real `apura demo` (`tests/browser/`), and the contract's
+//! OpenAPI and AsyncAPI descriptions checked against the demo (`tests/contract/`).
 //!
-//! Both need Node.js 20+ and Chromium (`apt-get install -y nodejs npm chromium`); a missing
+//! They need Node.js 20+ and Chromium (`apt-get install -y nodejs npm chromium`); a missing
 //! one fails the test with that command rather than skipping it.
 
 use std::path::PathBuf;
@@ -44,13 +45,29 @@ fn the_page_works_in_a_real_browser() {
         std::path::Path::new(&chromium).exists(),
         "{chromium} is missing: apt-get install -y chromium"
     );
-    let dir = repo().join("tests/browser");
-    if !dir.join("node_modules/playwright-core").is_dir() {
+    node_package_tests("tests/browser", "playwright-core");
+}
+
+/// The contract's descriptions (`docs/openapi.yaml`, `docs/asyncapi.yaml`) pass their
+/// validators, and every GET document, SSE event and WebSocket message of a real `apura demo`
+/// validates against their schemas (`tests/contract/`).
+#[test]
+fn the_demo_follows_the_openapi_and_asyncapi_descriptions() {
+    require("node", "nodejs");
+    require("npm", "npm");
+    node_package_tests("tests/contract", "@asyncapi/parser");
+}
+
+/// `npm ci` in a test package of this repository unless `marker` is installed already, then its
+/// `node --test` against this build's `apura`.
+fn node_package_tests(folder: &str, marker: &str) {
+    let dir = repo().join(folder);
+    if !dir.join("node_modules").join(marker).is_dir() {
         run(
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(&dir),
-            "npm ci in tests/browser",
+            &format!("npm ci in {folder}"),
         );
     }
     run(
@@ -58,6 +75,6 @@ fn the_page_works_in_a_real_browser() {
             .arg("--test")
             .current_dir(&dir)
             .env("APURA_BIN", env!("CARGO_BIN_EXE_apura")),
-        "the browser test (tests/browser)",
+        &format!("node --test in {folder}"),
     );
 }
