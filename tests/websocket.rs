@@ -341,3 +341,126 @@ async fn a_subscribe_loop_gets_no_repeated_snapshot() {
     assert_eq!(read.snapshots.get(BIG), Some(&1), "{read:?}");
     assert_eq!(read.updates.get(SMALL), Some(&1), "{read:?}");
 }
+
+/// Topics `t000`… padded to about `pad` bytes, published on a gateway of its own bus.
+async fn padded_topics(gw: &Gateway, n: usize, pad: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+    let docs: Vec<(&str, u64)> = names.iter().map(|t| (t.as_str(), 1)).collect();
+    gw.publish_padded(&docs, pad).await;
+    names
+}
+
+/// A client cycling subscribe/unsubscribe over more topics than a connection remembers pulls
+/// snapshots past `--ws-snapshot-rate`: it is closed with 1008 after at most the burst, the
+/// rate over its life and one document; the close is counted; a client on the same gateway
+/// gets its update meanwhile.
+#[tokio::test]
+async fn past_the_snapshot_budget_a_subscribe_loop_is_closed_with_1008() {
+    const RATE: u64 = 256 << 10;
+    const PAD: usize = 20_000;
+    let mut args = gateway_args();
+    args.ws_snapshot_rate = RATE;
+    let gw = Gateway::start(args).await;
+    let topics = padded_topics(&gw, 200, PAD).await;
+    let http = reqwest::Client::new();
+
+    let mut ordinary = ws_connect(gw.addr).await;
+    ws_send(
+        &mut ordinary,
+        serde_json::json!({"type": "subscribe", "topics": ["t000"]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ordinary, Duration::from_secs(5))
+            .await
+            .unwrap()["type"],
+        "snapshot"
+    );
+
+    let started = std::time::Instant::now();
+    let (mut tx, rx) = ws_connect(gw.addr).await.split();
+    let attacker = tokio::spawn(tally(rx, Duration::from_secs(30)));
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u32;
+        'rounds: for _ in 0..20 {
+            for t in &topics {
+                for kind in ["subscribe", "unsubscribe"] {
+                    let m = serde_json::json!({"type": kind, "topics": [t]}).to_string();
+                    if tx.send(Message::text(m)).await.is_err()
+                        || started.elapsed() > Duration::from_secs(20)
+                    {
+                        break 'rounds;
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+
+    // Meanwhile the ordinary client's topic moves, and it hears of it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let version = gw.publish(&[("t000", 2)]).await;
+    let update = ws_next(&mut ordinary, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (update["type"].as_str(), update["version"].as_u64()),
+        (Some("update"), Some(version))
+    );
+
+    let pulled = attacker.await.unwrap();
+    let lasted = started.elapsed().as_secs_f64();
+    let messages = flood.await.unwrap();
+    assert_eq!(
+        pulled.close,
+        Some(1008),
+        "{messages} messages sent: {pulled:?}"
+    );
+    let bound = (RATE * apura::gateway::ws::SNAPSHOT_BURST_SECONDS) as f64
+        + RATE as f64 * lasted
+        + 2.0 * PAD as f64;
+    assert!(
+        (pulled.snapshot_bytes as f64) < bound,
+        "{} snapshot bytes in {lasted:.1} s, bound {bound}",
+        pulled.snapshot_bytes
+    );
+    let text = scrape(&http, gw.addr).await.unwrap();
+    assert_eq!(
+        metric(&text, "apura_ws_snapshot_budget_closes_total"),
+        Some(1.0)
+    );
+    eprintln!(
+        "{messages} messages sent; closed with 1008 after {} snapshot bytes, {lasted:.1} s",
+        pulled.snapshot_bytes
+    );
+    // The ordinary client is still served.
+    let version = gw.publish(&[("t000", 3)]).await;
+    let update = ws_next(&mut ordinary, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(update["version"].as_u64(), Some(version));
+}
+
+/// The default budget holds what a page can ask for: the 64 topics a connection may hold, of
+/// 300 KB each (the largest city documents), at once; leaving and coming back to them costs
+/// nothing more.
+#[tokio::test]
+async fn a_page_of_64_large_topics_stays_within_the_default_budget() {
+    let gw = Gateway::start(gateway_args()).await;
+    let topics = padded_topics(&gw, 64, 300_000).await;
+    let (mut tx, rx) = ws_connect(gw.addr).await.split();
+    let page = tokio::spawn(tally(rx, Duration::from_secs(6)));
+    let all = serde_json::json!({"type": "subscribe", "topics": topics}).to_string();
+    let half = serde_json::json!({"type": "unsubscribe", "topics": topics[..32]}).to_string();
+    tx.send(Message::text(all.clone())).await.unwrap();
+    for _ in 0..3 {
+        tx.send(Message::text(half.clone())).await.unwrap();
+        tx.send(Message::text(all.clone())).await.unwrap();
+    }
+    let read = page.await.unwrap();
+    assert_eq!(read.close, None, "{read:?}");
+    assert_eq!(read.snapshots.len(), 64, "{read:?}");
+    assert!(read.snapshots.values().all(|n| *n == 1), "{read:?}");
+    assert!(read.snapshot_bytes > 64 * 300_000);
+}
