@@ -42,6 +42,13 @@ pub const DEFAULT_CONNECT_RATE: u64 = 5_000;
 /// `Cache-Control` of every document GET: a CDN keeps a document 10 s, the poll cadence of the
 /// feed, and may serve it stale for 30 s more while it revalidates.
 pub const CACHE_CONTROL: &str = "public, max-age=10, stale-while-revalidate=30";
+/// Snapshot bytes per second one WebSocket may pull by default: with the burst of ten seconds'
+/// worth, 20 MiB at once, more than a page subscribing to the 64 topics it may hold, of 300 KB
+/// each (the largest city documents), takes; a page changes topics at human speed after that.
+pub const DEFAULT_WS_SNAPSHOT_RATE: u64 = 2 << 20;
+/// Smallest `--ws-snapshot-rate` accepted: less would close pages that only open and switch
+/// cities.
+pub const MIN_WS_SNAPSHOT_RATE: u64 = 64 << 10;
 /// Smallest `--send-buffer` accepted, one page: a smaller value is more likely a size meant in
 /// KiB than a choice, and Linux raises tiny buffers to a minimum of its own anyway.
 pub const MIN_SEND_BUFFER: u32 = 4096;
@@ -90,6 +97,12 @@ pub struct GatewayArgs {
     /// kernel's default, grown as needed up to `net.ipv4.tcp_wmem`'s maximum.
     #[arg(long, env = "APURA_SEND_BUFFER", default_value_t = 0)]
     pub send_buffer: u32,
+    /// Snapshot bytes per second one WebSocket may pull, on average, with bursts of ten
+    /// seconds' worth (a page opening); the snapshot that finds the budget spent closes the
+    /// socket with 1008. Updates are not counted, and subscribing again to a topic whose
+    /// version the client was already sent sends nothing.
+    #[arg(long, env = "APURA_WS_SNAPSHOT_RATE", default_value_t = DEFAULT_WS_SNAPSHOT_RATE)]
+    pub ws_snapshot_rate: u64,
 }
 
 impl GatewayArgs {
@@ -111,6 +124,11 @@ impl GatewayArgs {
         if self.send_buffer != 0 && self.send_buffer < MIN_SEND_BUFFER {
             problems.push(format!(
                 "--send-buffer must be 0 (the kernel's default) or at least {MIN_SEND_BUFFER}"
+            ));
+        }
+        if self.ws_snapshot_rate < MIN_WS_SNAPSHOT_RATE {
+            problems.push(format!(
+                "--ws-snapshot-rate must be at least {MIN_WS_SNAPSHOT_RATE} (bytes per second)"
             ));
         }
         if !self.web_dir.is_dir() {
@@ -153,6 +171,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub admission: Arc<admission::Admission>,
     pub drain: Duration,
+    /// `--ws-snapshot-rate`.
+    pub ws_snapshot_rate: u64,
 }
 
 impl AppState {
@@ -190,37 +210,119 @@ pub fn router(state: AppState, web_dir: PathBuf) -> Router {
         .with_state(state)
 }
 
+/// First pause before trying the bus again (subscribing, or loading the snapshots); doubled
+/// after every failure.
+const RETRY_START: Duration = Duration::from_millis(100);
+/// Longest pause between tries: a bus that is back is picked up within 2 s, and a try every
+/// 2 s from each gateway is no load on a Redis that is coming back.
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
 /// Keep the hub in step with the bus until `shutdown`: subscribe first, then load every
 /// snapshot, then report ready; on a resync (lag, or a bus reconnect) load the snapshots again.
+///
+/// A bus that cannot be reached does not stop it: subscribing, and loading the snapshots, are
+/// tried again with backoff (up to [`RETRY_CAP`] apart) until they work, while the gateway
+/// serves what it holds; before the first load that is nothing, and `/readyz`, documents and
+/// streams answer 503. A failure is logged when it starts and when it ends, not at every try.
 pub async fn follow(
     bus: Arc<dyn Bus>,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut events = bus.subscribe().await.context("subscribing to the bus")?;
-    load_snapshot(&*bus, &hub).await?;
+    let mut retry = Retry::default();
+    let mut events = loop {
+        match bus.subscribe().await {
+            Ok(events) => break events,
+            Err(e) => {
+                let pause = retry.failed("subscribing", &e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    };
+    retry.succeeded();
+    // When the snapshots are to be loaded: now, after every resync, and again after a failed
+    // load, until one succeeds.
+    let mut reload = Some(tokio::time::Instant::now());
+    // Whether a load ever succeeded: until then a cycle alone does not make the hub ready.
+    let mut loaded = false;
     loop {
+        let due = reload.unwrap_or_else(tokio::time::Instant::now);
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep_until(due), if reload.is_some() => {
+                match load_snapshot(&*bus, &hub).await {
+                    Ok(()) => {
+                        loaded = true;
+                        reload = None;
+                        retry.succeeded();
+                    }
+                    Err(e) => {
+                        hub.metrics.snapshot_load_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let pause = retry.failed("loading snapshots", &e);
+                        reload = Some(tokio::time::Instant::now() + pause);
+                    }
+                }
+                continue;
+            }
             e = events.next() => e,
         };
         match event {
             Some(BusEvent::Cycle(cycle)) => {
                 hub.apply_cycle(&cycle.documents, cycle.version);
-                if !hub.is_ready() && !hub.is_empty() {
+                if loaded && !hub.is_ready() && !hub.is_empty() {
                     hub.set_ready();
                 }
             }
-            Some(BusEvent::Resync) => {
-                if let Err(e) = load_snapshot(&*bus, &hub).await {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "snapshot reload failed; serving what we have"
-                    );
-                }
-            }
+            // Cycles were missed: load the snapshots now (also when a retry was waiting: a
+            // resync after a reconnect means the bus is back).
+            Some(BusEvent::Resync) => reload = Some(tokio::time::Instant::now()),
             None => anyhow::bail!("the bus subscription ended"),
         }
+    }
+}
+
+/// Backoff between tries of the bus, and their log: one line when a failure starts, one when
+/// it ends, each try in between at debug level.
+#[derive(Default)]
+struct Retry {
+    failures: u32,
+    since: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+impl Retry {
+    /// Note a failure; answers how long to wait before the next try.
+    fn failed(&mut self, what: &str, e: &anyhow::Error) -> Duration {
+        if self.failures == 0 {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "bus unavailable ({what}); serving what is held, retrying every {RETRY_CAP:?} at most"
+            );
+            self.since = Some(std::time::Instant::now());
+            self.pause = RETRY_START;
+        } else {
+            tracing::debug!(error = format!("{e:#}"), "bus still unavailable ({what})");
+        }
+        self.failures += 1;
+        // Equal jitter: gateways that lost the same bus do not all come back at once.
+        let ms = self.pause.as_millis() as u64;
+        self.pause = (self.pause * 2).min(RETRY_CAP);
+        Duration::from_millis(rand::random_range(ms / 2..=ms))
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            let down = self.since.map(|t| t.elapsed()).unwrap_or_default();
+            tracing::info!(
+                tries = self.failures,
+                down = format!("{down:.1?}"),
+                "bus reachable again"
+            );
+        }
+        *self = Retry::default();
     }
 }
 
@@ -278,6 +380,7 @@ pub async fn serve(
             args.max_connect_rate,
         )),
         drain: args.drain,
+        ws_snapshot_rate: args.ws_snapshot_rate,
         metrics: hub.metrics.clone(),
         hub,
         max_topics: args.max_topics,

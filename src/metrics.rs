@@ -46,6 +46,11 @@ pub struct Metrics {
     pub bus_decode_errors: AtomicU64,
     /// Redis bus: subscription connections lost and re-established.
     pub bus_reconnects: AtomicU64,
+    /// Gateway: snapshot loads that failed (the bus unreachable, or its store unreadable);
+    /// each is tried again.
+    pub snapshot_load_failures: AtomicU64,
+    /// WebSockets closed with 1008 for pulling snapshots past `--ws-snapshot-rate`.
+    pub ws_budget_closes: AtomicU64,
 }
 
 impl Metrics {
@@ -203,6 +208,18 @@ impl Metrics {
             "Bus subscription connections lost and re-established.",
             "counter",
             self.bus_reconnects.load(Relaxed).to_string(),
+        );
+        gauge(
+            "snapshot_load_failures_total",
+            "Gateway snapshot loads that failed (each is tried again).",
+            "counter",
+            self.snapshot_load_failures.load(Relaxed).to_string(),
+        );
+        gauge(
+            "ws_snapshot_budget_closes_total",
+            "WebSockets closed with 1008 for pulling snapshots past --ws-snapshot-rate.",
+            "counter",
+            self.ws_budget_closes.load(Relaxed).to_string(),
         );
         let newest = self.newest_published_at.load(Relaxed);
         let age = if newest > 0 {

@@ -88,9 +88,6 @@ export class VersionBook {
   doc(topic) {
     return this.entries.get(topic)?.doc;
   }
-  forget(topic) {
-    this.entries.delete(topic);
-  }
   /**
    * The `since` to resume `topics` from: the lowest version held among them, 0 if any is missing.
    * The gateway resends every topic whose version is greater, so nothing changed after a version
@@ -481,7 +478,8 @@ export class ApuraClient {
       else set.clear();
       if (set.size === 0) {
         this.subs.delete(topic);
-        this.book.forget(topic);
+        // The document stays in the book: a gateway does not send a socket again a version it
+        // already sent there, and coming back to the topic shows it at once, resuming from it.
         this.missing.delete(topic);
         this.reported.delete(topic);
         removed = true;

@@ -290,21 +290,37 @@ impl RedisBus {
     /// Connect to `url` and use keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).with_context(|| format!("Redis URL {url:?}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_max_delay(BACKOFF_CAP);
         let commands = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(manager_config())
             .await
             .with_context(|| format!("connecting to Redis at {}", redacted(url)))?;
+        Ok(Self::with(client, commands, prefix, metrics))
+    }
+
+    /// A bus on `url` that connects on first use: what a gateway needs, which must answer
+    /// (503 until it is ready) whether Redis is up or not. Fails only on an invalid URL; a
+    /// Redis that cannot be reached makes [`Bus::subscribe`] and [`Bus::snapshot`] fail, and
+    /// they connect again when called again.
+    pub fn connect_lazy(url: &str, prefix: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).with_context(|| format!("Redis URL {url:?}"))?;
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+            .with_context(|| format!("Redis at {}", redacted(url)))?;
+        Ok(Self::with(client, commands, prefix, metrics))
+    }
+
+    fn with(
+        client: redis::Client,
+        commands: ConnectionManager,
+        prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let token = format!(
             "{}-{}-{:016x}",
             hostname(),
             std::process::id(),
             rand::random::<u64>()
         );
-        Ok(RedisBus {
+        RedisBus {
             shared: Arc::new(Shared {
                 client,
                 commands,
@@ -319,7 +335,7 @@ impl RedisBus {
                 release: Script::new(RELEASE_LUA),
                 continue_sequence: Script::new(CONTINUE_LUA),
             }),
-        })
+        }
     }
 
     /// The key names in use.
@@ -827,6 +843,14 @@ async fn relay(shared: &Shared, pubsub: PubSub, tx: &mpsc::Sender<BusEvent>) -> 
             Err(mpsc::error::TrySendError::Closed(_)) => return Stopped::Unsubscribed,
         }
     }
+}
+
+/// Timeouts and reconnection backoff of the command connection.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_max_delay(BACKOFF_CAP)
 }
 
 /// The host name, for a lock token a person can trace back to a process.

@@ -39,15 +39,20 @@ pub async fn run(args: GatewayCommandArgs, shutdown: CancellationToken) -> anyho
 
 /// Follow the Redis bus and serve clients on `listener` until `shutdown`. `/readyz` turns ready
 /// once every snapshot is loaded; when Redis goes away the gateway keeps serving what it holds,
-/// and reloads the snapshots when it is back.
+/// and reloads the snapshots when it is back. Nothing waits for Redis before serving: started
+/// while Redis is down, the gateway answers at once (`/healthz` 200, 503 for the rest) and
+/// follows Redis when it comes (see [`super::follow`]).
 pub async fn serve(
     args: GatewayCommandArgs,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let bus: Arc<dyn Bus> =
-        Arc::new(RedisBus::connect(&args.redis, &args.redis_prefix, metrics.clone()).await?);
+    let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect_lazy(
+        &args.redis,
+        &args.redis_prefix,
+        metrics.clone(),
+    )?);
     let hub = Arc::new(Hub::new(metrics));
     let (h, s) = (hub.clone(), shutdown.clone());
     let follower = tokio::spawn(async move {

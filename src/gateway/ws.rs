@@ -1,43 +1,71 @@
 //! `GET /ws`: the WebSocket protocol. One task and one `select!` loop per connection.
+//!
+//! The upgrade is done here rather than by axum's extractor, so that the connection is a
+//! tungstenite stream whose frames this module writes: a document goes out in fragments of at
+//! most [`FRAGMENT`] bytes (see there why), however large it is.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::AppState;
 use super::http::ApiError;
+use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
+
+/// A WebSocket on an upgraded HTTP connection.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Read buffer per socket. tungstenite's default is 128 KiB; client messages here are short
 /// JSON commands (a longer one grows the buffer to its size), and a node holds hundreds of
 /// thousands of sockets.
 const READ_BUFFER: usize = 512;
-/// Write buffer target: 0 writes each message through at once instead of batching 128 KiB.
+/// Write buffer target: 0 writes each frame through at once instead of batching 128 KiB.
 const WRITE_BUFFER: usize = 0;
-/// Bytes queued for a client that does not read before sends fail: a couple of São Paulo
-/// councillor documents (~300 KB each).
-const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// Largest frame sent: a longer message goes out as a text frame and continuation frames of
+/// this size (RFC 6455 §5.4; browsers and client libraries reassemble them). tungstenite copies
+/// every frame into the connection's write buffer, and that buffer keeps its largest size for
+/// the connection's life: sent whole, the 1 MB cities index or a 2 MB city would leave every
+/// socket that once carried it holding as much. In 16 KiB fragments a socket holds at most 16
+/// KiB, and a 2 MB document costs 128 writes instead of one, against copying 2 MB anyway.
+pub const FRAGMENT: usize = 16 << 10;
+/// Bytes tungstenite may buffer for a client that does not read: one fragment, and the control
+/// frames (pongs, a close) that may be queued behind it.
+const MAX_WRITE_BUFFER: usize = 2 * FRAGMENT;
 /// Largest client message: a subscribe to 64 topics of ~40 characters is under 3 KiB.
 const MAX_MESSAGE: usize = 16 << 10;
-/// WebSocket close code "service restart", sent when the server shuts down: the client should
-/// reconnect (to another gateway behind the same address).
-const CLOSE_SERVICE_RESTART: u16 = 1012;
-/// WebSocket close code "going away", sent to a client that stopped answering pings.
-const CLOSE_GOING_AWAY: u16 = 1001;
 /// Pings left unanswered before a client is taken for gone: three heartbeats (45 s by
 /// default), longer than a starved machine delays a pong, shorter than a load balancer's idle
 /// timeout of a minute or more.
 const MAX_UNANSWERED_PINGS: u32 = 3;
-/// WebSocket close code "message too big" (RFC 6455 §7.4.1), for a message over `MAX_MESSAGE`.
-const CLOSE_TOO_BIG: u16 = 1009;
-/// WebSocket close code "protocol error", for any other frame tungstenite refuses.
-const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// How long, after closing a connection for a client's mistake, its remaining messages are
+/// read (and dropped) while waiting for its Close: a socket closed with unread input is reset,
+/// and a reset can destroy the Close frame before the client reads it.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Seconds' worth of `--ws-snapshot-rate` a connection may take at once: the snapshots of a
+/// page opening, however many topics it subscribes to.
+pub const SNAPSHOT_BURST_SECONDS: u64 = 10;
+/// Topics a connection unsubscribed from whose last version sent is remembered, so that
+/// subscribing again sends nothing unless the topic moved on. Past these, the oldest is
+/// forgotten (and costs a snapshot, counted in the budget, if subscribed again).
+const REMEMBERED: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -52,10 +80,7 @@ enum ClientMessage {
     },
 }
 
-pub async fn upgrade(
-    State(state): State<AppState>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+pub async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
     if state.disable_streams {
         return ApiError::StreamsDisabled.into_response();
     }
@@ -67,16 +92,75 @@ pub async fn upgrade(
     if let Err(e) = state.admission.admit(&state.metrics) {
         return e.into_response();
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let (mut parts, _) = request.into_parts();
+    let accept = match accept_key(&parts.method, &parts.headers) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal,
     };
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| connection(socket, state))
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(READ_BUFFER)
+                    .write_buffer_size(WRITE_BUFFER)
+                    .max_write_buffer_size(MAX_WRITE_BUFFER)
+                    .max_message_size(Some(MAX_MESSAGE))
+                    .max_frame_size(Some(MAX_MESSAGE));
+                let io = TokioIo::new(upgraded);
+                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                connection(socket, state).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .expect("a valid response")
+}
+
+/// Check an opening handshake (RFC 6455 §4.2.1) and compute its `Sec-WebSocket-Accept`.
+fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Response> {
+    let bad = |message: &str| Err(ApiError::BadRequest(message.into()).into_response());
+    if method != Method::GET {
+        return Err(StatusCode::METHOD_NOT_ALLOWED.into_response());
+    }
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return bad("a WebSocket handshake needs `Connection: upgrade`");
+    }
+    let is = |name, value: &str| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+    };
+    if !is(header::UPGRADE, "websocket") {
+        return bad("a WebSocket handshake needs `Upgrade: websocket`");
+    }
+    if !is(header::SEC_WEBSOCKET_VERSION, "13") {
+        let mut resp = ApiError::BadRequest("WebSocket version 13 only".into()).into_response();
+        *resp.status_mut() = StatusCode::UPGRADE_REQUIRED;
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(resp);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return bad("a WebSocket handshake needs `Sec-WebSocket-Key`");
+    };
+    Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a header"))
 }
 
 fn error_message(code: &str, message: &str, topic: Option<&str>) -> Message {
@@ -84,11 +168,138 @@ fn error_message(code: &str, message: &str, topic: Option<&str>) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
-async fn connection(mut socket: WebSocket, state: AppState) {
+/// Send one text message, in fragments of at most [`FRAGMENT`] bytes. `text` is UTF-8; a
+/// fragment may end inside a character, which RFC 6455 allows (only the whole message must be
+/// valid).
+async fn send_text(socket: &mut Socket, mut text: Bytes) -> Result<(), tungstenite::Error> {
+    let mut opcode = Data::Text;
+    while text.len() > FRAGMENT {
+        let fragment = text.split_to(FRAGMENT);
+        socket
+            .feed(Message::Frame(WireFrame::message(
+                fragment,
+                OpCode::Data(opcode),
+                false,
+            )))
+            .await?;
+        opcode = Data::Continue;
+    }
+    socket
+        .send(Message::Frame(WireFrame::message(
+            text,
+            OpCode::Data(opcode),
+            true,
+        )))
+        .await
+}
+
+/// Close after a client's mistake: send the Close frame, then read (and drop) what the client
+/// still sends until its Close comes back or [`CLOSE_LINGER`] passes.
+async fn close_after_error(socket: &mut Socket, code: CloseCode, reason: &'static str) {
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    if socket.send(close).await.is_err() {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = socket.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+}
+
+/// The snapshot bytes a connection may still pull: a token bucket of `--ws-snapshot-rate`
+/// bytes a second holding [`SNAPSHOT_BURST_SECONDS`] of them. A snapshot is sent while the
+/// bucket is not empty, and may take it below zero: one document of any size always fits, and
+/// a connection pulls at most the burst, plus the rate over its life, plus one document.
+struct Budget {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Budget {
+    fn new(rate: u64) -> Self {
+        let rate = rate as f64;
+        let burst = rate * SNAPSHOT_BURST_SECONDS as f64;
+        Budget {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Take `bytes` from the bucket; `false` if it was already empty.
+    fn spend(&mut self, bytes: usize) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens <= 0.0 {
+            return false;
+        }
+        self.tokens -= bytes as f64;
+        true
+    }
+}
+
+/// The last version of each topic sent on this connection, kept for [`REMEMBERED`] topics
+/// after they are unsubscribed: a client holds what it was sent, and subscribing again sends
+/// nothing unless the topic moved on.
+#[derive(Default)]
+struct Held {
+    versions: HashMap<Arc<str>, u64>,
+    /// Unsubscribed topics with a version in `versions`, oldest first.
+    released: VecDeque<Arc<str>>,
+}
+
+impl Held {
+    fn version(&self, topic: &str) -> u64 {
+        self.versions.get(topic).copied().unwrap_or(0)
+    }
+
+    fn sent(&mut self, enc: &Encoded) {
+        match self.versions.get_mut(&*enc.topic) {
+            Some(v) => *v = (*v).max(enc.version),
+            None => {
+                self.versions.insert(enc.topic.clone(), enc.version);
+            }
+        }
+    }
+
+    fn subscribed(&mut self, topic: &str) {
+        if let Some(i) = self.released.iter().position(|t| &**t == topic) {
+            self.released.remove(i);
+        }
+    }
+
+    fn unsubscribed(&mut self, topic: &str) {
+        let Some((topic, _)) = self.versions.get_key_value(topic) else {
+            return;
+        };
+        self.released.push_back(topic.clone());
+        if self.released.len() > REMEMBERED
+            && let Some(oldest) = self.released.pop_front()
+        {
+            self.versions.remove(&oldest);
+        }
+    }
+}
+
+/// What the loop sends after a `select!`.
+enum Outgoing {
+    Document(Bytes),
+    Control(Message),
+}
+
+async fn connection(mut socket: Socket, state: AppState) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     metrics.ws_connections_total.fetch_add(1, Relaxed);
     let mut subs = Ordered::new(state.hub.complete());
+    let mut held = Held::default();
+    let mut budget = Budget::new(state.ws_snapshot_rate);
     let mut heartbeat = state.heartbeat.clone();
     heartbeat.borrow_and_update();
     let mut unanswered_pings = 0u32;
@@ -96,19 +307,38 @@ async fn connection(mut socket: WebSocket, state: AppState) {
     let closing = state.closing();
     tokio::pin!(closing);
     loop {
-        let outgoing: Option<Message> = tokio::select! {
+        let outgoing = tokio::select! {
             _ = &mut closing => {
                 let _ = socket.send(Message::Close(Some(CloseFrame {
-                    code: CLOSE_SERVICE_RESTART,
+                    code: CloseCode::Restart,
                     reason: Utf8Bytes::from_static("server shutting down; reconnect"),
                 }))).await;
                 break;
             }
             Some((enc, frame)) = subs.next(), if !subs.is_empty() => {
+                let text = Bytes::from(enc.ws(frame).clone());
+                if frame == Frame::Snapshot && !budget.spend(text.len()) {
+                    let closes = metrics.ws_budget_closes.fetch_add(1, Relaxed) + 1;
+                    // Logged at 1, 2, 4, 8… closes: visible, and no flood under an attack.
+                    if closes.is_power_of_two() {
+                        tracing::warn!(
+                            closes,
+                            rate = state.ws_snapshot_rate,
+                            "WebSocket closed with 1008: snapshot budget spent (--ws-snapshot-rate)"
+                        );
+                    }
+                    close_after_error(
+                        &mut socket,
+                        CloseCode::Policy,
+                        "snapshot budget exceeded; subscribe less often",
+                    )
+                    .await;
+                    break;
+                }
+                held.sent(&enc);
                 metrics.deliveries.fetch_add(1, Relaxed);
-                let text = enc.ws(frame).clone();
                 metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
-                Some(Message::Text(text))
+                Some(Outgoing::Document(text))
             }
             changed = heartbeat.changed(), if beating => {
                 if changed.is_err() {
@@ -120,52 +350,64 @@ async fn connection(mut socket: WebSocket, state: AppState) {
                 // not enough: a starved client or host can be a whole interval late.
                 if unanswered_pings >= MAX_UNANSWERED_PINGS {
                     let _ = socket.send(Message::Close(Some(CloseFrame {
-                        code: CLOSE_GOING_AWAY,
+                        code: CloseCode::Away,
                         reason: Utf8Bytes::from_static("ping timeout"),
                     }))).await;
                     break;
                 }
                 unanswered_pings += 1;
-                Some(Message::Ping(bytes::Bytes::new()))
+                Some(Outgoing::Control(Message::Ping(Bytes::new())))
             }
-            msg = socket.recv() => match msg {
+            msg = socket.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     // A failed write (the client stopped reading: write timeout) ends it.
-                    if handle(&state, &text, &mut subs, &mut socket).await.is_err() {
+                    if handle(&state, &text, &mut subs, &mut held, &mut socket).await.is_err() {
                         break;
                     }
                     None
                 }
                 Some(Ok(Message::Binary(_))) => {
                     metrics.client_errors.fetch_add(1, Relaxed);
-                    Some(error_message("bad_request", "send JSON text messages", None))
+                    Some(Outgoing::Control(error_message("bad_request", "send JSON text messages", None)))
                 }
                 Some(Ok(Message::Pong(_))) => { unanswered_pings = 0; None }
-                Some(Ok(Message::Ping(_))) => None, // tungstenite answers pings itself
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(e)) => {
-                    // Oversized or malformed frames end here: tungstenite refuses them, and
-                    // the client is told why before the socket closes.
-                    metrics.client_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(error = %e, "websocket read error");
-                    // axum hides tungstenite's error type; its message names the capacity error.
-                    let too_big = e.to_string().contains("too long");
-                    let (code, reason) = if too_big {
-                        (CLOSE_TOO_BIG, "message too big")
-                    } else {
-                        (CLOSE_PROTOCOL_ERROR, "protocol error")
-                    };
-                    let _ = socket.send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    }))).await;
+                // tungstenite answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => None,
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite has queued the answer, the client's code echoed (RFC 6455
+                    // §5.5.1): send it, then end the connection.
+                    let _ = socket.flush().await;
                     break;
                 }
+                Some(Err(e)) => {
+                    // Malformed frames end here: tungstenite refuses them, and the client is
+                    // told why (RFC 6455 §7.4.1) before the socket closes.
+                    let (code, reason) = match &e {
+                        tungstenite::Error::Utf8(_) => (CloseCode::Invalid, "text is not UTF-8"),
+                        tungstenite::Error::Capacity(_) => (CloseCode::Size, "message too big"),
+                        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => break,
+                        tungstenite::Error::Protocol(_) => (CloseCode::Protocol, "protocol error"),
+                        // The connection failed: there is no one to tell.
+                        _ => {
+                            tracing::debug!(error = %e, "websocket read error");
+                            break;
+                        }
+                    };
+                    metrics.client_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(error = %e, "websocket client error");
+                    close_after_error(&mut socket, code, reason).await;
+                    break;
+                }
+                None => break,
             },
         };
-        if let Some(msg) = outgoing
-            && socket.send(msg).await.is_err()
-        {
+        let sent = match outgoing {
+            Some(Outgoing::Document(text)) => send_text(&mut socket, text).await,
+            Some(Outgoing::Control(msg)) => socket.send(msg).await,
+            None => Ok(()),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "websocket write failed");
             break;
         }
     }
@@ -180,8 +422,9 @@ async fn handle(
     state: &AppState,
     text: &str,
     subs: &mut Subscriptions,
-    socket: &mut WebSocket,
-) -> Result<(), axum::Error> {
+    held: &mut Held,
+    socket: &mut Socket,
+) -> Result<(), tungstenite::Error> {
     let metrics = &state.metrics;
     let msg: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
@@ -222,7 +465,9 @@ async fn handle(
                     continue;
                 };
                 let current = rx.borrow_and_update().clone();
-                let snapshot = current.version > since;
+                // Nothing the client holds already, by its word or because it was sent here.
+                let snapshot = current.version > since.max(held.version(&topic));
+                held.subscribed(&topic);
                 metrics.subscriptions.fetch_add(1, Relaxed);
                 subs.insert(Arc::from(topic.as_str()), rx, current, snapshot);
             }
@@ -230,10 +475,25 @@ async fn handle(
         ClientMessage::Unsubscribe { topics } => {
             for topic in topics {
                 if subs.remove(topic.as_str()) {
+                    held.unsubscribed(&topic);
                     metrics.subscriptions.fetch_sub(1, Relaxed);
                 }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_lets_one_document_through_then_closes_until_refilled() {
+        let mut b = Budget::new(1_000);
+        assert!(b.spend(9_000));
+        assert!(b.spend(5_000), "not empty yet: one more, whatever its size");
+        assert!(!b.spend(1));
+        assert!(b.tokens < 0.0);
+    }
 }

@@ -147,6 +147,7 @@ pub fn gateway_args() -> GatewayArgs {
         drain: Duration::from_millis(200),
         write_timeout: Duration::from_secs(30),
         send_buffer: 0,
+        ws_snapshot_rate: gateway::DEFAULT_WS_SNAPSHOT_RATE,
     }
 }
 

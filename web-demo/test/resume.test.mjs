@@ -115,6 +115,29 @@ test('WebSocket: topic changes are messages on the open socket, not a new connec
   client.close();
 });
 
+test('WebSocket: a topic subscribed again shows the document held at once and resumes from its version', async () => {
+  const { client, clock } = makeClient({ transport: 'ws' });
+  client.subscribe('brazil', () => {});
+  await clock.advance(0);
+  const ws = FakeWebSocket.last;
+  ws.open();
+  const seen = [];
+  const off = client.subscribe('mayors-sp-sao-paulo', (d, meta) => seen.push([meta.version, meta.via]));
+  ws.receive({ type: 'snapshot', topic: 'mayors-sp-sao-paulo', version: 30, document: doc('mayors-sp-sao-paulo', 30) });
+  off();
+  // The gateway sends no second snapshot of version 30 on this socket: the page has it.
+  client.subscribe('mayors-sp-sao-paulo', (d, meta) => seen.push([meta.version, meta.via]));
+  await clock.advance(0);
+  assert.equal(seen.length, 2);
+  assert.deepEqual(seen[1], [30, 'cache']);
+  assert.deepEqual(ws.sent.slice(1), [
+    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 0 },
+    { type: 'unsubscribe', topics: ['mayors-sp-sao-paulo'] },
+    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 30 },
+  ]);
+  client.close();
+});
+
 test('WebSocket: an error for an unknown topic is reported and the topic left out of reconnects', async () => {
   const { client, clock, statuses } = makeClient({ transport: 'ws' });
   const errors = [];

@@ -1,0 +1,466 @@
+//! WebSocket limits on a real gateway (real ingest, real sockets, tungstenite and HTTP clients):
+//! a 2 MB document reaches every kind of client intact, the close handshake, invalid UTF-8, and
+//! what one client can pull by subscribing again and again.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::process::{metric, scrape};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+/// The topic of the crowded city.
+const BIG: &str = "mayors-sp-sao-paulo";
+const SMALL: &str = "mayors-rj-rio-de-janeiro";
+
+/// São Paulo with `n` candidates (about 170 bytes each in its mayors document), votes moved by
+/// `shift` so that a new feed makes a new version.
+fn crowded(n: usize, shift: u64) -> City {
+    let mut city = City::new(3550308, "São Paulo", "SP");
+    city.candidates = (0..n)
+        .map(|i| {
+            let name: &'static str = Box::leak(
+                format!(
+                    "CANDIDATA NÚMERO {i:05} MARIA APARECIDA DOS SANTOS DE OLIVEIRA E SILVA NETO"
+                )
+                .into_boxed_str(),
+            );
+            (name, "PPP", (n - i) as u64 * 10 + shift)
+        })
+        .collect();
+    city.percent = 10.0;
+    city
+}
+
+fn rio(votes: u64) -> City {
+    City::new(3304557, "Rio de Janeiro", "RJ").votes(&[votes, 300], 5.0)
+}
+
+/// The GET body of a topic's document and its version.
+async fn get_document(stack: &Stack, topic: &str) -> (Bytes, u64) {
+    let body = reqwest::get(stack.url(&format!("/cities/{topic}.json")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (body.clone(), v["version"].as_u64().unwrap())
+}
+
+/// The next text message, raw, within `wait` (pings skipped).
+async fn ws_text(ws: &mut Ws, wait: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.as_str().to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => panic!("no text message: {other:?}"),
+        }
+    }
+}
+
+/// The document in a WebSocket message, as the bytes it carries.
+fn ws_document<'a>(text: &'a str, kind: &str, topic: &str, version: u64) -> &'a [u8] {
+    let head = format!(r#"{{"type":"{kind}","topic":"{topic}","version":{version},"document":"#);
+    let rest = text
+        .strip_prefix(&head)
+        .unwrap_or_else(|| panic!("unexpected message head: {}", &text[..200.min(text.len())]));
+    rest.strip_suffix('}')
+        .expect("the message closes")
+        .as_bytes()
+}
+
+/// A raw SSE stream: each event's name, id and `data:` bytes, as sent.
+struct RawSse {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl RawSse {
+    async fn connect(url: &str) -> RawSse {
+        let resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        RawSse {
+            stream: resp.bytes_stream().boxed(),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn next(&mut self, wait: Duration) -> (String, u64, Vec<u8>) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::new(), 0, None);
+                for line in block.split(|b| *b == b'\n') {
+                    if let Some(v) = line.strip_prefix(b"event: ") {
+                        event = String::from_utf8(v.to_vec()).unwrap();
+                    } else if let Some(v) = line.strip_prefix(b"id: ") {
+                        id = std::str::from_utf8(v).unwrap().parse().unwrap();
+                    } else if let Some(v) = line.strip_prefix(b"data: ") {
+                        data = Some(v.to_vec());
+                    }
+                }
+                if let Some(data) = data {
+                    return (event, id, data);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                other => panic!("SSE stream: no event: {other:?}"),
+            }
+        }
+    }
+}
+
+/// A city of 12,000 candidates, a 2 MB document, reaches WebSocket, SSE and GET clients whole,
+/// as its snapshot and then as an update, the same bytes everywhere.
+#[tokio::test]
+async fn a_two_megabyte_document_reaches_websocket_sse_and_get_clients_intact() {
+    let stack = Stack::start(&[crowded(12_000, 0), rio(100)]).await;
+    let (body, version) = get_document(&stack, BIG).await;
+    assert!(
+        (2_000_000..2_600_000).contains(&body.len()),
+        "a 2 MB document: {} bytes",
+        body.len()
+    );
+
+    let mut ws = ws_connect(stack.addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": [BIG]}),
+    )
+    .await;
+    let text = ws_text(&mut ws, Duration::from_secs(20)).await;
+    assert!(
+        ws_document(&text, "snapshot", BIG, version) == &body[..],
+        "WebSocket snapshot differs from GET"
+    );
+    let mut sse = RawSse::connect(&stack.url(&format!("/events?topics={BIG}"))).await;
+    let (event, id, data) = sse.next(Duration::from_secs(20)).await;
+    assert_eq!((event.as_str(), id), ("snapshot", version));
+    assert!(data == body, "SSE snapshot differs from GET");
+
+    // The count moves: the update is as whole as the snapshot.
+    stack.write_feed(&[crowded(12_000, 1), rio(100)]);
+    let text = ws_text(&mut ws, Duration::from_secs(20)).await;
+    let (event, id, data) = sse.next(Duration::from_secs(20)).await;
+    let (body, version) = get_document(&stack, BIG).await;
+    assert!(String::from_utf8_lossy(&body).contains("\"votes\":120001"));
+    assert!(
+        ws_document(&text, "update", BIG, version) == &body[..],
+        "WebSocket update differs from GET"
+    );
+    assert_eq!((event.as_str(), id), ("update", version));
+    assert!(data == body, "SSE update differs from GET");
+}
+
+/// The close code a client gets back, within 5 s.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => return u16::from(frame.code),
+            Ok(Some(Ok(Message::Close(None)))) => panic!("a close frame without a code"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+/// A client that closes gets a Close frame back with its own code (RFC 6455 §5.5.1), then the
+/// connection ends.
+#[tokio::test]
+async fn a_client_close_is_answered_with_the_same_code() {
+    let stack = Stack::start(&[rio(100)]).await;
+    for code in [1000u16, 1001, 4321] {
+        let mut ws = ws_connect(stack.addr).await;
+        ws_send(
+            &mut ws,
+            serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
+        )
+        .await;
+        assert_eq!(
+            ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+            "snapshot"
+        );
+        ws.send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: "page closed".into(),
+        })))
+        .await
+        .unwrap();
+        assert_eq!(close_code(&mut ws).await, code);
+        // Then the server ends the connection.
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        assert!(
+            matches!(end, Ok(None) | Ok(Some(Err(_)))),
+            "still open: {end:?}"
+        );
+    }
+}
+
+/// Text that is not UTF-8, in one frame or split over fragments, closes with 1007 "invalid
+/// frame payload data" (RFC 6455 §7.4.1), is counted, and the gateway serves on.
+#[tokio::test]
+async fn invalid_utf8_text_is_closed_with_1007() {
+    let stack = Stack::start(&[rio(100)]).await;
+    let http = reqwest::Client::new();
+    let errors = |text: &str| metric(text, "apura_client_errors_total").unwrap();
+    let before = errors(&scrape(&http, stack.addr).await.unwrap());
+    let text = |b: &'static [u8], fin| {
+        Message::Frame(Frame::message(
+            Bytes::from_static(b),
+            OpCode::Data(Data::Text),
+            fin,
+        ))
+    };
+    let more = |b: &'static [u8], fin| {
+        Message::Frame(Frame::message(
+            Bytes::from_static(b),
+            OpCode::Data(Data::Continue),
+            fin,
+        ))
+    };
+    let whole = vec![text(
+        b"{\"type\":\"subscribe\",\"topics\":[\"\xff\xfe\"]}",
+        true,
+    )];
+    let split = vec![
+        text(b"{\"type\":\"subscribe\",\"topics\":[\"S\xc3", false),
+        more(b"\x28o\"]}", true),
+    ];
+    for frames in [whole, split] {
+        let mut ws = ws_connect(stack.addr).await;
+        for f in frames {
+            ws.send(f).await.unwrap();
+        }
+        assert_eq!(close_code(&mut ws).await, 1007);
+    }
+    let after = errors(&scrape(&http, stack.addr).await.unwrap());
+    assert_eq!(after - before, 2.0);
+    let mut ws = ws_connect(stack.addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+}
+
+/// What a client read: snapshots and updates by topic, bytes, and how the connection ended.
+#[derive(Default, Debug)]
+struct Tally {
+    snapshots: std::collections::HashMap<String, u32>,
+    updates: std::collections::HashMap<String, u32>,
+    bytes: u64,
+    snapshot_bytes: u64,
+    close: Option<u16>,
+}
+
+/// Read `stream` into a tally until it ends, or `wait` passes.
+async fn tally(mut stream: futures_util::stream::SplitStream<Ws>, wait: Duration) -> Tally {
+    let mut t = Tally::default();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        match msg {
+            Ok(Message::Text(text)) => {
+                t.bytes += text.len() as u64;
+                // Only the head is parsed: the document may be megabytes long.
+                let head = &text.as_str()[..text.len().min(200)];
+                let kind = if head.starts_with(r#"{"type":"snapshot""#) {
+                    t.snapshot_bytes += text.len() as u64;
+                    &mut t.snapshots
+                } else if head.starts_with(r#"{"type":"update""#) {
+                    &mut t.updates
+                } else {
+                    continue;
+                };
+                let topic = head.split('"').nth(7).unwrap_or("").to_string();
+                *kind.entry(topic).or_default() += 1;
+            }
+            Ok(Message::Close(frame)) => {
+                t.close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    t
+}
+
+/// Subscribe and unsubscribe 1,000 times to a 2 MB topic: the client gets its snapshot once
+/// (it holds that version), while another client on the gateway keeps receiving.
+#[tokio::test]
+async fn a_subscribe_loop_gets_no_repeated_snapshot() {
+    let stack = Stack::start(&[crowded(12_000, 0), rio(100)]).await;
+    let (body, _) = get_document(&stack, BIG).await;
+
+    let mut reader = ws_connect(stack.addr).await;
+    ws_send(
+        &mut reader,
+        serde_json::json!({"type": "subscribe", "topics": [BIG, SMALL]}),
+    )
+    .await;
+    let (_, reader_rx) = reader.split();
+    let reader = tokio::spawn(tally(reader_rx, Duration::from_secs(8)));
+
+    let (mut tx, rx) = ws_connect(stack.addr).await.split();
+    let looper = tokio::spawn(tally(rx, Duration::from_secs(30)));
+    let subscribe = serde_json::json!({"type": "subscribe", "topics": [BIG]}).to_string();
+    let unsubscribe = serde_json::json!({"type": "unsubscribe", "topics": [BIG]}).to_string();
+    for _ in 0..1_000 {
+        tx.send(Message::text(subscribe.clone())).await.unwrap();
+        tx.send(Message::text(unsubscribe.clone())).await.unwrap();
+    }
+    tx.send(Message::text(subscribe.clone())).await.unwrap();
+    // Rio moves: both clients hear of it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.write_feed(&[crowded(12_000, 0), rio(101)]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tx.send(Message::Close(None)).await.unwrap();
+    let looped = looper.await.unwrap();
+    assert_eq!(looped.snapshots.get(BIG), Some(&1), "{looped:?}");
+    assert!(
+        looped.bytes < body.len() as u64 * 3 / 2,
+        "{} bytes for a {} byte document",
+        looped.bytes,
+        body.len()
+    );
+    let read = reader.await.unwrap();
+    assert_eq!(read.snapshots.get(BIG), Some(&1), "{read:?}");
+    assert_eq!(read.updates.get(SMALL), Some(&1), "{read:?}");
+}
+
+/// Topics `t000`… padded to about `pad` bytes, published on a gateway of its own bus.
+async fn padded_topics(gw: &Gateway, n: usize, pad: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+    let docs: Vec<(&str, u64)> = names.iter().map(|t| (t.as_str(), 1)).collect();
+    gw.publish_padded(&docs, pad).await;
+    names
+}
+
+/// A client cycling subscribe/unsubscribe over more topics than a connection remembers pulls
+/// snapshots past `--ws-snapshot-rate`: it is closed with 1008 after at most the burst, the
+/// rate over its life and one document; the close is counted; a client on the same gateway
+/// gets its update meanwhile.
+#[tokio::test]
+async fn past_the_snapshot_budget_a_subscribe_loop_is_closed_with_1008() {
+    const RATE: u64 = 256 << 10;
+    const PAD: usize = 20_000;
+    let mut args = gateway_args();
+    args.ws_snapshot_rate = RATE;
+    let gw = Gateway::start(args).await;
+    let topics = padded_topics(&gw, 200, PAD).await;
+    let http = reqwest::Client::new();
+
+    let mut ordinary = ws_connect(gw.addr).await;
+    ws_send(
+        &mut ordinary,
+        serde_json::json!({"type": "subscribe", "topics": ["t000"]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ordinary, Duration::from_secs(5))
+            .await
+            .unwrap()["type"],
+        "snapshot"
+    );
+
+    let started = std::time::Instant::now();
+    let (mut tx, rx) = ws_connect(gw.addr).await.split();
+    let attacker = tokio::spawn(tally(rx, Duration::from_secs(30)));
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u32;
+        'rounds: for _ in 0..20 {
+            for t in &topics {
+                for kind in ["subscribe", "unsubscribe"] {
+                    let m = serde_json::json!({"type": kind, "topics": [t]}).to_string();
+                    if tx.send(Message::text(m)).await.is_err()
+                        || started.elapsed() > Duration::from_secs(20)
+                    {
+                        break 'rounds;
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+
+    // Meanwhile the ordinary client's topic moves, and it hears of it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let version = gw.publish(&[("t000", 2)]).await;
+    let update = ws_next(&mut ordinary, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (update["type"].as_str(), update["version"].as_u64()),
+        (Some("update"), Some(version))
+    );
+
+    let pulled = attacker.await.unwrap();
+    let lasted = started.elapsed().as_secs_f64();
+    let messages = flood.await.unwrap();
+    assert_eq!(
+        pulled.close,
+        Some(1008),
+        "{messages} messages sent: {pulled:?}"
+    );
+    let bound = (RATE * apura::gateway::ws::SNAPSHOT_BURST_SECONDS) as f64
+        + RATE as f64 * lasted
+        + 2.0 * PAD as f64;
+    assert!(
+        (pulled.snapshot_bytes as f64) < bound,
+        "{} snapshot bytes in {lasted:.1} s, bound {bound}",
+        pulled.snapshot_bytes
+    );
+    let text = scrape(&http, gw.addr).await.unwrap();
+    assert_eq!(
+        metric(&text, "apura_ws_snapshot_budget_closes_total"),
+        Some(1.0)
+    );
+    eprintln!(
+        "{messages} messages sent; closed with 1008 after {} snapshot bytes, {lasted:.1} s",
+        pulled.snapshot_bytes
+    );
+    // The ordinary client is still served.
+    let version = gw.publish(&[("t000", 3)]).await;
+    let update = ws_next(&mut ordinary, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(update["version"].as_u64(), Some(version));
+}
+
+/// The default budget holds what a page can ask for: the 64 topics a connection may hold, of
+/// 300 KB each (the largest city documents), at once; leaving and coming back to them costs
+/// nothing more.
+#[tokio::test]
+async fn a_page_of_64_large_topics_stays_within_the_default_budget() {
+    let gw = Gateway::start(gateway_args()).await;
+    let topics = padded_topics(&gw, 64, 300_000).await;
+    let (mut tx, rx) = ws_connect(gw.addr).await.split();
+    let page = tokio::spawn(tally(rx, Duration::from_secs(6)));
+    let all = serde_json::json!({"type": "subscribe", "topics": topics}).to_string();
+    let half = serde_json::json!({"type": "unsubscribe", "topics": topics[..32]}).to_string();
+    tx.send(Message::text(all.clone())).await.unwrap();
+    for _ in 0..3 {
+        tx.send(Message::text(half.clone())).await.unwrap();
+        tx.send(Message::text(all.clone())).await.unwrap();
+    }
+    let read = page.await.unwrap();
+    assert_eq!(read.close, None, "{read:?}");
+    assert_eq!(read.snapshots.len(), 64, "{read:?}");
+    assert!(read.snapshots.values().all(|n| *n == 1), "{read:?}");
+    assert!(read.snapshot_bytes > 64 * 300_000);
+}
