@@ -40,6 +40,18 @@ fn draft(topic: String, doc: &impl Serialize) -> Draft {
     }
 }
 
+/// Why, and since when, a city's document shows its last good results rather than the feed's
+/// latest: the feed's latest failed validation (the city is quarantined).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// When the city's results were first refused (RFC 3339, UTC, to the second).
+    pub since: String,
+    /// A short, stable label: `negative`, `totals`, `malformed`, … (as in the metrics).
+    pub reason: String,
+    /// What was wrong, where: the city, the field, the value (never the feed's URL).
+    pub detail: String,
+}
+
 #[derive(Serialize)]
 struct CityDoc<'a> {
     topic: &'a str,
@@ -53,10 +65,19 @@ struct CityDoc<'a> {
     candidates: &'a [Candidate],
     #[serde(rename = "final")]
     finished: bool,
+    /// Present only while the city is quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<&'a Held>,
 }
 
 /// The document of one city's race (`mayors-*` or `councillors-*`).
 pub fn city(m: &Municipality, race: &Race) -> Draft {
+    city_held(m, race, None)
+}
+
+/// The document of one city's race, marked `held` when `race` is the last good one of a
+/// quarantined city.
+pub fn city_held(m: &Municipality, race: &Race, held: Option<&Held>) -> Draft {
     let topic = m.topic(race.office.topic_kind());
     let doc = CityDoc {
         topic: &topic,
@@ -69,6 +90,7 @@ pub fn city(m: &Municipality, race: &Race) -> Draft {
         totals: &race.totals,
         candidates: &race.candidates,
         finished: race.finished,
+        held,
     };
     draft(topic.clone(), &doc)
 }
@@ -195,6 +217,10 @@ struct CityLine<'a> {
     #[serde(rename = "final")]
     finished: bool,
     leader: Option<Leader<'a>>,
+    /// Present (`true`) only while the city is quarantined: its line shows its last good
+    /// results.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    held: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -354,7 +380,7 @@ fn percent_of(part: usize, whole: usize) -> f64 {
     percent(part as u64, whole as u64)
 }
 
-fn city_line<'a>(m: &'a Municipality, race: &'a Race) -> CityLine<'a> {
+fn city_line<'a>(m: &'a Municipality, race: &'a Race, held: bool) -> CityLine<'a> {
     CityLine {
         ibge: m.ibge,
         name: &m.name,
@@ -363,11 +389,22 @@ fn city_line<'a>(m: &'a Municipality, race: &'a Race) -> CityLine<'a> {
         percent: race.progress.percent,
         finished: race.finished,
         leader: leader(race),
+        held,
     }
 }
 
 /// The state roll-ups (`state-*`) and the national one (`brazil`), from the mayor races.
 pub fn rollups(list: &MunicipalityList, mayors: &HashMap<u32, Race>) -> Vec<Draft> {
+    rollups_held(list, mayors, |_| false)
+}
+
+/// The roll-ups, the lines of the cities `held` answers true for marked as held (their race is
+/// the last good one of a quarantined city).
+pub fn rollups_held(
+    list: &MunicipalityList,
+    mayors: &HashMap<u32, Race>,
+    held: impl Fn(u32) -> bool,
+) -> Vec<Draft> {
     let mut by_uf: BTreeMap<&str, Vec<(&Municipality, &Race)>> = BTreeMap::new();
     for m in list.iter() {
         if let Some(race) = mayors.get(&m.ibge) {
@@ -391,7 +428,10 @@ pub fn rollups(list: &MunicipalityList, mayors: &HashMap<u32, Race>) -> Vec<Draf
             name: uf_name(uf),
             progress: tally.progress(),
             parties: tally.parties(),
-            cities: cities.iter().map(|(m, r)| city_line(m, r)).collect(),
+            cities: cities
+                .iter()
+                .map(|(m, r)| city_line(m, r, held(m.ibge)))
+                .collect(),
         };
         drafts.push(draft(topic.clone(), &doc));
         national.merge(&tally);
@@ -403,7 +443,7 @@ pub fn rollups(list: &MunicipalityList, mayors: &HashMap<u32, Race>) -> Vec<Draf
         for (m, race) in cities.iter().filter(|(m, _)| m.capital) {
             capitals.push(CapitalLine {
                 uf,
-                city: city_line(m, race),
+                city: city_line(m, race, held(m.ibge)),
                 topic: m.topic(TopicKind::Mayors),
             });
         }

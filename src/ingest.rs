@@ -4,9 +4,22 @@
 //! councillor files are polled every `interval` (10 s); or the authority's per-city files
 //! ([`tse`]), where every cycle reads the progress files and fetches only the cities that
 //! changed. Zone files, one per city, are polled every `zones_interval` (60 s) by a task of their
-//! own that hands parsed results to the main loop. A file that fails to fetch, parse or validate
-//! is rejected whole: its previous documents stay current, one log line says what and where,
-//! and a metric counts it.
+//! own that hands parsed results to the main loop.
+//!
+//! **Quarantine.** A file whose cities fail validation one by one is taken for every valid
+//! city; each invalid city is quarantined: it keeps its last good race, its documents say since
+//! when and why they are held (`held`), the roll-ups count its last good race, and one log line
+//! says when it enters and when it leaves. A file that cannot be trusted as a whole (not JSON,
+//! cut short, the wrong shape, an older timestamp, more than `--max-invalid-share` of its cities
+//! invalid) is rejected whole: its previous documents stay current, one log line says what and
+//! where, and a metric counts it. A TSE city file is one city's: a bad one quarantines that city
+//! only.
+//!
+//! **Upstream faults.** A feed file not found is logged once when it goes missing and once when
+//! it is back, and counted every poll; a file that fails to fetch is asked again after a
+//! back-off that doubles up to [`BACKOFF_MAX_POLLS`] polls. At start-up
+//! ([`Ingest::connect_patiently`]) the municipality list (TSE: the configuration) is retried
+//! until it loads, while the gateway already serves.
 
 pub mod leader;
 pub mod tse;
@@ -95,7 +108,27 @@ pub struct FeedArgs {
     /// being read whole.
     #[arg(long, env = "APURA_MAX_FEED_BYTES", default_value_t = crate::fetch::DEFAULT_MAX_BYTES)]
     pub max_feed_bytes: usize,
+    /// Consolidated: the largest share of a file's cities, in percent, that may fail validation
+    /// with the file still taken for the others (each invalid city keeps its last good
+    /// documents, marked `held`); past it the whole file is rejected. 0 rejects a file for one
+    /// bad city. Below 20 cities one invalid city is already over 5 %.
+    #[arg(long, env = "APURA_MAX_INVALID_SHARE", default_value_t = DEFAULT_MAX_INVALID_SHARE)]
+    pub max_invalid_share: f64,
 }
+
+/// Default `--max-invalid-share`, in percent: 278 of 5,570 cities. A few broken cities are a
+/// provider's slip; hundreds mean the file itself is broken, and publishing its other cities
+/// would be trusting a feed that is not right.
+pub const DEFAULT_MAX_INVALID_SHARE: f64 = 5.0;
+/// A feed file that fails to fetch is asked again after 1, 2, 4, then every 4 polls: an upstream
+/// answering 500 every 10 s poll is asked every 40 s (one attempt, where a healthy file gets
+/// three), and back within one of those once it recovers.
+pub const BACKOFF_MAX_POLLS: u32 = 4;
+/// Start-up: first wait before loading the municipality list (TSE: the configuration) again.
+pub const STARTUP_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Start-up: the wait doubles up to this: a list that comes back is loaded at most 10 s later,
+/// and an upstream that stays down is asked six times a minute.
+pub const STARTUP_RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Default for FeedArgs {
     /// The command line's defaults, with no feed named: a consolidated source polled every
@@ -116,6 +149,7 @@ impl Default for FeedArgs {
             zones_interval: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(10),
             max_feed_bytes: crate::fetch::DEFAULT_MAX_BYTES,
+            max_invalid_share: DEFAULT_MAX_INVALID_SHARE,
         }
     }
 }
@@ -205,6 +239,9 @@ impl FeedArgs {
         if self.max_in_flight == 0 {
             problems.push("--max-in-flight must be at least 1".to_string());
         }
+        if !(0.0..=100.0).contains(&self.max_invalid_share) {
+            problems.push("--max-invalid-share must be a percentage, from 0 to 100".to_string());
+        }
         for (d, flag) in [
             (self.interval, "--interval"),
             (self.zones_interval, "--zones-interval"),
@@ -255,11 +292,65 @@ pub struct CycleReport {
     pub rejected: Vec<String>,
 }
 
+/// One file of a consolidated feed and how it has been answering.
+struct Polled {
+    source: Source,
+    /// Not found at the last poll: logged when it goes missing and when it is back.
+    missing: bool,
+    /// Consecutive failed fetches.
+    failures: u32,
+    /// Polls to let pass before asking again.
+    skip: u32,
+}
+
+impl Polled {
+    fn new(location: &str) -> Self {
+        Polled {
+            source: Source::new(location),
+            missing: false,
+            failures: 0,
+            skip: 0,
+        }
+    }
+
+    /// The file answered (found or not): no back-off.
+    fn answered(&mut self, name: &str) {
+        if self.failures > 0 {
+            tracing::info!(file = %name, failures = self.failures, "feed file answers again");
+        }
+        self.failures = 0;
+        self.skip = 0;
+    }
+
+    /// The file is there.
+    fn found(&mut self, name: &str) {
+        if self.missing {
+            tracing::warn!(file = %name, "feed file found again");
+            self.missing = false;
+        }
+        self.answered(name);
+    }
+
+    /// One more failed fetch: let 0, 1, 3, then 3 polls pass before the next.
+    fn failed(&mut self) {
+        self.failures += 1;
+        self.skip = (1u32 << (self.failures - 1).min(8)).min(BACKOFF_MAX_POLLS) - 1;
+    }
+}
+
+/// A city race whose latest results failed validation.
+struct Quarantined {
+    /// The round of the refused results: a race of an earlier round does not release it.
+    round: u8,
+    held: documents::Held,
+    since: Instant,
+}
+
 /// Where an ingest reads its results.
 enum FeedSource {
     Consolidated {
-        mayors: Source,
-        councillors: Option<Source>,
+        mayors: Polled,
+        councillors: Option<Polled>,
     },
     /// Behind an async mutex so that a poll can hold it while it hands races to the ingest,
     /// and a poll cut short (its future dropped) leaves it in place.
@@ -293,6 +384,10 @@ pub struct Ingest {
     /// Set by [`Ingest::hold_for_zones`]: publish nothing until the first zone results are
     /// in, or this deadline.
     zones_hold: Option<Instant>,
+    /// City races whose latest results failed validation, by city and office.
+    quarantine: HashMap<(u32, Office), Quarantined>,
+    /// `--max-invalid-share`, in percent.
+    max_invalid_share: f64,
 }
 
 impl Ingest {
@@ -306,10 +401,61 @@ impl Ingest {
         metrics: Arc<Metrics>,
     ) -> Self {
         let feed = FeedSource::Consolidated {
-            mayors: Source::new(args.feed.as_deref().unwrap_or_default()),
-            councillors: args.councillors_feed.as_deref().map(Source::new),
+            mayors: Polled::new(args.feed.as_deref().unwrap_or_default()),
+            councillors: args.councillors_feed.as_deref().map(Polled::new),
         };
-        Self::with_source(list, feed, fetcher, bus, metrics)
+        let mut ingest = Self::with_source(list, feed, fetcher, bus, metrics);
+        ingest.max_invalid_share = args.max_invalid_share;
+        ingest
+    }
+
+    /// [`Ingest::connect`] until it succeeds or `shutdown`: what the source needs to start (the
+    /// municipality list; the TSE configuration) is loaded again after a wait that doubles
+    /// from [`STARTUP_RETRY_FIRST`] to [`STARTUP_RETRY_MAX`], each failure logged and counted
+    /// (`startup`). Options are checked once, first: a mistake there is an error at once.
+    /// `None`: shut down before it could start.
+    pub async fn connect_patiently(
+        args: &FeedArgs,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Self>> {
+        let problems = args.validate();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid options: {}",
+            problems.join("; ")
+        );
+        let mut wait = STARTUP_RETRY_FIRST;
+        for attempt in 1u32.. {
+            let connected = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                c = Self::connect(args, bus.clone(), metrics.clone()) => c,
+            };
+            match connected {
+                Ok(ingest) => {
+                    if attempt > 1 {
+                        tracing::warn!(attempt, "ingest started");
+                    }
+                    return Ok(Some(ingest));
+                }
+                Err(e) => {
+                    metrics.feed_error("startup");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        attempt,
+                        retry_in = ?wait,
+                        "cannot start the ingest yet; serving, not ready, until documents load"
+                    );
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(STARTUP_RETRY_MAX);
+        }
+        unreachable!("the attempts never run out")
     }
 
     /// Check the options (every problem at once), load what the source needs to start (the
@@ -341,13 +487,9 @@ impl Ingest {
                     .await
                     .context("starting the TSE source")?;
                 let feed = FeedSource::Tse(Arc::new(tokio::sync::Mutex::new(source)));
-                Ok(Self::with_source(
-                    Arc::new(list),
-                    feed,
-                    fetcher,
-                    bus,
-                    metrics,
-                ))
+                let mut ingest = Self::with_source(Arc::new(list), feed, fetcher, bus, metrics);
+                ingest.max_invalid_share = args.max_invalid_share;
+                Ok(ingest)
             }
         }
     }
@@ -374,6 +516,8 @@ impl Ingest {
             unknown_logged: HashSet::new(),
             newest_time: HashMap::new(),
             zones_hold: None,
+            quarantine: HashMap::new(),
+            max_invalid_share: DEFAULT_MAX_INVALID_SHARE,
         }
     }
 
@@ -468,6 +612,7 @@ impl Ingest {
             unreachable!("called for a consolidated source only")
         };
         let newest = |office| self.newest_time.get(&office).map(String::as_str);
+        let share = self.max_invalid_share;
         let (mayors, councillors) = tokio::join!(
             fetch_race_file(
                 &self.fetcher,
@@ -476,6 +621,7 @@ impl Ingest {
                 &self.list,
                 &self.metrics,
                 newest(Office::Mayor),
+                share,
             ),
             async {
                 match councillors_source {
@@ -487,6 +633,7 @@ impl Ingest {
                             &self.list,
                             &self.metrics,
                             newest(Office::Councillor),
+                            share,
                         )
                         .await,
                     ),
@@ -494,9 +641,13 @@ impl Ingest {
                 }
             }
         );
-        for outcome in [Some(mayors), councillors].into_iter().flatten() {
+        for (office, outcome) in [
+            (Office::Mayor, Some(mayors)),
+            (Office::Councillor, councillors),
+        ] {
+            let Some(outcome) = outcome else { continue };
             match outcome {
-                Ok(Some(feed)) => self.accept(feed),
+                Ok(Some(feed)) => self.accept_office(office, feed),
                 Err(reason) => rejected.push(reason),
                 Ok(None) => {}
             }
@@ -526,12 +677,36 @@ impl Ingest {
         self.publish_changes().await
     }
 
-    /// Take a validated feed file as the current results of its office.
+    /// Take a validated feed file as the current results of `office`: its valid cities'
+    /// races; its invalid cities (`invalid_cities`) are quarantined and keep their last good
+    /// race.
+    pub fn accept_office(&mut self, office: Office, mut feed: consolidated::ConsolidatedFeed) {
+        let invalid = std::mem::take(&mut feed.invalid_cities);
+        for (ibge, err) in &invalid {
+            self.hold(*ibge, office, feed.round, err);
+        }
+        for race in &feed.races {
+            self.release(race.ibge, office, race.round);
+        }
+        self.take_file(office, feed, &invalid);
+    }
+
+    /// Take a validated feed file as the current results of the office of its races (a file
+    /// without a valid race changes nothing).
     pub fn accept(&mut self, feed: consolidated::ConsolidatedFeed) {
+        match feed.races.first().map(|r| r.office) {
+            Some(office) => self.accept_office(office, feed),
+            None => self.note_unknown(&feed.unknown_cities),
+        }
+    }
+
+    fn take_file(
+        &mut self,
+        office: Office,
+        feed: consolidated::ConsolidatedFeed,
+        invalid: &[(u32, crate::feed::FeedError)],
+    ) {
         self.note_unknown(&feed.unknown_cities);
-        let Some(office) = feed.races.first().map(|r| r.office) else {
-            return;
-        };
         if let Some(t) = &feed.source_time {
             self.newest_time.insert(office, t.clone());
         }
@@ -541,12 +716,21 @@ impl Ingest {
             Office::Mayor => &mut self.mayors,
             Office::Councillor => &mut self.councillors,
         };
+        // A quarantined city keeps its last good race, of whatever round.
+        let invalid: HashSet<u32> = invalid.iter().map(|(ibge, _)| *ibge).collect();
+        for ibge in &invalid {
+            if let Some(race) = old.get(ibge) {
+                races.insert(*ibge, race.clone());
+            }
+        }
         // A city of this round present before and absent now keeps its last results: results
         // are state, and a provider dropping a city from one file must not delete its page.
         // (A round-2 file lists only the cities with a runoff: the others are not missing.)
         let missing: Vec<u32> = old
             .iter()
-            .filter(|(ibge, r)| r.round == feed.round && !races.contains_key(ibge))
+            .filter(|(ibge, r)| {
+                r.round == feed.round && !races.contains_key(ibge) && !invalid.contains(ibge)
+            })
             .map(|(ibge, _)| *ibge)
             .collect();
         if !missing.is_empty() {
@@ -581,7 +765,7 @@ impl Ingest {
 
     /// Take one race as the current result of its city and office. A race of an earlier round
     /// never replaces a later one (a first-round correction after the second round has begun
-    /// stays out of the documents); an equal race changes nothing.
+    /// stays out of the documents); an equal race changes nothing but ends a quarantine.
     pub fn accept_race(&mut self, race: Race) {
         let key = (race.ibge, race.office.topic_kind());
         let races = match race.office {
@@ -589,12 +773,102 @@ impl Ingest {
             Office::Councillor => &mut self.councillors,
         };
         match races.get(&race.ibge) {
-            Some(old) if old.round > race.round || *old == race => return,
+            Some(old) if old.round > race.round => return,
+            Some(old) if *old == race => {
+                self.release(race.ibge, race.office, race.round);
+                return;
+            }
             Some(_) => {}
             None => self.index = None,
         }
         self.sliced.remove(&key);
-        races.insert(race.ibge, race);
+        races.insert(race.ibge, race.clone());
+        self.release(race.ibge, race.office, race.round);
+    }
+
+    /// The results of `office` in the city `ibge`, of round `round`, failed validation (`err`):
+    /// quarantine the city, which keeps its last good race, if it has one, marked as held.
+    /// Logged when the city enters; counted every time, by reason.
+    pub fn hold(&mut self, ibge: u32, office: Office, round: u8, err: &crate::feed::FeedError) {
+        let reason = err.reason();
+        self.metrics.city_rejected(reason);
+        let key = (ibge, office);
+        let kind = office.topic_kind();
+        if let Some(q) = self.quarantine.get_mut(&key) {
+            q.round = q.round.max(round);
+            // A new reason is worth republishing; the same reason with another value is not.
+            if q.held.reason != reason {
+                q.held.reason = reason.to_string();
+                q.held.detail = err.what();
+                self.sliced.remove(&(ibge, kind));
+            }
+            tracing::debug!(ibge, ?office, error = %err, "quarantined city still invalid");
+            return;
+        }
+        let name = self.list.get(ibge).map_or("", |m| m.name.as_str());
+        let has_race = self.race(ibge, office).is_some();
+        tracing::warn!(
+            city = %name,
+            ibge,
+            ?office,
+            reason,
+            error = %err,
+            "city quarantined: {}",
+            if has_race {
+                "its last good documents stay current, marked as held"
+            } else {
+                "never valid yet, it is not published until it is"
+            }
+        );
+        self.quarantine.insert(
+            key,
+            Quarantined {
+                round,
+                held: documents::Held {
+                    since: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                        .to_string(),
+                    reason: reason.to_string(),
+                    detail: err.what(),
+                },
+                since: Instant::now(),
+            },
+        );
+        self.sliced.remove(&(ibge, kind));
+        self.count_quarantined();
+    }
+
+    /// Valid results of round `round` came for `office` in the city `ibge`: end its quarantine
+    /// (not for an earlier round than the one refused).
+    fn release(&mut self, ibge: u32, office: Office, round: u8) {
+        let key = (ibge, office);
+        if !self.quarantine.get(&key).is_some_and(|q| round >= q.round) {
+            return;
+        }
+        let Some(q) = self.quarantine.remove(&key) else {
+            return;
+        };
+        let name = self.list.get(ibge).map_or("", |m| m.name.as_str());
+        tracing::warn!(
+            city = %name,
+            ibge,
+            ?office,
+            held_for = ?q.since.elapsed(),
+            "city out of quarantine: its documents follow the feed again"
+        );
+        self.sliced.remove(&(ibge, office.topic_kind()));
+        self.count_quarantined();
+    }
+
+    fn count_quarantined(&self) {
+        let cities: HashSet<u32> = self.quarantine.keys().map(|(ibge, _)| *ibge).collect();
+        self.metrics
+            .quarantined_cities
+            .store(cities.len() as i64, Relaxed);
+    }
+
+    /// The quarantine of `office` in the city `ibge`, if it is quarantined: since when and why.
+    pub fn held(&self, ibge: u32, office: Office) -> Option<&documents::Held> {
+        self.quarantine.get(&(ibge, office)).map(|q| &q.held)
     }
 
     fn note_unknown(&mut self, unknown: &[String]) {
@@ -606,23 +880,31 @@ impl Ingest {
         }
     }
 
-    /// Every current document, built from the accepted results.
+    /// Every current document, built from the accepted results; none before the first results
+    /// (an index of cities without results is no reason for a gateway to be ready).
     pub fn drafts(&mut self) -> Vec<Draft> {
+        if self.mayors.is_empty() && self.councillors.is_empty() && self.zones.is_empty() {
+            return Vec::new();
+        }
         let mut drafts = Vec::with_capacity(self.mayors.len() * 2 + self.zones.len() + 30);
+        let quarantine = &self.quarantine;
+        let held = |ibge, office| quarantine.get(&(ibge, office)).map(|q| &q.held);
         for m in self.list.iter() {
             let key = |kind| (m.ibge, kind);
             if let Some(r) = self.mayors.get(&m.ibge) {
                 let d = self
                     .sliced
                     .entry(key(TopicKind::Mayors))
-                    .or_insert_with(|| documents::city(m, r));
+                    .or_insert_with(|| documents::city_held(m, r, held(m.ibge, Office::Mayor)));
                 drafts.push(d.clone());
             }
             if let Some(r) = self.councillors.get(&m.ibge) {
                 let d = self
                     .sliced
                     .entry(key(TopicKind::Councillors))
-                    .or_insert_with(|| documents::city(m, r));
+                    .or_insert_with(|| {
+                        documents::city_held(m, r, held(m.ibge, Office::Councillor))
+                    });
                 drafts.push(d.clone());
             }
             if let Some(z) = self.zones.get(&m.ibge) {
@@ -634,7 +916,9 @@ impl Ingest {
             }
         }
         if !self.mayors.is_empty() {
-            drafts.extend(documents::rollups(&self.list, &self.mayors));
+            drafts.extend(documents::rollups_held(&self.list, &self.mayors, |ibge| {
+                quarantine.contains_key(&(ibge, Office::Mayor))
+            }));
         }
         let (list, mayors, councillors, zones, published) = (
             &self.list,
@@ -737,31 +1021,64 @@ fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
-/// Fetch and parse one race file. `Ok(None)`: nothing new. `Err`: rejected, with the reason
-/// already logged and counted.
+/// Fetch and parse one race file. `Ok(None)`: nothing new (or in back-off). `Err`: rejected,
+/// with the reason already logged and counted. The file's invalid cities, up to
+/// `max_invalid_share` percent of them, come back in `invalid_cities`.
 async fn fetch_race_file(
     fetcher: &Fetcher,
-    source: &mut Source,
+    polled: &mut Polled,
     office: Office,
     list: &MunicipalityList,
     metrics: &Metrics,
     newest_time: Option<&str>,
+    max_invalid_share: f64,
 ) -> Result<Option<consolidated::ConsolidatedFeed>, String> {
-    let name = source.name();
-    let bytes = match fetcher.fetch(source).await {
-        Ok(Fetched::Modified(b)) => b,
-        Ok(Fetched::NotModified) => return Ok(None),
+    if polled.skip > 0 {
+        polled.skip -= 1;
+        return Ok(None);
+    }
+    let name = polled.source.name();
+    // A file that is failing gets one attempt per poll, not the usual three.
+    let fetched = if polled.failures > 0 {
+        fetcher
+            .clone()
+            .with_attempts(1)
+            .fetch(&mut polled.source)
+            .await
+    } else {
+        fetcher.fetch(&mut polled.source).await
+    };
+    let bytes = match fetched {
+        Ok(Fetched::Modified(b)) => {
+            polled.found(&name);
+            b
+        }
+        Ok(Fetched::NotModified) => {
+            polled.found(&name);
+            return Ok(None);
+        }
         Ok(Fetched::NotFound) => {
-            tracing::debug!(file = %name, "not published yet");
+            metrics.feed_error("not_found");
+            if !polled.missing {
+                tracing::warn!(file = %name, "feed file not found; nothing of it is published until it is there");
+                polled.missing = true;
+            }
+            polled.answered(&name);
             return Ok(None);
         }
         Err(e) => {
             metrics.feed_error(e.kind());
-            tracing::error!(error = %e, "feed fetch failed; previous documents stay current");
+            polled.failed();
+            tracing::error!(
+                error = %e,
+                failures = polled.failures,
+                next_in_polls = polled.skip + 1,
+                "feed fetch failed; previous documents stay current"
+            );
             return Err(e.to_string());
         }
     };
-    match consolidated::parse(&bytes, &name, office, list) {
+    match consolidated::parse_per_city(&bytes, &name, office, list) {
         Ok(feed) => match (feed.source_time.as_deref(), newest_time) {
             (Some(new), Some(old)) if new < old => {
                 metrics.feed_error("stale");
@@ -773,7 +1090,7 @@ async fn fetch_race_file(
             }
             // A file that names no city we know (an empty `municipios`, a file of another
             // election) would change nothing but hide a broken feed: refuse it loudly.
-            _ if feed.races.is_empty() => {
+            _ if feed.races.is_empty() && feed.invalid_cities.is_empty() => {
                 let e = crate::feed::FeedError::invalid(
                     &name,
                     "municipios",
@@ -782,6 +1099,20 @@ async fn fetch_race_file(
                 metrics.feed_error(e.kind());
                 tracing::error!(error = %e, "feed rejected; previous documents stay current");
                 Err(e.to_string())
+            }
+            // Many invalid cities: the file, not a city, is broken.
+            _ if too_many_invalid(&feed, max_invalid_share) => {
+                let (invalid, total) = (
+                    feed.invalid_cities.len(),
+                    feed.invalid_cities.len() + feed.races.len(),
+                );
+                let first = &feed.invalid_cities[0].1;
+                metrics.feed_error(first.kind());
+                let e = format!(
+                    "{first}; {invalid} of {total} cities invalid, over --max-invalid-share {max_invalid_share} %: the file is rejected whole"
+                );
+                tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                Err(e)
             }
             _ => Ok(Some(feed)),
         },
@@ -793,6 +1124,13 @@ async fn fetch_race_file(
             Err(e.to_string())
         }
     }
+}
+
+/// More than `max_share` percent of the file's cities of the list are invalid.
+fn too_many_invalid(feed: &consolidated::ConsolidatedFeed, max_share: f64) -> bool {
+    let invalid = feed.invalid_cities.len();
+    let total = invalid + feed.races.len();
+    invalid > 0 && invalid as f64 * 100.0 > max_share * total as f64
 }
 
 /// Run the ingest loop until `shutdown`: poll every `interval`, zone files every

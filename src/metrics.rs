@@ -42,6 +42,12 @@ pub struct Metrics {
     pub unknown_cities: AtomicU64,
     /// Ingest: feed fetch or validation failures by kind.
     feed_errors: Mutex<Vec<(String, u64)>>,
+    /// Ingest: cities whose latest results failed validation, held at their last good
+    /// documents (or not published, if they never had any).
+    pub quarantined_cities: AtomicI64,
+    /// Ingest: a city's results refused by validation while the rest of its file was taken,
+    /// by reason.
+    city_rejections: Mutex<Vec<(String, u64)>>,
     /// Redis bus: messages that could not be decoded (skipped; the snapshot is reloaded).
     pub bus_decode_errors: AtomicU64,
     /// Redis bus: subscription connections lost and re-established.
@@ -56,17 +62,22 @@ pub struct Metrics {
 impl Metrics {
     /// Count one rejected or failed feed, by a short kind label.
     pub fn feed_error(&self, kind: &str) {
-        let mut errors = self.feed_errors.lock().expect("metrics poisoned");
-        match errors.iter_mut().find(|(k, _)| k == kind) {
-            Some((_, n)) => *n += 1,
-            None => errors.push((kind.to_string(), 1)),
-        }
+        bump(&self.feed_errors, kind);
     }
 
     /// Failed feeds of one kind so far.
     pub fn feed_errors(&self, kind: &str) -> u64 {
-        let errors = self.feed_errors.lock().expect("metrics poisoned");
-        errors.iter().find(|(k, _)| k == kind).map_or(0, |e| e.1)
+        read(&self.feed_errors, kind)
+    }
+
+    /// Count one city's results refused by validation, by a short reason label.
+    pub fn city_rejected(&self, reason: &str) {
+        bump(&self.city_rejections, reason);
+    }
+
+    /// City results refused for one reason so far.
+    pub fn city_rejections(&self, reason: &str) -> u64 {
+        read(&self.city_rejections, reason)
     }
 
     /// Remember the publication time of a document if it is the newest seen.
@@ -221,6 +232,12 @@ impl Metrics {
             "counter",
             self.ws_budget_closes.load(Relaxed).to_string(),
         );
+        gauge(
+            "quarantined_cities",
+            "Cities whose latest results failed validation: they keep their last good documents.",
+            "gauge",
+            self.quarantined_cities.load(Relaxed).to_string(),
+        );
         let newest = self.newest_published_at.load(Relaxed);
         let age = if newest > 0 {
             (now_millis() - newest) as f64 / 1000.0
@@ -235,11 +252,39 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP apura_feed_errors_total Feed files rejected or not fetched, by kind (fetch: http_status, network, too_large, file; content: malformed, invalid, stale; accepted with cities kept from the previous file: missing_cities).\n# TYPE apura_feed_errors_total counter"
+            "# HELP apura_feed_errors_total Feed files rejected or not fetched, by kind (fetch: http_status, network, too_large, file; content: malformed, invalid, stale; not_found: the file is not there; startup: the municipality list or configuration could not be loaded, retried; accepted with cities kept from the previous file: missing_cities).\n# TYPE apura_feed_errors_total counter"
         );
         for (kind, n) in self.feed_errors.lock().expect("metrics poisoned").iter() {
             let _ = writeln!(out, "apura_feed_errors_total{{kind=\"{kind}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP apura_city_rejections_total City results refused by validation while the rest of the file was taken, by reason (the city keeps its last good documents).\n# TYPE apura_city_rejections_total counter"
+        );
+        for (reason, n) in self
+            .city_rejections
+            .lock()
+            .expect("metrics poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "apura_city_rejections_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         out
     }
+}
+
+fn bump(counters: &Mutex<Vec<(String, u64)>>, label: &str) {
+    let mut counters = counters.lock().expect("metrics poisoned");
+    match counters.iter_mut().find(|(k, _)| k == label) {
+        Some((_, n)) => *n += 1,
+        None => counters.push((label.to_string(), 1)),
+    }
+}
+
+fn read(counters: &Mutex<Vec<(String, u64)>>, label: &str) -> u64 {
+    let counters = counters.lock().expect("metrics poisoned");
+    counters.iter().find(|(k, _)| k == label).map_or(0, |e| e.1)
 }

@@ -32,21 +32,38 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     serve_embedded(args.feed, args.gateway, listener, shutdown).await
 }
 
-/// Ingest `feed` and serve it on `listener` through an embedded bus until `shutdown`.
+/// Ingest `feed` and serve it on `listener` through an embedded bus until `shutdown`. The
+/// gateway serves at once; the ingest starts as soon as what it needs loads (the municipality
+/// list, retried with a back-off), and `/readyz` answers 503 until the first documents.
 pub async fn serve_embedded(
     feed: FeedArgs,
     gateway_args: GatewayArgs,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let problems = feed.validate();
+    anyhow::ensure!(
+        problems.is_empty(),
+        "invalid options: {}",
+        problems.join("; ")
+    );
     let metrics = Arc::new(Metrics::default());
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let ingest = Ingest::connect(&feed, bus.clone(), metrics).await?;
 
     let tracker = TaskTracker::new();
     let (s1, s2) = (shutdown.clone(), shutdown.clone());
+    let ingest_bus = bus.clone();
     tracker.spawn(async move {
+        let ingest = match Ingest::connect_patiently(&feed, ingest_bus, metrics, &s1).await {
+            Ok(Some(ingest)) => ingest,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "ingest not started");
+                s1.cancel();
+                return;
+            }
+        };
         if let Err(e) = ingest::run(ingest, feed, s1.clone()).await {
             tracing::error!(error = format!("{e:#}"), "ingest stopped");
             s1.cancel();

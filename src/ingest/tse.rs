@@ -32,6 +32,10 @@
 //! ten-minute block. Zone files take at most a [`ZONE_SHARE`] of the budget, through a throttle
 //! of their own in front of the shared one, so they never starve the main cycle.
 //!
+//! **A bad city file** (not JSON, cut short, numbers that do not add up, another city's)
+//! quarantines that city alone: it keeps its last good documents, marked as held, until a valid
+//! file of it comes.
+//!
 //! **404.** A file not found is not published yet. It is asked again after a back-off that
 //! doubles from 10 s to 5 min; a city whose row shows nothing counted waits for its row to
 //! change instead, so a start before publication costs one 404 per file, not a storm.
@@ -547,9 +551,11 @@ impl TseSource {
                     Ok(race) => Some(race),
                     Err(err) => {
                         // Validators kept: the same bad file is not fetched again until its
-                        // row moves.
+                        // row moves. The city is quarantined; no other city waits for it.
                         stats.rejected += 1;
-                        reject(ingest, &err, &mut report.rejected);
+                        ingest.metrics.feed_error(err.kind());
+                        ingest.hold(d.ibge, d.office, election.round, &err);
+                        report.rejected.push(err.to_string());
                         None
                     }
                 }

@@ -35,6 +35,50 @@ impl FeedError {
         }
     }
 
+    /// What is wrong, without the file's name: for a public document, where the feed's URL
+    /// (which may carry a token) must not appear.
+    pub fn what(&self) -> String {
+        match self {
+            FeedError::Malformed { detail, .. } => {
+                format!("not valid JSON in the expected shape: {detail}")
+            }
+            FeedError::Invalid {
+                location, detail, ..
+            } => format!("{location}: {detail}"),
+        }
+    }
+
+    /// A short, stable label of why a value was refused, for the per-reason metrics and the
+    /// documents: `malformed`, `negative`, `overflow`, `totals` (votes that do not add up or
+    /// exceed the total), `sections` (more sections counted than exist), `percentage`,
+    /// `not_a_number`, `wrong_file` (a city's file of another city, round or office), or
+    /// `invalid` for anything else.
+    pub fn reason(&self) -> &'static str {
+        let detail = match self {
+            FeedError::Malformed { .. } => return "malformed",
+            FeedError::Invalid { detail, .. } => detail.as_str(),
+        };
+        const REASONS: &[(&str, &str)] = &[
+            ("negative", "negative"),
+            ("overflow", "overflow"),
+            ("exceed", "totals"),
+            ("add up to", "totals"),
+            (" ≠ ", "totals"),
+            ("sections counted of", "sections"),
+            ("not a percentage", "percentage"),
+            ("not a count", "not_a_number"),
+            ("not a decimal", "not_a_number"),
+            ("not a number", "not_a_number"),
+            ("not a ballot number", "not_a_number"),
+            ("the file is of municipality", "wrong_file"),
+            ("in the file", "wrong_file"),
+        ];
+        REASONS
+            .iter()
+            .find(|(needle, _)| detail.contains(needle))
+            .map_or("invalid", |(_, reason)| reason)
+    }
+
     pub fn malformed(file: &str, err: impl std::fmt::Display) -> Self {
         FeedError::Malformed {
             file: file.to_string(),

@@ -38,6 +38,9 @@ pub struct ConsolidatedFeed {
     pub races: Vec<Race>,
     /// Keys of cities present in the file but absent from the municipality list.
     pub unknown_cities: Vec<String>,
+    /// Cities of the list whose entry failed validation, with the reason, in file order
+    /// ([`parse_per_city`] only: [`parse`] fails on the first).
+    pub invalid_cities: Vec<(u32, FeedError)>,
 }
 
 // Strings are borrowed from the file where they need no unescaping: a national file has
@@ -143,8 +146,26 @@ pub(crate) fn iso_local(date: Option<&str>, time: Option<&str>) -> Option<String
     Some(format!("{y}-{m}-{d}T{time}"))
 }
 
-/// Parse and validate one consolidated file for `office`.
+/// Parse and validate one consolidated file for `office`: any invalid city fails the file.
 pub fn parse(
+    bytes: &[u8],
+    file: &str,
+    office: Office,
+    list: &MunicipalityList,
+) -> Result<ConsolidatedFeed, FeedError> {
+    let mut feed = parse_per_city(bytes, file, office, list)?;
+    if feed.invalid_cities.is_empty() {
+        Ok(feed)
+    } else {
+        Err(feed.invalid_cities.swap_remove(0).1)
+    }
+}
+
+/// Parse one consolidated file for `office`, validating each city on its own: a city whose
+/// entry fails validation goes to `invalid_cities` and the others are kept. What makes the
+/// whole file untrustworthy still fails it: not JSON, the wrong shape, a bad header, a city
+/// written twice.
+pub fn parse_per_city(
     bytes: &[u8],
     file: &str,
     office: Office,
@@ -179,6 +200,7 @@ pub fn parse(
     let mut seen = std::collections::HashSet::with_capacity(raw.municipios.0.len());
     let mut races = Vec::with_capacity(raw.municipios.0.len());
     let mut unknown_cities = Vec::new();
+    let mut invalid_cities = Vec::new();
     for (key, city) in raw.municipios.0 {
         if !seen.insert(key.clone()) {
             return Err(FeedError::invalid(
@@ -192,8 +214,13 @@ pub fn parse(
             continue;
         };
         let at = format!("municipios.{key} ({})", m.name);
-        let race = city_race(city, m.ibge, office, round, national_percent, finished)
-            .map_err(|detail| FeedError::invalid(file, at, detail))?;
+        let race = match city_race(city, m.ibge, office, round, national_percent, finished) {
+            Ok(race) => race,
+            Err(detail) => {
+                invalid_cities.push((m.ibge, FeedError::invalid(file, at, detail)));
+                continue;
+            }
+        };
         races.push(Race {
             source_time: source_time.clone(),
             ..race
@@ -206,6 +233,7 @@ pub fn parse(
         source_time,
         races,
         unknown_cities,
+        invalid_cities,
     })
 }
 
@@ -408,6 +436,35 @@ mod tests {
         let bad = GOOD.replace(r#""v": "4.000""#, r#""v": "-4.000""#);
         let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
         assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn per_city_parsing_keeps_the_valid_cities_and_names_the_invalid_ones() {
+        let bad = GOOD.replace(r#""v": "4.000""#, r#""v": "-4.000""#);
+        let feed = parse_per_city(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap();
+        assert_eq!(feed.races.len(), 1);
+        assert_eq!(feed.races[0].ibge, 2705903);
+        let [(ibge, err)] = feed.invalid_cities.as_slice() else {
+            panic!("{:?}", feed.invalid_cities);
+        };
+        assert_eq!(*ibge, 3550308);
+        assert_eq!(err.reason(), "negative");
+        assert!(
+            err.what()
+                .starts_with("municipios.3550308 (São Paulo): c[1] (BIA).v")
+        );
+        assert!(!err.what().contains("mayors.json"), "{}", err.what());
+        let over = GOOD.replace(r#""t": "10.150""#, r#""t": "9.000""#);
+        let feed = parse_per_city(over.as_bytes(), "m", Office::Mayor, &list()).unwrap();
+        assert_eq!(feed.invalid_cities[0].1.reason(), "totals");
+        // The whole file still fails for what makes all of it untrustworthy.
+        let cut = &bad[..bad.len() / 2];
+        assert_eq!(
+            parse_per_city(cut.as_bytes(), "m", Office::Mayor, &list())
+                .unwrap_err()
+                .reason(),
+            "malformed"
+        );
     }
 
     #[test]
