@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
+use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::ordered::Ordered;
 
@@ -54,6 +55,7 @@ enum ClientMessage {
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if state.disable_streams {
@@ -64,13 +66,13 @@ pub async fn upgrade(
     if !state.hub.is_ready() {
         return ApiError::NotReady.into_response();
     }
-    if let Err(e) = state.admission.admit(&state.metrics) {
-        return e.into_response();
-    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    if let Err(e) = state.admission.admit(&state.metrics, client) {
+        return e.into_response();
+    }
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
