@@ -77,15 +77,38 @@ pub struct GatewayArgs {
     /// Set SO_REUSEPORT so several gateway processes can share one listening port.
     #[arg(long, env = "APURA_REUSE_PORT")]
     pub reuse_port: bool,
-    /// Most open SSE + WebSocket connections before new ones get 503; 0: the open-file limit
-    /// (raised to its hard limit at start-up) minus 1,000.
+    /// Most open client connections of every kind (streams, requests, connections that have
+    /// not sent a request yet); 0: the open-file limit (raised to its hard limit at start-up)
+    /// minus 1,000 kept for everything else. At the cap, the oldest connection waiting for a
+    /// request (no complete head yet, or idle) is closed to make room; with none, 503. Streams
+    /// get 503 past the cap less a twentieth, so that GET keeps answering.
     #[arg(long, env = "APURA_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: u64,
     /// Most new SSE + WebSocket connections per second before new ones get 503.
     #[arg(long, env = "APURA_MAX_CONNECT_RATE", default_value_t = DEFAULT_CONNECT_RATE)]
     pub max_connect_rate: u64,
-    /// On shutdown, streams close at random moments over this period, so that their clients
-    /// do not all reconnect to the neighbour gateways at once.
+    /// Percentage of `--max-connections` one client address (IPv4 address, IPv6 /64) may hold
+    /// and of `--max-connect-rate` it may take; past it, 503. 100: no per-address limit (the
+    /// setting behind a proxy that pools connections and sends no PROXY header).
+    #[arg(long, env = "APURA_ADDRESS_SHARE", default_value_t = admission::DEFAULT_ADDRESS_SHARE)]
+    pub address_share: u8,
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as sent by HAProxy or
+    /// a cloud TCP load balancer) naming the client, whose address then counts for
+    /// `--address-share`; a connection without one is closed. Only for a gateway reachable
+    /// through such a proxy alone.
+    #[arg(long, env = "APURA_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+    /// Time a connection has to send a whole request head: from its accept for the first
+    /// request, from its first byte for a later one. Past it, the connection is closed.
+    #[arg(long, env = "APURA_HEAD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub head_timeout: Duration,
+    /// Time a kept-alive connection may wait idle for its next request; longer than a load
+    /// balancer's own idle timeout (60 s is common), so that it is the balancer that closes.
+    #[arg(long, env = "APURA_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// On shutdown (SIGTERM, SIGINT), `/readyz` answers 503 at once and new streams are
+    /// refused; open streams close at random moments over this period, so that their clients
+    /// do not all reconnect to the neighbour gateways at once; then the process exits.
     #[arg(long, env = "APURA_DRAIN", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
     /// A connection whose writes make no progress for this long (a client that stopped
@@ -114,6 +137,15 @@ impl GatewayArgs {
         }
         if self.max_connect_rate == 0 {
             problems.push("--max-connect-rate must be at least 1".to_string());
+        }
+        if self.head_timeout.is_zero() {
+            problems.push("--head-timeout must be more than 0".to_string());
+        }
+        if self.idle_timeout.is_zero() {
+            problems.push("--idle-timeout must be more than 0".to_string());
+        }
+        if !(1..=100).contains(&self.address_share) {
+            problems.push("--address-share must be a percentage from 1 to 100".to_string());
         }
         if self.write_timeout.is_zero() {
             problems.push("--write-timeout must be more than 0".to_string());
@@ -353,32 +385,41 @@ pub fn heartbeat(every: Duration, shutdown: CancellationToken) -> watch::Receive
     rx
 }
 
-/// Serve clients on `listener` from `hub` until `shutdown`, then close streams and drain.
+/// Serve clients on `listener` from `hub` until `shutdown`; then drain: `/readyz` answers 503,
+/// new streams are refused, open ones close over `--drain` while GET is still served; then stop
+/// accepting, finish the responses under way and return.
 pub async fn serve(
     args: &GatewayArgs,
     hub: Arc<Hub>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let max_streams = match args.max_connections {
-        0 => admission::raise_file_limit()
-            .saturating_sub(admission::RESERVED_FILES)
-            .max(1),
-        n => {
-            admission::raise_file_limit();
-            n
-        }
+    let file_limit = admission::raise_file_limit();
+    let max_connections = match args.max_connections {
+        0 => file_limit.saturating_sub(admission::RESERVED_FILES).max(1),
+        n => n,
+    };
+    let limits = admission::Limits {
+        max_connections,
+        rate: args.max_connect_rate,
+        address_share: args.address_share,
     };
     tracing::info!(
-        max_streams,
+        max_connections,
+        max_streams = limits.max_streams(),
         rate = args.max_connect_rate,
+        per_address_connections = limits.per_address_connections(),
+        per_address_rate = limits.per_address_rate(),
+        file_limit,
         "admission limits"
     );
+    let admission = Arc::new(admission::Admission::new(
+        limits,
+        hub.metrics.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
-        admission: Arc::new(admission::Admission::new(
-            max_streams,
-            args.max_connect_rate,
-        )),
+        admission: admission.clone(),
         drain: args.drain,
         ws_snapshot_rate: args.ws_snapshot_rate,
         metrics: hub.metrics.clone(),
@@ -392,14 +433,54 @@ pub async fn serve(
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     let listener =
         listener::TimeoutListener::new(listener, args.write_timeout, state.metrics.clone());
-    let streams = TaskTracker::new();
-    let front = front::FrontDoor::start(listener, state.clone(), streams.clone())?;
-    let app = router(state, args.web_dir.clone());
-    axum::serve(front, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("serving HTTP")?;
-    streams.close();
-    streams.wait().await;
+    // Accepting stops once the drain is over.
+    let stop = CancellationToken::new();
+    tokio::spawn(housekeeping(admission, stop.clone()));
+    let tasks = TaskTracker::new();
+    let door = front::Door {
+        head_timeout: args.head_timeout,
+        idle_timeout: args.idle_timeout,
+        proxy_protocol: args.proxy_protocol,
+    };
+    let app = router(state.clone(), args.web_dir.clone());
+    let front = tokio::spawn(front::run(
+        listener,
+        state,
+        app,
+        door,
+        tasks.clone(),
+        stop.clone(),
+    ));
+    shutdown.cancelled().await;
+    tracing::info!(drain = ?args.drain, "draining: /readyz answers 503, streams close over the drain");
+    tokio::time::sleep(args.drain).await;
+    stop.cancel();
+    front.await.context("the accept loop panicked")?;
+    tasks.close();
+    tasks.wait().await;
     Ok(())
+}
+
+/// Every few seconds: forget the client addresses with no connection left, and once a crowd
+/// of connections has left, give the memory it used back to the system.
+async fn housekeeping(admission: Arc<admission::Admission>, stop: CancellationToken) {
+    /// Connections gone since the peak before memory is released: a kept-alive connection
+    /// holds ~30 KiB of hyper buffers, so 256 of them ~8 MiB.
+    const RELEASE_AFTER: u64 = 256;
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        admission.sweep();
+        let open = admission.open();
+        peak = admission.take_peak().max(peak);
+        if peak >= open + RELEASE_AFTER && open <= peak / 2 {
+            admission::release_memory();
+            tracing::debug!(peak, open, "memory released after connections left");
+            peak = open;
+        }
+    }
 }

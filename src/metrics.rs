@@ -31,6 +31,21 @@ pub struct Metrics {
     /// Connections whose last write waits for the client to read (its socket buffer is full):
     /// the subscribers lagging right now.
     pub blocked_writes: AtomicI64,
+    /// Client connections open, of every kind (streams, requests, waiting for a request).
+    pub open_connections: AtomicI64,
+    /// Connections answered 503 and closed at the door: the connection cap reached with none
+    /// waiting to make room, or an address over its share.
+    pub connections_refused: AtomicU64,
+    /// Waiting connections (no complete request head, or idle) closed to make room at the cap.
+    pub connections_evicted: AtomicU64,
+    /// Connections closed for not sending a whole request head within `--head-timeout`.
+    pub head_timeouts: AtomicU64,
+    /// Kept-alive connections closed after `--idle-timeout` without a request.
+    pub idle_timeouts: AtomicU64,
+    /// Connections closed after several failing requests in a row.
+    pub failing_connections_closed: AtomicU64,
+    /// Connections closed for a missing or malformed PROXY protocol header.
+    pub proxy_header_errors: AtomicU64,
     /// Unix ms of the newest document's publication, as this process knows it.
     pub newest_published_at: AtomicI64,
     /// Ingest: cycles published, cycles with nothing new, last cycle duration in µs.
@@ -178,6 +193,46 @@ impl Metrics {
             "counter",
             self.write_timeouts.load(Relaxed).to_string(),
         );
+        gauge(
+            "open_connections",
+            "Open client connections of every kind.",
+            "gauge",
+            self.open_connections.load(Relaxed).to_string(),
+        );
+        for (name, help, value) in [
+            (
+                "connections_refused_total",
+                "Connections answered 503 at the door (cap reached, none waiting; or an address over its share).",
+                &self.connections_refused,
+            ),
+            (
+                "connections_evicted_total",
+                "Connections waiting for a request closed to make room at the connection cap.",
+                &self.connections_evicted,
+            ),
+            (
+                "head_timeouts_total",
+                "Connections closed for not sending a whole request head within --head-timeout.",
+                &self.head_timeouts,
+            ),
+            (
+                "idle_timeouts_total",
+                "Kept-alive connections closed after --idle-timeout without a request.",
+                &self.idle_timeouts,
+            ),
+            (
+                "failing_connections_closed_total",
+                "Connections closed after several failing requests in a row.",
+                &self.failing_connections_closed,
+            ),
+            (
+                "proxy_header_errors_total",
+                "Connections closed for a missing or malformed PROXY protocol header.",
+                &self.proxy_header_errors,
+            ),
+        ] {
+            gauge(name, help, "counter", value.load(Relaxed).to_string());
+        }
         gauge(
             "cycles_published_total",
             "Ingest cycles that published changes.",

@@ -471,7 +471,8 @@ async fn before_its_snapshots_are_loaded_a_gateway_answers_503_not_404() {
 #[tokio::test]
 async fn over_the_connection_cap_streams_get_503_with_retry_after() {
     let mut args = gateway_args();
-    args.max_connections = 2;
+    // Three connections: two streams (the cap less one kept for GET) and a GET.
+    args.max_connections = 3;
     let gw = Gateway::start(args).await;
     gw.publish(&[("a", 1)]).await;
     let mut first = Sse::connect(&gw.url("/events?topics=a"), None).await;

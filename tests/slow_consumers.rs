@@ -18,7 +18,7 @@ use apura::bus::Bus;
 use apura::bus::redis::RedisBus;
 use apura::documents::Draft;
 use bytes::Bytes;
-use common::process::{free_addr, metric, scrape};
+use common::process::{free_addr, metric, rss_bytes, scrape};
 use common::redis::{GatewayProcess, RedisServer, publisher};
 use common::*;
 use tokio::io::AsyncWriteExt;
@@ -31,8 +31,9 @@ const STUCK: usize = 10_000;
 /// Files kept for the test harness, the reading client, the Redis connections, the runtime.
 const SPARE_FILES: u64 = 1_000;
 /// Stuck clients per source address (127.0.0.2, 127.0.0.3, …): each address has its own
-/// ephemeral ports (28,232 by default), so none runs short.
-const PER_SOURCE: usize = 2_500;
+/// ephemeral ports (28,232 by default), so none runs short; and each stays within its share of
+/// the gateway's connections (`--address-share`, 10 % of ~19,000 by default).
+const PER_SOURCE: usize = 1_250;
 /// The gateway's `--send-buffer`, inherited by every accepted socket: it bounds what the kernel
 /// holds for a client that does not read (Linux doubles it: 32 KiB), so ten thousand stuck
 /// clients stay far from the machine's TCP memory limit (`net.ipv4.tcp_mem`), which other
@@ -40,21 +41,6 @@ const PER_SOURCE: usize = 2_500;
 const SEND_BUFFER: &str = "16384";
 /// The test's hold on the leader lock, to publish as the ingest would.
 const LEADER_TTL: Duration = Duration::from_secs(600);
-
-/// Resident memory of a process, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
-}
 
 /// Raise the soft open-file limit to the hard one, which must hold every client end.
 fn raise_file_limit() {

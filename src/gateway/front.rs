@@ -1,37 +1,57 @@
-//! The front door: the first request of every accepted connection is looked at before hyper
-//! sees it. A `GET /events` is served on the bare socket: the response head once, then the
-//! shared frame bytes written straight to the socket, so a stream holds no HTTP connection
-//! state or buffers for its whole life (hyper keeps 16 KiB or more per connection). Anything
-//! else, including a later request on a kept-alive connection, goes to hyper (the router) with
-//! the bytes already read put back in front.
+//! The front door: every accepted connection is counted (see [`super::admission`]) and its first
+//! request head read here, whole, within `--head-timeout`, before hyper sees it. A `GET /events`
+//! is served on the bare socket: the response head once, then the shared frame bytes written
+//! straight to the socket, so a stream holds no HTTP connection state or buffers for its whole
+//! life (hyper keeps 16 KiB or more per connection). Anything else goes to hyper (the router)
+//! with the bytes already read put back in front; hyper then bounds the wait for each later
+//! request (`--idle-timeout` while idle, `--head-timeout` once a head has begun).
 //!
 //! The stream's body is chunked, as hyper would send it (any HTTP/1.1 client or proxy reads
 //! it), each frame one chunk leaving in one vectored write; the connection closes when the
 //! stream ends (`Connection: close`).
 
+use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::AppState;
-use super::listener::{TimeoutListener, TimeoutStream};
+use super::admission::{ClientAddr, Refusal, Ticket};
+use super::listener::{TimeoutListener, TimeoutStream, is_transient};
 use super::sse::{self, EventsQuery};
 
-/// A request head larger than this goes to hyper, which answers 431.
-const HEAD_LIMIT: usize = 8 << 10;
-/// A connection that has not sent a whole request head by then is closed.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections handed to hyper and not yet accepted by it.
-const QUEUE: usize = 1024;
+/// A request head larger than this is refused with 431 (nginx's default allows 8 KiB a line
+/// and 32 KiB in all; browsers send well under 8 KiB).
+pub const HEAD_LIMIT: usize = 16 << 10;
+/// Most header lines in a request head (hyper's own limit): past it, 431.
+const MAX_HEADERS: usize = 100;
+/// Failing responses in a row (4xx, 503) after which a kept-alive connection is closed: a
+/// client pipelining requests that fail gets a few answers, then has to reconnect.
+pub const MAX_FAILURES: u64 = 4;
+/// Connections refused at the door whose 503 is still being written (each holds a file for
+/// at most [`REFUSAL_LINGER`]); past this, a refused connection is closed without an answer.
+const MAX_LINGERING: usize = 256;
+/// How long a refused connection may take to read its 503.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+/// After the drain, how long a response still being written may take.
+const LAST_RESPONSES: Duration = Duration::from_secs(5);
 /// What every response of the gateway carries for browsers on other origins (the router's
 /// CORS layer adds the same).
 pub const CORS_HEADERS: [(&str, &str); 2] = [
@@ -39,110 +59,309 @@ pub const CORS_HEADERS: [(&str, &str); 2] = [
     ("access-control-expose-headers", "etag"),
 ];
 
-/// The listener hyper serves: the connections the front door did not keep.
-pub struct FrontDoor {
-    handed: mpsc::Receiver<(Replay, SocketAddr)>,
-    local: SocketAddr,
+/// How the door treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Door {
+    /// Time for a whole request head, from the connection's accept (first request) or from its
+    /// first byte (later requests).
+    pub head_timeout: Duration,
+    /// Time a kept-alive connection may wait idle for its next request.
+    pub idle_timeout: Duration,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
 }
 
-impl FrontDoor {
-    /// Accept on `listener` until the returned listener is dropped; streams started here are
-    /// tracked by `streams`, so that shutdown can wait for them.
-    pub fn start(
-        mut listener: TimeoutListener,
-        state: AppState,
-        streams: TaskTracker,
-    ) -> io::Result<FrontDoor> {
-        use axum::serve::Listener;
-        let local = listener.local_addr()?;
-        let (tx, handed) = mpsc::channel(QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let (io, addr) = tokio::select! {
-                    _ = tx.closed() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let (tx, state) = (tx.clone(), state.clone());
-                streams.spawn(async move {
-                    if let Some(replay) = first_request(io, &state).await {
-                        let _ = tx.send((replay, addr)).await;
-                    }
-                });
+/// Accept on `listener` until `stop`; every connection's task is tracked by `tasks`, so that
+/// shutdown can wait for them.
+pub async fn run(
+    mut listener: TimeoutListener,
+    state: AppState,
+    router: Router,
+    door: Door,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut last_complaint: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (io, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => {
+                // Out of files, most likely (the reserve used up by something else): close
+                // the oldest waiting connection and try again soon.
+                if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::error!(error = %e, "accept failed; closing waiting connections");
+                    last_complaint = Some(Instant::now());
+                }
+                state.admission.evict_oldest();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-        });
-        Ok(FrontDoor { handed, local })
-    }
-}
-
-impl axum::serve::Listener for FrontDoor {
-    type Io = Replay;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.handed.recv().await {
-            Some(conn) => conn,
-            // The accept loop only stops once this listener is dropped.
-            None => std::future::pending().await,
+        };
+        match state.admission.accept() {
+            Ok(ticket) => {
+                let (state, router, stop) = (state.clone(), router.clone(), stop.clone());
+                tasks.spawn(connection(io, peer, ticket, state, router, door, stop));
+            }
+            Err(refusal) => refuse(io, refusal, &tasks),
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+/// Answer 503 on a connection that is not taken in, then close it.
+fn refuse(mut io: TimeoutStream, refusal: Refusal, tasks: &TaskTracker) {
+    static LINGERING: AtomicUsize = AtomicUsize::new(0);
+    if LINGERING.fetch_add(1, Relaxed) >= MAX_LINGERING {
+        LINGERING.fetch_sub(1, Relaxed);
+        return;
+    }
+    tasks.spawn(async move {
+        answer_and_close(&mut io, &[], refusal.error().into_response()).await;
+        LINGERING.fetch_sub(1, Relaxed);
+    });
+}
+
+/// Answer `resp` to the request head the client sends, and close, all within
+/// [`REFUSAL_LINGER`]: an HTTP client takes an answer sent before its request for an error,
+/// and closing a socket with unread bytes resets the connection, losing the answer.
+async fn answer_and_close(io: &mut TimeoutStream, read: &[u8], resp: Response) {
+    let answer = async {
+        let mut head = read.to_vec();
+        let mut sink = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_LIMIT {
+            let n = io.read(&mut sink).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&sink[..n]);
+        }
+        write_response(io, resp).await?;
+        while io.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+}
+
+/// Why reading a first head ended without one.
+enum Stop {
+    /// The client closed, the read failed, or the PROXY header was missing or malformed.
+    Closed,
+    /// The client's address holds its share of the connections (what was read with it).
+    Refused(Refusal, BytesMut),
+}
+
+/// One connection: its first request head, then the stream it asks for or hyper.
+async fn connection(
+    mut io: TimeoutStream,
+    peer: SocketAddr,
+    mut ticket: Ticket,
+    state: AppState,
+    router: Router,
+    door: Door,
+    stop: CancellationToken,
+) {
+    let metrics = state.metrics.clone();
+    let deadline = Instant::now() + door.head_timeout;
+    ticket.wait();
+    let conn = ticket.conn.clone();
+    let read = tokio::select! {
+        biased;
+        _ = conn.evicted() => return,
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep_until(deadline) => {
+            metrics.head_timeouts.fetch_add(1, Relaxed);
+            return;
+        }
+        read = read_head(&mut io, &mut ticket, peer.ip(), door.proxy_protocol, &state) => read,
+    };
+    let (buf, client, look) = match read {
+        Ok(head) => head,
+        Err(Stop::Closed) => return,
+        Err(Stop::Refused(refusal, read)) => {
+            answer_and_close(&mut io, &read, refusal.error().into_response()).await;
+            return;
+        }
+    };
+    ticket.busy();
+    match look {
+        Look::Stream(open) => {
+            // Nothing of the request is kept for the stream's life.
+            drop(buf);
+            serve_stream(io, &state, open, client).await;
+        }
+        Look::TooLarge => {
+            let body = serde_json::json!({
+                "error": "head_too_large",
+                "message": format!("request head over {HEAD_LIMIT} bytes or {MAX_HEADERS} headers"),
+            });
+            let resp = (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                axum::Json(body),
+            );
+            metrics.client_errors.fetch_add(1, Relaxed);
+            let _ = write_response(&mut io, resp.into_response()).await;
+        }
+        Look::Hyper | Look::More => {
+            let keep = Arc::new(KeepAlive {
+                ticket,
+                phase: Mutex::new(Phase::Busy),
+            });
+            let replay = Replay {
+                read: buf.freeze(),
+                io,
+                keep: keep.clone(),
+                door,
+                timer: None,
+            };
+            serve_hyper(replay, keep, client, &state, router, door, stop).await;
+        }
     }
 }
 
-/// Read the first request head. Serve it here if it opens an event stream and return `None`;
-/// otherwise return the connection for hyper, with what was read.
-async fn first_request(mut io: TimeoutStream, state: &AppState) -> Option<Replay> {
+/// Read until the first request head is whole (after the PROXY header, when one is expected):
+/// the bytes read, the client's address, and what the head calls for.
+async fn read_head(
+    io: &mut TimeoutStream,
+    ticket: &mut Ticket,
+    peer: IpAddr,
+    proxy_protocol: bool,
+    state: &AppState,
+) -> Result<(BytesMut, IpAddr, Look), Stop> {
     let mut buf = BytesMut::with_capacity(1024);
-    let open = loop {
+    let mut client = None;
+    if !proxy_protocol {
+        ticket
+            .claim(peer)
+            .map_err(|refusal| Stop::Refused(refusal, BytesMut::new()))?;
+        client = Some(peer);
+    }
+    loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len());
         }
-        let read = tokio::select! {
-            _ = state.shutdown.cancelled() => return None,
-            read = tokio::time::timeout(HEAD_TIMEOUT, io.read_buf(&mut buf)) => read,
-        };
-        if !matches!(read, Ok(Ok(n)) if n > 0) {
-            return None;
+        if !matches!(io.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            return Err(Stop::Closed);
+        }
+        if client.is_none() {
+            match proxy_header(&buf) {
+                Proxy::More => continue,
+                Proxy::Invalid => {
+                    state.metrics.proxy_header_errors.fetch_add(1, Relaxed);
+                    return Err(Stop::Closed);
+                }
+                Proxy::Done(len, addr) => {
+                    buf.advance(len);
+                    let addr = addr.unwrap_or(peer);
+                    if let Err(refusal) = ticket.claim(addr) {
+                        return Err(Stop::Refused(refusal, buf));
+                    }
+                    client = Some(addr);
+                }
+            }
+            if buf.is_empty() {
+                continue;
+            }
         }
         match look(&buf) {
             Look::More => continue,
-            Look::Hyper => {
-                return Some(Replay {
-                    read: buf.freeze(),
-                    io,
-                });
-            }
-            Look::Stream(open) => break open,
+            look => return Ok((buf, client.unwrap_or(peer), look)),
         }
-    };
-    // Nothing of the request is kept for the stream's life.
-    drop(buf);
-    serve_stream(io, state, open).await;
-    None
+    }
 }
 
 /// What the bytes read so far call for.
 enum Look {
     More,
     Hyper,
+    TooLarge,
     Stream(OpenStream),
 }
 
 fn look(buf: &[u8]) -> Look {
-    const PREFIX: &[u8] = b"GET /events";
-    let n = buf.len().min(PREFIX.len());
-    if buf[..n] != PREFIX[..n] || buf.len() >= HEAD_LIMIT {
-        return Look::Hyper;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() >= HEAD_LIMIT => Look::TooLarge,
         Ok(httparse::Status::Partial) => Look::More,
         Ok(httparse::Status::Complete(_)) => stream_request(&req).map_or(Look::Hyper, Look::Stream),
+        Err(httparse::Error::TooManyHeaders) => Look::TooLarge,
+        // Not HTTP/1: hyper answers 400.
         Err(_) => Look::Hyper,
     }
+}
+
+/// What a PROXY protocol header gave.
+#[derive(Debug, PartialEq)]
+enum Proxy {
+    More,
+    Invalid,
+    /// The header's length, and the client's address (none: the proxy's own connection, a
+    /// health check, or an address family without one).
+    Done(usize, Option<IpAddr>),
+}
+
+/// Parse a PROXY protocol header, version 1 (text) or 2 (binary), at the start of `buf`
+/// (<https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>).
+fn proxy_header(buf: &[u8]) -> Proxy {
+    const V2: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    const V1: &[u8] = b"PROXY ";
+    /// Longest version 1 line, CRLF included.
+    const V1_MAX: usize = 107;
+    if buf.first() == Some(&b'\r') {
+        let n = buf.len().min(12);
+        if buf[..n] != V2[..n] {
+            return Proxy::Invalid;
+        }
+        if buf.len() < 16 {
+            return Proxy::More;
+        }
+        let (version_command, family) = (buf[12], buf[13]);
+        let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
+        if version_command >> 4 != 2 || len > HEAD_LIMIT {
+            return Proxy::Invalid;
+        }
+        if buf.len() < 16 + len {
+            return Proxy::More;
+        }
+        let body = &buf[16..16 + len];
+        let addr = match (version_command & 0xf, family >> 4) {
+            // LOCAL: the proxy's own connection.
+            (0, _) => None,
+            (1, 1) if len >= 12 => Some(IpAddr::from(<[u8; 4]>::try_from(&body[..4]).unwrap())),
+            (1, 2) if len >= 36 => Some(IpAddr::from(<[u8; 16]>::try_from(&body[..16]).unwrap())),
+            (1, 0 | 3) => None,
+            _ => return Proxy::Invalid,
+        };
+        return Proxy::Done(16 + len, addr);
+    }
+    let n = buf.len().min(V1.len());
+    if buf[..n] != V1[..n] {
+        return Proxy::Invalid;
+    }
+    let Some(end) = buf.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
+        return if buf.len() >= V1_MAX {
+            Proxy::Invalid
+        } else {
+            Proxy::More
+        };
+    };
+    let Ok(line) = std::str::from_utf8(&buf[..end]) else {
+        return Proxy::Invalid;
+    };
+    let fields: Vec<&str> = line.split(' ').collect();
+    let addr = match fields.as_slice() {
+        ["PROXY", "UNKNOWN", ..] => None,
+        ["PROXY", "TCP4" | "TCP6", source, _, _, _] => match source.parse::<IpAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => return Proxy::Invalid,
+        },
+        _ => return Proxy::Invalid,
+    };
+    Proxy::Done(end + 2, addr)
 }
 
 /// What a stream request asks for.
@@ -179,9 +398,14 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
 }
 
 /// Answer a stream request on the bare socket, then send its frames until either side ends.
-async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream) {
+async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, client: IpAddr) {
     let since = sse::resume_point(req.last_event_id.as_deref(), &req.query);
-    let frames = match sse::open(state, req.query.topics.as_deref().unwrap_or(""), since) {
+    let frames = match sse::open(
+        state,
+        req.query.topics.as_deref().unwrap_or(""),
+        since,
+        client,
+    ) {
         Ok(frames) => frames,
         Err(e) => {
             let _ = write_response(&mut io, e.into_response()).await;
@@ -267,10 +491,180 @@ async fn write_response(io: &mut TimeoutStream, resp: Response) -> io::Result<()
     io.shutdown().await
 }
 
-/// A connection for hyper: the bytes the front door read, then the socket.
+/// Serve a connection with hyper until it ends, is closed to make room, or the gateway stops.
+async fn serve_hyper(
+    replay: Replay,
+    keep: Arc<KeepAlive>,
+    client: IpAddr,
+    state: &AppState,
+    router: Router,
+    door: Door,
+    stop: CancellationToken,
+) {
+    let router = TowerToHyperService::new(router);
+    let metrics = state.metrics.clone();
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            use hyper::service::Service;
+            req.extensions_mut().insert(ClientAddr(client));
+            keep.busy();
+            let response = router.call(req);
+            let (keep, metrics) = (keep.clone(), metrics.clone());
+            async move {
+                let Ok(mut resp) = response.await;
+                let status = resp.status();
+                let streaming = status == StatusCode::SWITCHING_PROTOCOLS
+                    || resp
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+                let conn = &keep.ticket.conn;
+                if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+                    if conn.failures.fetch_add(1, Relaxed) + 1 >= MAX_FAILURES {
+                        metrics.failing_connections_closed.fetch_add(1, Relaxed);
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                } else {
+                    conn.failures.store(0, Relaxed);
+                }
+                // A stream or an upgraded connection never waits again; any other response makes
+                // the connection wait for its next request once its body is written.
+                let then = (!streaming).then_some(keep);
+                Ok::<_, Infallible>(resp.map(|body| IdleAfter { body, keep: then }))
+            }
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own bound on a later request (idle wait and head), behind the door's own.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(door.idle_timeout + door.head_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(replay), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(LAST_RESPONSES, conn).await;
+        }
+    }
+}
+
+/// Where a kept-alive connection stands.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// A request is being answered, or the connection carries a stream or a WebSocket.
+    Busy,
+    /// Waiting for the next request since then.
+    Idle(Instant),
+    /// The next request's head began then.
+    Head(Instant),
+}
+
+/// A hyper connection's place in admission and where it stands, shared by its socket and its
+/// service.
+struct KeepAlive {
+    ticket: Ticket,
+    phase: Mutex<Phase>,
+}
+
+impl KeepAlive {
+    fn busy(&self) {
+        *self.phase.lock().expect("phase poisoned") = Phase::Busy;
+        self.ticket.busy();
+    }
+
+    fn idle(&self) {
+        *self.phase.lock().expect("phase poisoned") = Phase::Idle(Instant::now());
+        self.ticket.wait();
+    }
+
+    fn phase(&self) -> Phase {
+        *self.phase.lock().expect("phase poisoned")
+    }
+}
+
+/// A response body that marks its connection idle once written (hyper drops it then).
+struct IdleAfter<B> {
+    body: B,
+    keep: Option<Arc<KeepAlive>>,
+}
+
+impl<B> Drop for IdleAfter<B> {
+    fn drop(&mut self) {
+        if let Some(keep) = self.keep.take() {
+            keep.idle();
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for IdleAfter<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection for hyper: the bytes the front door read, then the socket; a read waiting past
+/// the idle or head deadline, or on a connection closed to make room, fails.
 pub struct Replay {
     read: Bytes,
     io: TimeoutStream,
+    keep: Arc<KeepAlive>,
+    door: Door,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Replay {
+    /// After a read that waits: fail it if the connection was closed to make room or waited
+    /// too long.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.keep.ticket.conn.poll_evicted(cx).is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room for a new connection",
+            ));
+        }
+        let (deadline, idle) = match self.keep.phase() {
+            Phase::Busy => return Ok(()),
+            Phase::Idle(since) => (since + self.door.idle_timeout, true),
+            Phase::Head(since) => (since + self.door.head_timeout, false),
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            let metrics = self.io.metrics();
+            if idle {
+                metrics.idle_timeouts.fetch_add(1, Relaxed);
+            } else {
+                metrics.head_timeouts.fetch_add(1, Relaxed);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within the idle or head timeout",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl AsyncRead for Replay {
@@ -285,7 +679,20 @@ impl AsyncRead for Replay {
             self.read.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Pending => {
+                self.waiting(cx)?;
+                Poll::Pending
+            }
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if let Phase::Idle(_) = self.keep.phase() {
+                    *self.keep.phase.lock().expect("phase poisoned") = Phase::Head(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            ready => ready,
+        }
     }
 }
 

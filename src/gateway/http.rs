@@ -205,6 +205,10 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(s): State<AppState>) -> Response {
+    if s.shutdown.is_cancelled() {
+        // A load balancer stops sending new clients while the streams drain.
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down\n").into_response();
+    }
     if s.hub.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -35,43 +35,34 @@ impl TimeoutListener {
     }
 }
 
-impl axum::serve::Listener for TimeoutListener {
-    type Io = TimeoutStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let io = TimeoutStream {
-                        inner: stream,
-                        timeout: self.timeout,
-                        deadline: None,
-                        timed_out: false,
-                        metrics: self.metrics.clone(),
-                    };
-                    return (io, addr);
-                }
-                // The client gave up before we accepted: nothing to do.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                    ) => {}
-                // Out of files, most likely: wait for connections to close (as axum does).
-                Err(e) => {
-                    tracing::error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+impl TimeoutListener {
+    /// The next connection, or the error of `accept` (out of files, most likely, when it is
+    /// not a client that gave up before it was accepted: see [`is_transient`]).
+    pub async fn accept(&mut self) -> io::Result<(TimeoutStream, std::net::SocketAddr)> {
+        let (stream, addr) = self.inner.accept().await?;
+        let io = TimeoutStream {
+            inner: stream,
+            timeout: self.timeout,
+            deadline: None,
+            timed_out: false,
+            metrics: self.metrics.clone(),
+        };
+        Ok((io, addr))
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.inner.local_addr()
     }
+}
+
+/// An accept error that only means a client gave up before it was accepted.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// A [`TcpStream`] whose writes fail with `TimedOut` after `timeout` without progress. The
@@ -86,6 +77,10 @@ pub struct TimeoutStream {
 }
 
 impl TimeoutStream {
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// After the inner write returned `Pending`: arm the timer if needed and see if it fired.
     fn blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let (timeout, metrics) = (self.timeout, &self.metrics);

@@ -1,6 +1,7 @@
 //! `GET /events?topics=a,b`: Server-Sent Events, many topics on one stream.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
 use super::AppState;
+use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::Encoded;
 use super::ordered::Ordered;
@@ -108,11 +110,12 @@ impl Drop for ConnectionGuard {
 pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let since = resume_point(header, &query);
-    let body = open(&state, query.topics.as_deref().unwrap_or(""), since)?;
+    let body = open(&state, query.topics.as_deref().unwrap_or(""), since, client)?;
     let mut resp = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
     for (name, value) in HEADERS {
         resp.headers_mut()
@@ -121,12 +124,14 @@ pub async fn events(
     Ok(resp)
 }
 
-/// Admit a stream and build what it sends: `retry:`, then the frames of `topics` after version
-/// `since` with heartbeats between them, until shutdown ends it with a randomised `retry:`.
+/// Admit a stream from `client` and build what it sends: `retry:`, then the frames of `topics`
+/// after version `since` with heartbeats between them, until shutdown ends it with a randomised
+/// `retry:`. The request is checked first: an invalid one spends none of the admission budget.
 pub fn open(
     state: &AppState,
     topics: &str,
     since: u64,
+    client: IpAddr,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
@@ -134,10 +139,10 @@ pub fn open(
     if !state.hub.is_ready() {
         return Err(ApiError::NotReady);
     }
-    state.admission.admit(&state.metrics)?;
     let subs = parse_topics(state, topics.split(',')).inspect_err(|_| {
         state.metrics.client_errors.fetch_add(1, Relaxed);
     })?;
+    state.admission.admit(&state.metrics, client)?;
     let metrics = state.metrics.clone();
     metrics.sse_connections.fetch_add(1, Relaxed);
     metrics.sse_connections_total.fetch_add(1, Relaxed);

@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::AppState;
+use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
@@ -80,7 +81,11 @@ enum ClientMessage {
     },
 }
 
-pub async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    request: Request,
+) -> Response {
     if state.disable_streams {
         return ApiError::StreamsDisabled.into_response();
     }
@@ -89,14 +94,14 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Respons
     if !state.hub.is_ready() {
         return ApiError::NotReady.into_response();
     }
-    if let Err(e) = state.admission.admit(&state.metrics) {
-        return e.into_response();
-    }
     let (mut parts, _) = request.into_parts();
     let accept = match accept_key(&parts.method, &parts.headers) {
         Ok(accept) => accept,
         Err(refusal) => return refusal,
     };
+    if let Err(e) = state.admission.admit(&state.metrics, client) {
+        return e.into_response();
+    }
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
     };

@@ -144,6 +144,11 @@ pub fn gateway_args() -> GatewayArgs {
         reuse_port: false,
         max_connections: 0,
         max_connect_rate: 100_000,
+        // Tests connect from one address: no per-address share unless a test sets one.
+        address_share: 100,
+        proxy_protocol: false,
+        head_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(75),
         drain: Duration::from_millis(200),
         write_timeout: Duration::from_secs(30),
         send_buffer: 0,
@@ -346,7 +351,16 @@ impl Sse {
 
     /// Connect, or say why not (refused, or a status other than 200), as a browser would see it.
     pub async fn try_connect(url: &str, last_event_id: Option<u64>) -> Result<Sse, String> {
-        let mut req = reqwest::Client::new().get(url);
+        Sse::try_connect_with(&reqwest::Client::new(), url, last_event_id).await
+    }
+
+    /// [`Sse::try_connect`] with a client of the caller's (bound to a source address, say).
+    pub async fn try_connect_with(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<Sse, String> {
+        let mut req = client.get(url);
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
@@ -453,6 +467,16 @@ pub async fn ws_next(ws: &mut Ws, wait: Duration) -> Option<serde_json::Value> {
             _ => return None,
         }
     }
+}
+
+/// An HTTP client whose connections leave from `source` (127.0.0.2, …: another client
+/// address on loopback), a new connection for every request.
+pub fn client_from(source: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(source))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
 }
 
 /// The status code of a plain GET.

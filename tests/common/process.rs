@@ -21,13 +21,24 @@ pub struct Process {
 impl Process {
     /// Run `apura <args>`, its log in `dir/<name>.log`.
     pub fn spawn(dir: &Path, name: &str, args: &[String]) -> Process {
+        Self::spawn_command(dir, name, Command::new(BIN), args)
+    }
+
+    /// Run `apura <args>` with its open-file limit (soft and hard) at `files`, as
+    /// `prlimit --nofile` sets it.
+    pub fn spawn_with_file_limit(dir: &Path, name: &str, files: u64, args: &[String]) -> Process {
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={files}:{files}")).arg(BIN);
+        Self::spawn_command(dir, name, command, args)
+    }
+
+    fn spawn_command(dir: &Path, name: &str, mut command: Command, args: &[String]) -> Process {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let mut command = Command::new(BIN);
         command
             .args(args)
             .stdin(Stdio::null())
@@ -113,4 +124,19 @@ pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Option<String> 
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
 }
