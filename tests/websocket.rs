@@ -160,6 +160,7 @@ async fn a_two_megabyte_document_reaches_websocket_sse_and_get_clients_intact() 
     );
     assert_eq!((event.as_str(), id), ("update", version));
     assert!(data == body, "SSE update differs from GET");
+    eprintln!("{} byte document: WebSocket, SSE and GET equal", body.len());
 }
 
 /// The close code a client gets back, within 5 s.
@@ -334,6 +335,12 @@ async fn a_subscribe_loop_gets_no_repeated_snapshot() {
     assert!(
         looped.bytes < body.len() as u64 * 3 / 2,
         "{} bytes for a {} byte document",
+        looped.bytes,
+        body.len()
+    );
+    eprintln!(
+        "2,001 subscribe/unsubscribe messages: {} snapshot(s), {} bytes received, document {} bytes",
+        looped.snapshots.get(BIG).copied().unwrap_or(0),
         looped.bytes,
         body.len()
     );
