@@ -471,3 +471,50 @@ async fn a_page_of_64_large_topics_stays_within_the_default_budget() {
     assert!(read.snapshots.values().all(|n| *n == 1), "{read:?}");
     assert!(read.snapshot_bytes > 64 * 300_000);
 }
+
+/// Handshakes that are not WebSocket version 13 upgrades get a clear refusal, not a socket.
+#[tokio::test]
+async fn malformed_handshakes_are_refused_with_json_errors() {
+    let stack = Stack::start(&[rio(100)]).await;
+    let http = reqwest::Client::new();
+    let handshake = |version: &str| {
+        http.get(stack.url("/ws"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", version)
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let plain = http.get(stack.url("/ws")).send().await.unwrap();
+    assert_eq!(plain.status(), 400);
+    let body: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(body["error"], "bad_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection: upgrade")
+    );
+    let old = handshake("8").send().await.unwrap();
+    assert_eq!(old.status(), 426);
+    assert_eq!(old.headers()["sec-websocket-version"], "13");
+    let keyless = http
+        .get(stack.url("/ws"))
+        .header("connection", "keep-alive, Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyless.status(), 400);
+    // A real handshake still works.
+    let mut ws = ws_connect(stack.addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+}
