@@ -518,3 +518,49 @@ async fn malformed_handshakes_are_refused_with_json_errors() {
         "snapshot"
     );
 }
+
+/// A client closed with 1008 that never reads the Close and keeps sending is cut off once the
+/// 2 s the gateway waits for its Close have passed.
+#[tokio::test]
+async fn a_client_that_ignores_the_close_is_cut_off() {
+    const RATE: u64 = apura::gateway::MIN_WS_SNAPSHOT_RATE;
+    let mut args = gateway_args();
+    args.ws_snapshot_rate = RATE;
+    let gw = Gateway::start(args).await;
+    let topics = padded_topics(&gw, 100, 20_000).await;
+    let (mut tx, _rx) = ws_connect(gw.addr).await.split();
+    let started = std::time::Instant::now();
+    let mut sent = 0u32;
+    let cut = 'flood: loop {
+        for t in &topics {
+            for kind in ["subscribe", "unsubscribe"] {
+                let m = serde_json::json!({"type": kind, "topics": [t]}).to_string();
+                if tx.send(Message::text(m)).await.is_err() {
+                    break 'flood started.elapsed();
+                }
+                sent += 1;
+                if started.elapsed() > Duration::from_secs(15) {
+                    panic!("still connected after 15 s, {sent} messages");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        gw.hub
+            .metrics
+            .ws_budget_closes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(cut < Duration::from_secs(8), "cut off after {cut:?}");
+    eventually(|| {
+        gw.hub
+            .metrics
+            .ws_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
+    eprintln!("cut off {cut:?} after the start of the flood, {sent} messages sent");
+}
