@@ -263,7 +263,11 @@ pub async fn follow(
 ) -> anyhow::Result<()> {
     let mut retry = Retry::default();
     let mut events = loop {
-        match bus.subscribe().await {
+        let subscribed = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            s = bus.subscribe() => s,
+        };
+        match subscribed {
             Ok(events) => break events,
             Err(e) => {
                 let pause = retry.failed("subscribing", &e);
@@ -285,7 +289,11 @@ pub async fn follow(
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(due), if reload.is_some() => {
-                match load_snapshot(&*bus, &hub).await {
+                let loading = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    l = load_snapshot(&*bus, &hub) => l,
+                };
+                match loading {
                     Ok(()) => {
                         loaded = true;
                         reload = None;
@@ -331,7 +339,8 @@ impl Retry {
         if self.failures == 0 {
             tracing::warn!(
                 error = format!("{e:#}"),
-                "bus unavailable ({what}); serving what is held, retrying every {RETRY_CAP:?} at most"
+                "bus unavailable ({what}); retrying every {RETRY_CAP:?} at most, serving what is \
+                 held meanwhile (503 until documents are loaded)"
             );
             self.since = Some(std::time::Instant::now());
             self.pause = RETRY_START;

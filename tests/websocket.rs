@@ -160,6 +160,7 @@ async fn a_two_megabyte_document_reaches_websocket_sse_and_get_clients_intact() 
     );
     assert_eq!((event.as_str(), id), ("update", version));
     assert!(data == body, "SSE update differs from GET");
+    eprintln!("{} byte document: WebSocket, SSE and GET equal", body.len());
 }
 
 /// The close code a client gets back, within 5 s.
@@ -337,6 +338,12 @@ async fn a_subscribe_loop_gets_no_repeated_snapshot() {
         looped.bytes,
         body.len()
     );
+    eprintln!(
+        "2,001 subscribe/unsubscribe messages: {} snapshot(s), {} bytes received, document {} bytes",
+        looped.snapshots.get(BIG).copied().unwrap_or(0),
+        looped.bytes,
+        body.len()
+    );
     let read = reader.await.unwrap();
     assert_eq!(read.snapshots.get(BIG), Some(&1), "{read:?}");
     assert_eq!(read.updates.get(SMALL), Some(&1), "{read:?}");
@@ -463,4 +470,97 @@ async fn a_page_of_64_large_topics_stays_within_the_default_budget() {
     assert_eq!(read.snapshots.len(), 64, "{read:?}");
     assert!(read.snapshots.values().all(|n| *n == 1), "{read:?}");
     assert!(read.snapshot_bytes > 64 * 300_000);
+}
+
+/// Handshakes that are not WebSocket version 13 upgrades get a clear refusal, not a socket.
+#[tokio::test]
+async fn malformed_handshakes_are_refused_with_json_errors() {
+    let stack = Stack::start(&[rio(100)]).await;
+    let http = reqwest::Client::new();
+    let handshake = |version: &str| {
+        http.get(stack.url("/ws"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", version)
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let plain = http.get(stack.url("/ws")).send().await.unwrap();
+    assert_eq!(plain.status(), 400);
+    let body: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(body["error"], "bad_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection: upgrade")
+    );
+    let old = handshake("8").send().await.unwrap();
+    assert_eq!(old.status(), 426);
+    assert_eq!(old.headers()["sec-websocket-version"], "13");
+    let keyless = http
+        .get(stack.url("/ws"))
+        .header("connection", "keep-alive, Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyless.status(), 400);
+    // A real handshake still works.
+    let mut ws = ws_connect(stack.addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+}
+
+/// A client closed with 1008 that never reads the Close and keeps sending is cut off once the
+/// 2 s the gateway waits for its Close have passed.
+#[tokio::test]
+async fn a_client_that_ignores_the_close_is_cut_off() {
+    const RATE: u64 = apura::gateway::MIN_WS_SNAPSHOT_RATE;
+    let mut args = gateway_args();
+    args.ws_snapshot_rate = RATE;
+    let gw = Gateway::start(args).await;
+    let topics = padded_topics(&gw, 100, 20_000).await;
+    let (mut tx, _rx) = ws_connect(gw.addr).await.split();
+    let started = std::time::Instant::now();
+    let mut sent = 0u32;
+    let cut = 'flood: loop {
+        for t in &topics {
+            for kind in ["subscribe", "unsubscribe"] {
+                let m = serde_json::json!({"type": kind, "topics": [t]}).to_string();
+                if tx.send(Message::text(m)).await.is_err() {
+                    break 'flood started.elapsed();
+                }
+                sent += 1;
+                if started.elapsed() > Duration::from_secs(15) {
+                    panic!("still connected after 15 s, {sent} messages");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        gw.hub
+            .metrics
+            .ws_budget_closes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(cut < Duration::from_secs(8), "cut off after {cut:?}");
+    eventually(|| {
+        gw.hub
+            .metrics
+            .ws_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
+    eprintln!("cut off {cut:?} after the start of the flood, {sent} messages sent");
 }

@@ -500,9 +500,12 @@ impl Bus for RedisBus {
     async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, BusEvent>> {
         // Subscribed before returning, so that nothing published after this call is missed by a
         // caller that reads the snapshot next.
-        let pubsub = open_subscription(&self.shared)
-            .await
-            .context("subscribing to the cycles channel")?;
+        let pubsub = open_subscription(&self.shared).await.with_context(|| {
+            format!(
+                "subscribing to the cycles channel on Redis at {}",
+                self.shared.client.get_connection_info().addr()
+            )
+        })?;
         let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
         let span = tracing::info_span!("bus_subscription", channel = %self.shared.keys.cycles());
         tokio::spawn(follow_channel(self.shared.clone(), pubsub, tx).instrument(span));

@@ -97,7 +97,7 @@ pub async fn upgrade(
     let (mut parts, _) = request.into_parts();
     let accept = match accept_key(&parts.method, &parts.headers) {
         Ok(accept) => accept,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if let Err(e) = state.admission.admit(&state.metrics, client) {
         return e.into_response();
@@ -130,11 +130,39 @@ pub async fn upgrade(
         .expect("a valid response")
 }
 
+/// Why an opening handshake is refused.
+enum Refusal {
+    Method,
+    Missing(&'static str),
+    Version,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Method => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+            Refusal::Missing(what) => {
+                let message = format!("a WebSocket handshake needs `{what}`");
+                ApiError::BadRequest(message).into_response()
+            }
+            Refusal::Version => {
+                let mut resp =
+                    ApiError::BadRequest("WebSocket version 13 only".into()).into_response();
+                *resp.status_mut() = StatusCode::UPGRADE_REQUIRED;
+                resp.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                resp
+            }
+        }
+    }
+}
+
 /// Check an opening handshake (RFC 6455 §4.2.1) and compute its `Sec-WebSocket-Accept`.
-fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Response> {
-    let bad = |message: &str| Err(ApiError::BadRequest(message.into()).into_response());
+fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
     if method != Method::GET {
-        return Err(StatusCode::METHOD_NOT_ALLOWED.into_response());
+        return Err(Refusal::Method);
     }
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
@@ -143,7 +171,7 @@ fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Respo
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if !connection_upgrade {
-        return bad("a WebSocket handshake needs `Connection: upgrade`");
+        return Err(Refusal::Missing("Connection: upgrade"));
     }
     let is = |name, value: &str| {
         headers
@@ -151,19 +179,13 @@ fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Respo
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
     };
     if !is(header::UPGRADE, "websocket") {
-        return bad("a WebSocket handshake needs `Upgrade: websocket`");
+        return Err(Refusal::Missing("Upgrade: websocket"));
     }
     if !is(header::SEC_WEBSOCKET_VERSION, "13") {
-        let mut resp = ApiError::BadRequest("WebSocket version 13 only".into()).into_response();
-        *resp.status_mut() = StatusCode::UPGRADE_REQUIRED;
-        resp.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(resp);
+        return Err(Refusal::Version);
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return bad("a WebSocket handshake needs `Sec-WebSocket-Key`");
+        return Err(Refusal::Missing("Sec-WebSocket-Key"));
     };
     Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a header"))
 }
