@@ -349,8 +349,8 @@ struct Quarantined {
 /// Where an ingest reads its results.
 enum FeedSource {
     Consolidated {
-        mayors: Polled,
-        councillors: Option<Polled>,
+        mayors: Box<Polled>,
+        councillors: Option<Box<Polled>>,
     },
     /// Behind an async mutex so that a poll can hold it while it hands races to the ingest,
     /// and a poll cut short (its future dropped) leaves it in place.
@@ -401,8 +401,11 @@ impl Ingest {
         metrics: Arc<Metrics>,
     ) -> Self {
         let feed = FeedSource::Consolidated {
-            mayors: Polled::new(args.feed.as_deref().unwrap_or_default()),
-            councillors: args.councillors_feed.as_deref().map(Polled::new),
+            mayors: Box::new(Polled::new(args.feed.as_deref().unwrap_or_default())),
+            councillors: args
+                .councillors_feed
+                .as_deref()
+                .map(|c| Box::new(Polled::new(c))),
         };
         let mut ingest = Self::with_source(list, feed, fetcher, bus, metrics);
         ingest.max_invalid_share = args.max_invalid_share;
@@ -841,8 +844,9 @@ impl Ingest {
     /// (not for an earlier round than the one refused).
     fn release(&mut self, ibge: u32, office: Office, round: u8) {
         let key = (ibge, office);
-        if !self.quarantine.get(&key).is_some_and(|q| round >= q.round) {
-            return;
+        match self.quarantine.get(&key) {
+            Some(q) if round >= q.round => {}
+            _ => return,
         }
         let Some(q) = self.quarantine.remove(&key) else {
             return;
