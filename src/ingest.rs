@@ -1301,3 +1301,25 @@ pub async fn once(args: IngestArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The back-off of a failing feed file: asked again at the next poll, then after 2, then
+    /// every 4 (never longer), and at every poll again once it answers.
+    #[test]
+    fn a_failing_file_is_asked_after_1_2_then_every_4_polls() {
+        let mut file = Polled::new("mayors.json");
+        let waits: Vec<u32> = (0..40)
+            .map(|_| {
+                file.failed();
+                file.skip + 1
+            })
+            .collect();
+        assert_eq!(waits[..5], [1, 2, 4, 4, 4]);
+        assert!(waits.iter().all(|w| *w <= BACKOFF_MAX_POLLS));
+        file.answered("mayors.json");
+        assert_eq!((file.failures, file.skip), (0, 0));
+    }
+}
