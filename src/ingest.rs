@@ -785,8 +785,9 @@ impl Ingest {
             None => self.index = None,
         }
         self.sliced.remove(&key);
-        races.insert(race.ibge, race.clone());
-        self.release(race.ibge, race.office, race.round);
+        let (ibge, office, round) = (race.ibge, race.office, race.round);
+        races.insert(ibge, race);
+        self.release(ibge, office, round);
     }
 
     /// The results of `office` in the city `ibge`, of round `round`, failed validation (`err`):
