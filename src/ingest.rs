@@ -349,8 +349,8 @@ struct Quarantined {
 /// Where an ingest reads its results.
 enum FeedSource {
     Consolidated {
-        mayors: Polled,
-        councillors: Option<Polled>,
+        mayors: Box<Polled>,
+        councillors: Option<Box<Polled>>,
     },
     /// Behind an async mutex so that a poll can hold it while it hands races to the ingest,
     /// and a poll cut short (its future dropped) leaves it in place.
@@ -401,8 +401,11 @@ impl Ingest {
         metrics: Arc<Metrics>,
     ) -> Self {
         let feed = FeedSource::Consolidated {
-            mayors: Polled::new(args.feed.as_deref().unwrap_or_default()),
-            councillors: args.councillors_feed.as_deref().map(Polled::new),
+            mayors: Box::new(Polled::new(args.feed.as_deref().unwrap_or_default())),
+            councillors: args
+                .councillors_feed
+                .as_deref()
+                .map(|c| Box::new(Polled::new(c))),
         };
         let mut ingest = Self::with_source(list, feed, fetcher, bus, metrics);
         ingest.max_invalid_share = args.max_invalid_share;
@@ -782,8 +785,9 @@ impl Ingest {
             None => self.index = None,
         }
         self.sliced.remove(&key);
-        races.insert(race.ibge, race.clone());
-        self.release(race.ibge, race.office, race.round);
+        let (ibge, office, round) = (race.ibge, race.office, race.round);
+        races.insert(ibge, race);
+        self.release(ibge, office, round);
     }
 
     /// The results of `office` in the city `ibge`, of round `round`, failed validation (`err`):
@@ -841,8 +845,9 @@ impl Ingest {
     /// (not for an earlier round than the one refused).
     fn release(&mut self, ibge: u32, office: Office, round: u8) {
         let key = (ibge, office);
-        if !self.quarantine.get(&key).is_some_and(|q| round >= q.round) {
-            return;
+        match self.quarantine.get(&key) {
+            Some(q) if round >= q.round => {}
+            _ => return,
         }
         let Some(q) = self.quarantine.remove(&key) else {
             return;
@@ -1296,4 +1301,26 @@ pub async fn once(args: IngestArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The back-off of a failing feed file: asked again at the next poll, then after 2, then
+    /// every 4 (never longer), and at every poll again once it answers.
+    #[test]
+    fn a_failing_file_is_asked_after_1_2_then_every_4_polls() {
+        let mut file = Polled::new("mayors.json");
+        let waits: Vec<u32> = (0..40)
+            .map(|_| {
+                file.failed();
+                file.skip + 1
+            })
+            .collect();
+        assert_eq!(waits[..5], [1, 2, 4, 4, 4]);
+        assert!(waits.iter().all(|w| *w <= BACKOFF_MAX_POLLS));
+        file.answered("mayors.json");
+        assert_eq!((file.failures, file.skip), (0, 0));
+    }
 }

@@ -855,3 +855,48 @@ async fn a_corrupt_city_file_holds_that_city_alone() {
     assert!(doc.get("held").is_none(), "{doc}");
     assert_ne!(doc["progress"], good["progress"], "Rio follows the count");
 }
+
+/// Start-up with the authority down: `apura run --source tse`'s pipeline serves at once, not
+/// ready, loads the municipality configuration again until the simulator is up (3 s later),
+/// then publishes; no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tse_source_down_at_start_up_is_waited_for() {
+    let addr = common::process::free_addr();
+    let feed = FeedArgs {
+        interval: Duration::from_millis(500),
+        ..FeedArgs::tse(format!("http://{addr}{BASE_PATH}"), ELECTION)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(apura::run::serve_embedded(
+        feed,
+        gateway_args(),
+        listener,
+        shutdown,
+    ));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(status(&format!("http://{gateway}/readyz")).await, 503);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let clock = ManualClock::new();
+    let config = tse_config(cut_list(400, &["SP"]), Some(clock.clone()));
+    let sim = Arc::new(
+        tokio::task::spawn_blocking(move || Simulator::new(config))
+            .await
+            .unwrap(),
+    );
+    clock.set(sim.last_tick() / 3);
+    let sim_stop = CancellationToken::new();
+    let _sim_stop = sim_stop.clone().drop_guard();
+    tokio::spawn(serve_simulator(
+        sim,
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        sim_stop,
+    ));
+    wait_ready(gateway).await;
+    let doc = get_json(&format!("http://{gateway}/cities/mayors-sp-sao-paulo.json")).await;
+    assert_eq!(doc["city"]["slug"], "sao-paulo");
+}

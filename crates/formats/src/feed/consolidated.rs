@@ -454,9 +454,20 @@ mod tests {
                 .starts_with("municipios.3550308 (São Paulo): c[1] (BIA).v")
         );
         assert!(!err.what().contains("mayors.json"), "{}", err.what());
-        let over = GOOD.replace(r#""t": "10.150""#, r#""t": "9.000""#);
-        let feed = parse_per_city(over.as_bytes(), "m", Office::Mayor, &list()).unwrap();
-        assert_eq!(feed.invalid_cities[0].1.reason(), "totals");
+        for (from, to, reason) in [
+            (r#""t": "10.150""#, r#""t": "9.000""#, "totals"),
+            (
+                r#""v": "4.000""#,
+                r#""v": "99999999999999999999""#,
+                "overflow",
+            ),
+            (r#""tp": "40,00%""#, r#""tp": "400,00%""#, "percentage"),
+            (r#""v": "4.000""#, r#""v": "4.0""#, "not_a_number"),
+        ] {
+            let bad = GOOD.replace(from, to);
+            let feed = parse_per_city(bad.as_bytes(), "m", Office::Mayor, &list()).unwrap();
+            assert_eq!(feed.invalid_cities[0].1.reason(), reason, "{to}");
+        }
         // The whole file still fails for what makes all of it untrustworthy.
         let cut = &bad[..bad.len() / 2];
         assert_eq!(
