@@ -1,0 +1,98 @@
+//! Every name apura uses in Redis, under one prefix (the table is in [`super`]), and the check of
+//! the options that name the server and the prefix.
+
+/// The key prefix when none is given.
+pub const DEFAULT_PREFIX: &str = "apura";
+
+/// The names of everything apura keeps in Redis, under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `apura:seq`: the global version sequence.
+    pub fn sequence(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+
+    /// `apura:doc:{topic}`: the latest document of a topic.
+    pub fn document(&self, topic: &str) -> String {
+        format!("{}:doc:{topic}", self.prefix)
+    }
+
+    /// `apura:topics`: hash of topic → version, the snapshot index.
+    pub fn topics(&self) -> String {
+        format!("{}:topics", self.prefix)
+    }
+
+    /// `apura:leader`: the ingest leader lock.
+    pub fn leader(&self) -> String {
+        format!("{}:leader", self.prefix)
+    }
+
+    /// `apura:cycles`: the pub/sub channel of every cycle.
+    pub fn cycles(&self) -> String {
+        format!("{}:cycles", self.prefix)
+    }
+}
+
+/// Every problem with a Redis URL and key prefix, reported at once.
+pub fn check_options(url: &str, prefix: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = redis::Client::open(url) {
+        problems.push(format!("--redis {url:?}: {e}"));
+    }
+    if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+        problems.push(format!(
+            "--redis-prefix {prefix:?} must be non-empty, without spaces"
+        ));
+    }
+    problems
+}
+
+/// A Redis URL without its password, for logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_live_under_the_prefix() {
+        let k = Keys::new("apura");
+        assert_eq!(k.sequence(), "apura:seq");
+        assert_eq!(
+            k.document("mayors-sp-sao-paulo"),
+            "apura:doc:mayors-sp-sao-paulo"
+        );
+        assert_eq!(k.topics(), "apura:topics");
+        assert_eq!(k.leader(), "apura:leader");
+        assert_eq!(k.cycles(), "apura:cycles");
+        assert_eq!(Keys::new("test-7").sequence(), "test-7:seq");
+    }
+
+    #[test]
+    fn options_are_checked_together_and_passwords_stay_out_of_logs() {
+        assert!(check_options("redis://127.0.0.1:6379/0", "apura").is_empty());
+        assert_eq!(check_options("http://nope", "").len(), 2);
+        assert_eq!(
+            redacted("redis://user:secret@cache:6379/0"),
+            "redis://***@cache:6379/0"
+        );
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+    }
+}

@@ -1,0 +1,86 @@
+//! The Lua scripts that write to Redis. Redis runs each one atomically, and each first compares
+//! the leader lock with the caller's token: a process that lost the lock can write nothing.
+
+/// Write a cycle, fenced by the leader lock. KEYS: leader, topics index, then one document key
+/// per document. ARGV: token, channel, message, version, then topic and JSON of each document.
+pub(super) const PUBLISH_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this process does not hold the leader lock')
+end
+for i = 1, #KEYS - 2 do
+  redis.call('SET', KEYS[i + 2], ARGV[4 + 2 * i])
+  redis.call('HSET', KEYS[2], ARGV[3 + 2 * i], ARGV[4])
+end
+return redis.call('PUBLISH', ARGV[2], ARGV[3])
+"#;
+
+/// Take the next version, fenced by the lock like the write itself: a process that lost the
+/// lock cannot even create the sequence in a Redis that came back empty (the new leader starts
+/// it, above every version gateways may hold). KEYS: leader, sequence. ARGV: token.
+pub(super) const NEXT_VERSION_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this process does not hold the leader lock')
+end
+return redis.call('INCR', KEYS[2])
+"#;
+
+/// Take the lock if it is free, or extend it if it is already ours (after a blip, without
+/// waiting for it to expire); in both cases answer the current sequence, so a standby knows how
+/// far versions went. KEYS: leader, sequence. ARGV: token, ttl in ms.
+pub(super) const ACQUIRE_LUA: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+local won = 0
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  won = 1
+elseif not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  won = 1
+end
+return {won, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"#;
+
+/// Extend the lock only if it is ours: 1 held, 0 lost, -1 ours but the sequence is gone (the
+/// store was emptied under us). KEYS: leader, sequence. ARGV: token, ttl in ms.
+pub(super) const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return -1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// Delete the lock only if it is ours. KEYS: leader. ARGV: token.
+pub(super) const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Raise the sequence to at least ARGV[2], fenced by the lock; answers the sequence before, or
+/// -1 if it did not exist. A missing sequence starts at the server's Unix time in milliseconds,
+/// not at 1: should Redis lose its data while every ingest restarts too (no process remembers
+/// the versions gateways hold), versions still continue above them, as long as cycles averaged
+/// fewer than a thousand a second (there is one per 10 s poll, plus zone cycles every 60 s).
+/// The clock also covers a standby that takes over an emptied store: it knows the sequence
+/// only as of its last try for the lock, a cycle or more behind the leader.
+/// KEYS: leader, sequence. ARGV: token, floor.
+pub(super) const CONTINUE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this process does not hold the leader lock')
+end
+local current = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local floor = tonumber(ARGV[2])
+if current < 0 then
+  local now = redis.call('TIME')
+  floor = math.max(floor, tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+end
+if current < floor then
+  redis.call('SET', KEYS[2], string.format('%d', floor))
+end
+return current
+"#;
