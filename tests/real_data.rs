@@ -45,10 +45,7 @@ async fn static_server(dir: PathBuf) -> std::net::SocketAddr {
 async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
     let Some(dir) = shared_data() else { return };
     let files = static_server(dir.clone()).await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::process::free_addr().port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_apura"))
         .args([
             "run",
@@ -125,35 +122,24 @@ async fn apura_run_serves_the_real_excerpt_with_the_source_numbers() {
             "{topic}: candidate votes add up to the valid total"
         );
     }
-    let olho: serde_json::Value = client
-        .get(format!(
-            "http://{addr}/cities/mayors-al-olho-d-agua-grande.json"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let olho = get_json_with(
+        &client,
+        format!("http://{addr}/cities/mayors-al-olho-d-agua-grande.json"),
+    )
+    .await;
     assert_eq!(olho["city"]["name"], "Olho d'Água Grande");
 
     // The zone file of São Paulo, the only one there is; the other 14 cities have none.
     let zone_src: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("seed-zone-sp-sao-paulo.json")).unwrap())
             .unwrap();
-    let mut zones = None;
-    for _ in 0..200 {
-        let r = client
-            .get(format!("http://{addr}/cities/zones-sp-sao-paulo.json"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            zones = Some(r.json::<serde_json::Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let zones = get_json_once_served(
+        &client,
+        &format!("http://{addr}/cities/zones-sp-sao-paulo.json"),
+        Duration::from_millis(50),
+        Duration::from_secs(10),
+    )
+    .await;
     let zones = zones.expect("zones-sp-sao-paulo is published");
     let src_zones = zone_src["zonas"].as_object().unwrap();
     assert_eq!(zones["zones"].as_array().unwrap().len(), src_zones.len());

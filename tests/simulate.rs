@@ -1,5 +1,7 @@
 //! `apura simulate` over real HTTP: a server on port 0, read with reqwest as the ingest would.
 
+mod common;
+
 use std::io::Read;
 use std::time::Duration;
 
@@ -7,10 +9,11 @@ use apura::feed::municipalities::MunicipalityList;
 use apura::feed::{consolidated, zones};
 use apura::model::Office;
 use apura::simulate::{SimConfig, run};
+use common::get_json_with;
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED,
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, HeaderName, HeaderValue,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +45,20 @@ impl TestServer {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A GET of `path` with `client`, sending `headers`.
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> reqwest::Response {
+        let mut request = client.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send().await.unwrap()
     }
 
     /// Stop and wait for a clean exit.
@@ -80,7 +97,7 @@ async fn files_carry_validators_and_answer_304() {
     let list = list(&server).await;
     assert_eq!(list.len(), 5_570);
 
-    let first = client.get(server.url("/mayors.json")).send().await.unwrap();
+    let first = server.get(&client, "/mayors.json", &[]).await;
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()[CONTENT_TYPE], "application/json");
     let etag = first.headers()[ETAG].clone();
@@ -94,37 +111,31 @@ async fn files_carry_validators_and_answer_304() {
     assert_eq!(feed.races.len(), 5_568);
     assert!(!feed.finished);
 
-    let again = client
-        .get(server.url("/mayors.json"))
-        .header(IF_NONE_MATCH, etag.clone())
-        .send()
-        .await
-        .unwrap();
+    let again = server
+        .get(&client, "/mayors.json", &[(IF_NONE_MATCH, etag.clone())])
+        .await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()[ETAG], etag);
     assert!(again.bytes().await.unwrap().is_empty());
 
-    let since = client
-        .get(server.url("/mayors.json"))
-        .header(IF_MODIFIED_SINCE, modified)
-        .send()
-        .await
-        .unwrap();
+    let since = server
+        .get(&client, "/mayors.json", &[(IF_MODIFIED_SINCE, modified)])
+        .await;
     assert_eq!(since.status(), StatusCode::NOT_MODIFIED);
 
-    let other = client
-        .get(server.url("/mayors.json"))
-        .header(IF_NONE_MATCH, "\"something-else\"")
-        .send()
-        .await
-        .unwrap();
+    let other = server
+        .get(
+            &client,
+            "/mayors.json",
+            &[(
+                IF_NONE_MATCH,
+                HeaderValue::from_static("\"something-else\""),
+            )],
+        )
+        .await;
     assert_eq!(other.status(), StatusCode::OK);
 
-    let councillors = client
-        .get(server.url("/councillors.json"))
-        .send()
-        .await
-        .unwrap();
+    let councillors = server.get(&client, "/councillors.json", &[]).await;
     assert_eq!(councillors.status(), StatusCode::OK);
     assert_ne!(councillors.headers()[ETAG], etag);
     let body = councillors.bytes().await.unwrap();
@@ -137,17 +148,18 @@ async fn files_carry_validators_and_answer_304() {
 async fn gzip_when_the_client_asks() {
     let server = TestServer::still().await;
     let client = plain_client();
-    let identity = client.get(server.url("/mayors.json")).send().await.unwrap();
+    let identity = server.get(&client, "/mayors.json", &[]).await;
     assert!(identity.headers().get(CONTENT_ENCODING).is_none());
     let identity_etag = identity.headers()[ETAG].clone();
     let identity = identity.bytes().await.unwrap();
 
-    let gzipped = client
-        .get(server.url("/mayors.json"))
-        .header(ACCEPT_ENCODING, "gzip, deflate")
-        .send()
-        .await
-        .unwrap();
+    let gzipped = server
+        .get(
+            &client,
+            "/mayors.json",
+            &[(ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"))],
+        )
+        .await;
     assert_eq!(gzipped.headers()[CONTENT_ENCODING], "gzip");
     let gzip_etag = gzipped.headers()[ETAG].clone();
     assert_ne!(
@@ -163,13 +175,16 @@ async fn gzip_when_the_client_asks() {
     assert_eq!(unzipped, identity);
 
     // Either tag revalidates either form: they are the same content.
-    let revalidated = client
-        .get(server.url("/mayors.json"))
-        .header(ACCEPT_ENCODING, "gzip")
-        .header(IF_NONE_MATCH, identity_etag)
-        .send()
-        .await
-        .unwrap();
+    let revalidated = server
+        .get(
+            &client,
+            "/mayors.json",
+            &[
+                (ACCEPT_ENCODING, HeaderValue::from_static("gzip")),
+                (IF_NONE_MATCH, identity_etag),
+            ],
+        )
+        .await;
     assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(revalidated.headers()[ETAG], gzip_etag);
 
@@ -189,11 +204,9 @@ async fn zone_files_and_unknown_paths() {
     let server = TestServer::still().await;
     let client = plain_client();
 
-    let sp = client
-        .get(server.url("/zones/zone-sp-sao-paulo.json"))
-        .send()
-        .await
-        .unwrap();
+    let sp = server
+        .get(&client, "/zones/zone-sp-sao-paulo.json", &[])
+        .await;
     assert_eq!(sp.status(), StatusCode::OK);
     assert!(sp.headers().contains_key(ETAG));
     let z = zones::parse(&sp.bytes().await.unwrap(), "zone-sp-sao-paulo.json").unwrap();
@@ -227,7 +240,7 @@ async fn the_night_moves_on_to_the_final_files() {
     let client = plain_client();
     let list = list(&server).await;
 
-    let first = client.get(server.url("/mayors.json")).send().await.unwrap();
+    let first = server.get(&client, "/mayors.json", &[]).await;
     let first_etag = first.headers()[ETAG].clone();
     let first_percent = consolidated::parse(
         &first.bytes().await.unwrap(),
@@ -243,12 +256,13 @@ async fn the_night_moves_on_to_the_final_files() {
     let mut last_percent = first_percent;
     let mut finished = None;
     for _ in 0..200 {
-        let r = client
-            .get(server.url("/mayors.json"))
-            .header(IF_NONE_MATCH, etags.last().unwrap().clone())
-            .send()
-            .await
-            .unwrap();
+        let r = server
+            .get(
+                &client,
+                "/mayors.json",
+                &[(IF_NONE_MATCH, etags.last().unwrap().clone())],
+            )
+            .await;
         if r.status() == StatusCode::OK {
             let etag = r.headers()[ETAG].clone();
             assert!(!etags.contains(&etag), "a new tick has a new ETag");
@@ -271,14 +285,7 @@ async fn the_night_moves_on_to_the_final_files() {
     assert_eq!(feed.percent, 100.0);
     assert!(feed.races.iter().all(|r| r.finished));
 
-    let status: serde_json::Value = client
-        .get(server.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json_with(&client, server.url("/status")).await;
     assert_eq!(status["finished"], true);
     assert_eq!(status["tick"], 10);
     assert_eq!(status["ticks"], 10);

@@ -151,20 +151,7 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
         fetch_timeout: Duration::from_secs(10),
         ..FeedArgs::default()
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let _stop = Sim {
-        addr,
-        shutdown: shutdown.clone(),
-    };
-    tokio::spawn(apura::run::serve_embedded(
-        feed,
-        gateway_args(),
-        listener,
-        shutdown.clone(),
-    ));
-    wait_ready(addr).await;
+    let (addr, _stop) = serve_embedded(feed).await;
 
     let topics = [
         "mayors-sp-sao-paulo",
@@ -216,19 +203,7 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
     let client = reqwest::Client::new();
     let mut finals = HashMap::new();
     for t in topics {
-        let path = match t {
-            "brazil" => "/brazil.json".to_string(),
-            s if s.starts_with("state-") => format!("/states/{}.json", &s[6..]),
-            s => format!("/cities/{s}.json"),
-        };
-        let doc: serde_json::Value = client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc = get_json_with(&client, format!("http://{addr}{}", topic_path(t))).await;
         finals.insert(t.to_string(), doc);
     }
     assert_eq!(finals["mayors-sp-sao-paulo"]["final"], true);
@@ -243,14 +218,11 @@ async fn at_the_end_of_a_count_every_client_holds_the_get_document() {
         }
     }
     // Several updates were delivered on the way, not only a final snapshot.
-    let zones: serde_json::Value = client
-        .get(format!("http://{addr}/cities/zones-sp-sao-paulo.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let zones = get_json_with(
+        &client,
+        format!("http://{addr}/cities/zones-sp-sao-paulo.json"),
+    )
+    .await;
     assert!(
         zones["zones"].as_array().is_some_and(|z| z.len() > 10),
         "{zones}"

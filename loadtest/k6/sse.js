@@ -5,34 +5,13 @@
 //   ./k6 run -e BASE_URL=http://127.0.0.1:8080 -e VUS=1000 -e HOLD=60s loadtest/k6/sse.js
 import sse from "k6/x/sse";
 import { check } from "k6";
-import { Counter, Trend } from "k6/metrics";
+import { Counter } from "k6/metrics";
+import { HOLD_MS, recordUpdate, snapshots, subscriberOptions } from "./subscribers.js";
 import { BASE, drawTopic, loadTopics, publishedAt } from "./topics.js";
 
-const VUS = Number(__ENV.VUS || 1000);
-const HOLD_MS = Number((__ENV.HOLD || "60s").replace(/s$/, "")) * 1000;
-
-const fanout = new Trend("apura_fanout_latency", true);
-const updates = new Counter("apura_updates");
-const snapshots = new Counter("apura_snapshots");
 const sseErrors = new Counter("apura_sse_errors");
 
-export const options = {
-  scenarios: {
-    subscribers: {
-      executor: "ramping-vus",
-      startVUs: 0,
-      stages: [
-        { duration: __ENV.RAMP || "30s", target: VUS },
-        { duration: __ENV.HOLD || "60s", target: VUS },
-      ],
-      gracefulRampDown: "5s",
-    },
-  },
-  thresholds: {
-    apura_fanout_latency: ["p(99)<1000"],
-    apura_sse_errors: ["count==0"],
-  },
-};
+export const options = subscriberOptions("apura_sse_errors");
 
 export function setup() {
   return loadTopics();
@@ -48,11 +27,7 @@ export default function (topics) {
       if (event.name === "snapshot") {
         snapshots.add(1);
       } else if (event.name === "update") {
-        const p = publishedAt(event.data);
-        if (p !== null) {
-          fanout.add(now - p);
-          updates.add(1);
-        }
+        recordUpdate(now, publishedAt(event.data));
       }
       if (now - started > HOLD_MS) client.close();
     });

@@ -6,17 +6,21 @@
 //! `publish` drives an nginx + nchan baseline with the same documents, so the same `run`
 //! measures both servers.
 
+mod args;
+mod delivery;
 mod get;
+mod http;
 mod net;
 mod plot;
 mod proc;
 mod publish;
 mod report;
+mod run;
+mod shared;
 mod sse;
 mod stats;
 mod topics;
 mod worker;
-mod workers;
 mod ws;
 
 use std::process::ExitCode;
@@ -34,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Open subscribers (and GET pollers), hold them, report latency, errors and memory.
-    Run(Box<workers::RunArgs>),
+    Run(Box<args::RunArgs>),
     /// Publish every topic's document to an nchan publisher location every interval.
     Publish(publish::PublishArgs),
     /// Redraw the SVG plot from a JSON report written by `run`.
@@ -44,7 +48,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => workers::main(*args),
+        Command::Run(args) => run::main(*args),
         Command::Publish(args) => publish::main(args),
         Command::Plot(args) => plot::main(args),
     };

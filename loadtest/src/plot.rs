@@ -51,7 +51,41 @@ struct Axis {
     label: String,
 }
 
+impl<'a> Series<'a> {
+    /// A line against the left-hand axis, without dots.
+    fn new(name: &'a str, color: &'a str, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name,
+            color,
+            points,
+            right: false,
+            dots: false,
+        }
+    }
+
+    fn on_right(self) -> Self {
+        Series {
+            right: true,
+            ..self
+        }
+    }
+
+    fn dotted(self) -> Self {
+        Series { dots: true, ..self }
+    }
+}
+
 impl Axis {
+    /// A linear axis from 0 to `max`.
+    fn linear(max: f64, label: &str) -> Axis {
+        Axis {
+            min: 0.0,
+            max,
+            log: false,
+            label: label.into(),
+        }
+    }
+
     fn norm(&self, v: f64) -> f64 {
         if self.log {
             let (a, b) = (self.min.max(1e-3).log10(), self.max.max(1e-3).log10());
@@ -252,12 +286,7 @@ pub fn svg(r: &Value) -> String {
         .iter()
         .filter_map(|x| x["t"].as_f64())
         .fold(1.0, f64::max);
-    let x = Axis {
-        min: 0.0,
-        max: t_max,
-        log: false,
-        label: "seconds since start".into(),
-    };
+    let x = Axis::linear(t_max, "seconds since start");
     let h = TOP + 3.0 * (PANEL_H + GAP) + 10.0;
     let mut out = String::new();
     let _ = writeln!(
@@ -318,52 +347,18 @@ pub fn svg(r: &Value) -> String {
         &ly,
         None,
         &[
-            Series {
-                name: "p50",
-                color: "#1b9e77",
-                points: p50,
-                right: false,
-                dots: true,
-            },
-            Series {
-                name: "p90",
-                color: "#7570b3",
-                points: p90,
-                right: false,
-                dots: true,
-            },
-            Series {
-                name: "p99",
-                color: "#d95f02",
-                points: p99,
-                right: false,
-                dots: true,
-            },
-            Series {
-                name: "max",
-                color: "#e7298a",
-                points: pmax,
-                right: false,
-                dots: true,
-            },
+            Series::new("p50", "#1b9e77", p50).dotted(),
+            Series::new("p90", "#7570b3", p90).dotted(),
+            Series::new("p99", "#d95f02", p99).dotted(),
+            Series::new("max", "#e7298a", pmax).dotted(),
         ],
     );
 
     // Panel 2: open subscribers, server memory.
     let open = col(tl, "open");
     let rss = col(tl, "server_rss_mib");
-    let oy = Axis {
-        min: 0.0,
-        max: max_of(&[&open]).max(1.0) * 1.1,
-        log: false,
-        label: "open subscribers".into(),
-    };
-    let ry = Axis {
-        min: 0.0,
-        max: max_of(&[&rss]).max(1.0) * 1.1,
-        log: false,
-        label: "server RSS MiB".into(),
-    };
+    let oy = Axis::linear(max_of(&[&open]).max(1.0) * 1.1, "open subscribers");
+    let ry = Axis::linear(max_of(&[&rss]).max(1.0) * 1.1, "server RSS MiB");
     let s = &r["server"];
     let title2 = if s.is_null() {
         "Open subscribers".to_string()
@@ -382,20 +377,8 @@ pub fn svg(r: &Value) -> String {
         &oy,
         Some(&ry),
         &[
-            Series {
-                name: "open",
-                color: "#1f78b4",
-                points: open,
-                right: false,
-                dots: false,
-            },
-            Series {
-                name: "RSS MiB",
-                color: "#e31a1c",
-                points: rss,
-                right: true,
-                dots: false,
-            },
+            Series::new("open", "#1f78b4", open),
+            Series::new("RSS MiB", "#e31a1c", rss).on_right(),
         ],
     );
 
@@ -403,18 +386,11 @@ pub fn svg(r: &Value) -> String {
     let del = col(tl, "deliveries");
     let cpu = col(tl, "server_cpu_percent");
     let ccpu = col(tl, "client_cpu_percent");
-    let dy = Axis {
-        min: 0.0,
-        max: max_of(&[&del]).max(1.0) * 1.1,
-        log: false,
-        label: "deliveries / s".into(),
-    };
-    let cy = Axis {
-        min: 0.0,
-        max: max_of(&[&cpu, &ccpu]).max(100.0) * 1.1,
-        log: false,
-        label: "CPU % (100 = one core)".into(),
-    };
+    let dy = Axis::linear(max_of(&[&del]).max(1.0) * 1.1, "deliveries / s");
+    let cy = Axis::linear(
+        max_of(&[&cpu, &ccpu]).max(100.0) * 1.1,
+        "CPU % (100 = one core)",
+    );
     let y3 = TOP + 2.0 * (PANEL_H + GAP);
     let title3 = format!(
         "Deliveries per second (hold mean {} /s), CPU of server and load generator (100 = one core)",
@@ -428,27 +404,9 @@ pub fn svg(r: &Value) -> String {
         &dy,
         Some(&cy),
         &[
-            Series {
-                name: "deliveries/s",
-                color: "#33a02c",
-                points: del,
-                right: false,
-                dots: false,
-            },
-            Series {
-                name: "server CPU %",
-                color: "#ff7f00",
-                points: cpu,
-                right: true,
-                dots: false,
-            },
-            Series {
-                name: "load generator CPU %",
-                color: "#a6761d",
-                points: ccpu,
-                right: true,
-                dots: false,
-            },
+            Series::new("deliveries/s", "#33a02c", del),
+            Series::new("server CPU %", "#ff7f00", cpu).on_right(),
+            Series::new("load generator CPU %", "#a6761d", ccpu).on_right(),
         ],
     );
     out += "</svg>\n";
@@ -479,12 +437,7 @@ mod tests {
 
     #[test]
     fn ticks_are_round() {
-        let a = Axis {
-            min: 0.0,
-            max: 19_000.0,
-            log: false,
-            label: String::new(),
-        };
+        let a = Axis::linear(19_000.0, "");
         assert_eq!(a.ticks()[1], 5_000.0);
         let l = Axis {
             min: 1.0,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt;
 
-use crate::get::{READ_CHUNK, read_body, read_head};
+use crate::http::{READ_CHUNK, read_body, read_head};
 use crate::net::parse_target;
 use crate::stats::now_us;
 
@@ -240,7 +240,7 @@ async fn load_docs(args: &PublishArgs) -> anyhow::Result<Vec<(String, Vec<u8>)>>
     let topics = crate::topics::from_index(from, "/cities.json", &args.topic_prefix).await?;
     let mut docs = Vec::with_capacity(topics.len());
     for t in topics {
-        let (status, body) = crate::get::fetch(from, &format!("/cities/{t}.json")).await?;
+        let (status, body) = crate::http::fetch(from, &format!("/cities/{t}.json")).await?;
         anyhow::ensure!(status == 200, "GET /cities/{t}.json: status {status}");
         docs.push((t, body));
     }

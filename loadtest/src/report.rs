@@ -5,36 +5,17 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::args::RunArgs;
 use crate::proc::Sample;
-use crate::stats::{Counters, WorkerReport, add_pairs, coarse_hist, hist};
-use crate::workers::RunArgs;
-
-/// Deliveries of one cycle, all workers together.
-pub struct CycleM {
-    pub published_at: i64,
-    pub latency: Histogram<u64>,
-    pub sse: u64,
-    pub ws: u64,
-    pub first_rx_us: u64,
-    pub last_rx_us: u64,
-}
-
-/// One second, all workers together.
-pub struct SecondM {
-    pub latency: Histogram<u64>,
-    pub open: i64,
-    pub opened: u64,
-    pub deliveries: u64,
-    pub errors: u64,
-}
+use crate::stats::{Counters, Cycle, Second, WorkerReport, add_pairs, hist};
 
 /// Everything the run measured.
 pub struct Merged {
     pub counters: Counters,
     pub latency: Histogram<u64>,
     pub get_latency: Histogram<u64>,
-    pub cycles: BTreeMap<u64, CycleM>,
-    pub seconds: BTreeMap<u64, SecondM>,
+    pub cycles: BTreeMap<u64, Cycle>,
+    pub seconds: BTreeMap<u64, Second>,
     pub ramp_started_us: u64,
     pub ramp_done_us: u64,
     pub end_us: u64,
@@ -81,14 +62,10 @@ impl Merged {
             m.end_us = m.end_us.min(r.ramp.stopped_us);
             m.peak_open += r.peak_open;
             for c in &r.cycles {
-                let e = m.cycles.entry(c.key).or_insert_with(|| CycleM {
-                    published_at: c.published_at,
-                    latency: hist(),
-                    sse: 0,
-                    ws: 0,
-                    first_rx_us: u64::MAX,
-                    last_rx_us: 0,
-                });
+                let e = m
+                    .cycles
+                    .entry(c.key)
+                    .or_insert_with(|| Cycle::empty(c.published_at));
                 add_pairs(&mut e.latency, &c.latency);
                 e.published_at = e.published_at.min(c.published_at);
                 e.sse += c.sse;
@@ -107,12 +84,9 @@ impl Merged {
         for t in t_min..=t_max {
             m.seconds.insert(
                 t,
-                SecondM {
-                    latency: coarse_hist(),
+                Second {
                     open: 0,
-                    opened: 0,
-                    deliveries: 0,
-                    errors: 0,
+                    ..Second::new()
                 },
             );
         }
@@ -218,7 +192,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
     let ramp_s = m.ramp_done_us.saturating_sub(m.ramp_started_us) as f64 / 1e6;
     // Cycles of the hold: published once every worker had ramped, early enough (5 s, a cycle
     // interval of the bench, before the stop) for their deliveries to finish.
-    let hold_cycles: Vec<(&i64, &CycleM)> = m
+    let hold_cycles: Vec<(&i64, &Cycle)> = m
         .cycles
         .values()
         .map(|c| (&c.published_at, c))
@@ -264,7 +238,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             .cloned()
             .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
     };
-    let hold_secs: Vec<&SecondM> = m
+    let hold_secs: Vec<&Second> = m
         .seconds
         .iter()
         .filter(|(t, _)| **t * 1_000_000 >= m.ramp_done_us && (**t + 1) * 1_000_000 <= m.end_us)
@@ -463,68 +437,81 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
 
 /// A few lines for the terminal.
 pub fn summary(r: &Value) -> String {
-    let f = &r["fanout"];
-    let l = &f["latency_ms_hold_cycles"];
-    let s = &r["server"];
-    let mut out = format!(
-        "[{}] subscribers {} established / {} attempted (peak open {}), ramp {} s at {} /s; errors {} ({})\n",
-        r["label"].as_str().unwrap_or(""),
-        r["connections"]["established"],
-        r["connections"]["attempted"],
-        r["connections"]["peak_open"],
-        r["connections"]["ramp_s"],
-        r["connections"]["connect_rate_achieved"],
-        r["errors"]["total"],
-        r["errors"],
+    let mut out = format!("[{}] ", r["label"].as_str().unwrap_or(""));
+    out += &fill(
+        r,
+        "subscribers {/connections/established} established / {/connections/attempted} attempted (peak open {/connections/peak_open}), ramp {/connections/ramp_s} s at {/connections/connect_rate_achieved} /s; errors {/errors/total} ({/errors})\n",
     );
-    out += &format!(
-        "  fan-out over {} hold cycles: p50 {} ms  p90 {} ms  p99 {} ms  max {} ms  (per-cycle p99 median {} worst {}; first delivery median {} ms; min coverage {})\n",
-        f["hold_cycles"],
-        l["p50"],
-        l["p90"],
-        l["p99"],
-        l["max"],
-        f["per_cycle_median"]["p99"],
-        f["per_cycle_worst"]["p99"],
-        f["per_cycle_median"]["first_delivery"],
-        f["coverage_min"],
+    out += &fill(
+        r,
+        "  fan-out over {/fanout/hold_cycles} hold cycles: p50 {/fanout/latency_ms_hold_cycles/p50} ms  p90 {/fanout/latency_ms_hold_cycles/p90} ms  p99 {/fanout/latency_ms_hold_cycles/p99} ms  max {/fanout/latency_ms_hold_cycles/max} ms  (per-cycle p99 median {/fanout/per_cycle_median/p99} worst {/fanout/per_cycle_worst/p99}; first delivery median {/fanout/per_cycle_median/first_delivery} ms; min coverage {/fanout/coverage_min})\n",
     );
-    out += &format!(
-        "  deliveries {} updates ({} /s mean in hold, peak {} /s), {} snapshots, {} heartbeats\n",
-        r["deliveries"]["updates"],
-        r["deliveries"]["per_second_hold_mean"],
-        r["deliveries"]["per_second_hold_peak"],
-        r["deliveries"]["snapshots"],
-        r["deliveries"]["heartbeats"],
+    out += &fill(
+        r,
+        "  deliveries {/deliveries/updates} updates ({/deliveries/per_second_hold_mean} /s mean in hold, peak {/deliveries/per_second_hold_peak} /s), {/deliveries/snapshots} snapshots, {/deliveries/heartbeats} heartbeats\n",
     );
-    if !s.is_null() {
-        out += &format!(
-            "  server: RSS {} MiB (baseline {} MiB) = {} KiB/conn ({} over baseline); PSS {} KiB/conn; CPU ramp {} % hold {} %, {} µs per delivery\n",
-            s["rss_mib_hold"],
-            s["rss_mib_baseline"],
-            s["rss_kib_per_connection"],
-            s["rss_kib_per_connection_over_baseline"],
-            s["pss_kib_per_connection"],
-            s["cpu_percent_ramp"],
-            s["cpu_percent_hold"],
-            s["cpu_us_per_delivery_hold"],
+    if !r["server"].is_null() {
+        out += &fill(
+            r,
+            "  server: RSS {/server/rss_mib_hold} MiB (baseline {/server/rss_mib_baseline} MiB) = {/server/rss_kib_per_connection} KiB/conn ({/server/rss_kib_per_connection_over_baseline} over baseline); PSS {/server/pss_kib_per_connection} KiB/conn; CPU ramp {/server/cpu_percent_ramp} % hold {/server/cpu_percent_hold} %, {/server/cpu_us_per_delivery_hold} µs per delivery\n",
         );
     }
-    out += &format!(
-        "  load generator: CPU ramp {} % hold {} % (100 % = one core), RSS peak {} MiB\n",
-        r["client"]["cpu_percent_ramp"],
-        r["client"]["cpu_percent_hold"],
-        r["client"]["rss_mib_peak"],
+    out += &fill(
+        r,
+        "  load generator: CPU ramp {/client/cpu_percent_ramp} % hold {/client/cpu_percent_hold} % (100 % = one core), RSS peak {/client/rss_mib_peak} MiB\n",
     );
     if r["get"]["ok"].as_u64().unwrap_or(0) + r["get"]["not_modified"].as_u64().unwrap_or(0) > 0 {
-        out += &format!(
-            "  GET: {} ok, {} not modified, {} errors, {} req/s, latency {}\n",
-            r["get"]["ok"],
-            r["get"]["not_modified"],
-            r["get"]["errors"],
-            r["get"]["requests_per_second"],
-            r["get"]["latency_ms"],
+        out += &fill(
+            r,
+            "  GET: {/get/ok} ok, {/get/not_modified} not modified, {/get/errors} errors, {/get/requests_per_second} req/s, latency {/get/latency_ms}\n",
         );
     }
     out
+}
+
+/// `template` with every `{/a/b}` replaced by the report's value at that JSON pointer, written
+/// as JSON (`null` where the report has none).
+fn fill(r: &Value, template: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 128);
+    let mut rest = template;
+    while let Some(start) = rest.find("{/") {
+        let end = start + rest[start..].find('}').expect("a closed placeholder");
+        out.push_str(&rest[..start]);
+        let value = r.pointer(&rest[start + 1..end]).unwrap_or(&Value::Null);
+        out.push_str(&value.to_string());
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_every_figure_as_the_report_writes_it() {
+        let r = json!({
+            "label": "apura",
+            "connections": {"established": 3, "attempted": 4},
+            "errors": {"total": 1, "connect_failed": 1},
+            "fanout": {"latency_ms_hold_cycles": {"p99": 12.5}},
+            "server": null,
+            "get": {"ok": 0, "not_modified": 0},
+        });
+        let s = summary(&r);
+        assert!(
+            s.starts_with(
+                "[apura] subscribers 3 established / 4 attempted (peak open null), ramp null s"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#"errors 1 ({"connect_failed":1,"total":1})"#),
+            "{s}"
+        );
+        assert!(s.contains("p99 12.5 ms"), "{s}");
+        assert!(!s.contains("server:") && !s.contains("GET:"), "{s}");
+        assert_eq!(s.lines().count(), 4);
+    }
 }

@@ -2,58 +2,11 @@
 //! parse `event:` / `id:` / `data:` lines, de-chunking on the way when the body is chunked.
 
 use std::sync::Arc;
-use std::sync::LazyLock;
 
-use memchr::memmem;
-
-use crate::get::{Dechunk, READ_CHUNK, read_head, read_more};
+use crate::delivery::{Event, Failure, scan_published_at, scan_version};
+use crate::http::{Dechunk, READ_CHUNK, read_head, read_more};
+use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
-use crate::worker::{Shared, Subscriber};
-
-static PUBLISHED_AT: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"published_at\":"));
-static VERSION: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"version\":"));
-
-/// The number after the first `finder` match.
-fn scan_number(doc: &[u8], finder: &memmem::Finder<'_>) -> Option<i64> {
-    let at = finder.find(doc)? + finder.needle().len();
-    let rest = &doc[at..];
-    let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
-    let digits = &rest[start..];
-    let end = digits
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
-}
-
-/// The first `version` number of a document or message: the publication cycle (apura's
-/// WebSocket wrapper repeats the document's version first).
-pub fn scan_version(doc: &[u8]) -> Option<u64> {
-    scan_number(doc, &VERSION).and_then(|v| u64::try_from(v).ok())
-}
-
-/// The `published_at` number of a JSON document, found by scanning the bytes (cheaper than
-/// parsing a whole document per delivery; every document carries the field once at top level,
-/// before any nested object that could carry another).
-pub fn scan_published_at(doc: &[u8]) -> Option<i64> {
-    scan_number(doc, &PUBLISHED_AT)
-}
-
-/// One parsed SSE event.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A `data:` event: whether its `event:` field said `snapshot`, its `published_at` and
-    /// `version`.
-    Doc {
-        snapshot: bool,
-        published_at: Option<i64>,
-        version: Option<u64>,
-    },
-    /// A comment-only block (`:` lines): the gateway's heartbeat.
-    Heartbeat,
-}
 
 /// Incremental SSE parser: fields of the event being read.
 #[derive(Debug, Default)]
@@ -177,9 +130,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             }
             Ok(n) => shared.bytes(n),
             Err(_) => {
-                if !*stop.borrow() {
-                    shared.broken(Stream::Sse);
-                }
+                shared.broken(Stream::Sse, &stop);
                 break;
             }
         }
@@ -187,26 +138,9 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     shared.closed();
 }
 
-/// Why a subscriber did not get its stream.
-#[derive(Debug, Clone, Copy)]
-pub enum Failure {
-    Connect,
-    Handshake,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn published_at_is_scanned() {
-        assert_eq!(
-            scan_published_at(br#"{"version":5,"published_at":1795629793012,"topic":"x"}"#),
-            Some(1_795_629_793_012)
-        );
-        assert_eq!(scan_published_at(br#"{"published_at": 42}"#), Some(42));
-        assert_eq!(scan_published_at(br#"{"version":5}"#), None);
-    }
 
     #[test]
     fn events_snapshots_updates_heartbeats() {

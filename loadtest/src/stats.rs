@@ -163,8 +163,22 @@ pub struct Second {
     pub errors: u64,
 }
 
+impl Cycle {
+    /// A cycle with nothing delivered yet.
+    pub fn empty(published_at: i64) -> Self {
+        Cycle {
+            published_at,
+            latency: hist(),
+            sse: 0,
+            ws: 0,
+            first_rx_us: u64::MAX,
+            last_rx_us: 0,
+        }
+    }
+}
+
 impl Second {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Second {
             latency: coarse_hist(),
             open: -1,
@@ -221,14 +235,10 @@ impl Recorder {
         }
         self.latency.saturating_record(lat);
         let key = version.unwrap_or(published_at_ms.max(0) as u64);
-        let c = self.cycles.entry(key).or_insert_with(|| Cycle {
-            published_at: published_at_ms,
-            latency: hist(),
-            sse: 0,
-            ws: 0,
-            first_rx_us: now_us,
-            last_rx_us: now_us,
-        });
+        let c = self
+            .cycles
+            .entry(key)
+            .or_insert_with(|| Cycle::empty(published_at_ms));
         c.latency.saturating_record(lat);
         c.published_at = c.published_at.min(published_at_ms);
         match stream {

@@ -29,7 +29,7 @@ pub async fn from_index(
     path: &str,
     prefix: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let (status, body) = crate::get::fetch(target, path)
+    let (status, body) = crate::http::fetch(target, path)
         .await
         .with_context(|| format!("GET {path} from {target}"))?;
     anyhow::ensure!(status == 200, "GET {path} from {target}: status {status}");

@@ -1,129 +1,75 @@
-//! One worker process: ramp its share of subscribers at its share of the connect rate, hold
-//! them, stop, and print its report as the last line of stdout.
+//! One worker process: its share of the subscribers and pollers on a single-threaded runtime,
+//! ramped at its share of the connect rate, held, stopped; progress lines and its report on
+//! stdout for the parent.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::sse::{Event, Failure};
-use crate::stats::{Counters, Line, Progress, Ramp, Recorder, Stream, now_us};
+use crate::args::RunArgs;
+use crate::net::{parse_sources, parse_target, share};
+use crate::shared::{Shared, Subscriber};
+use crate::stats::{Line, Progress, Ramp, Recorder, now_us};
 use crate::topics::Sampler;
 
-/// Everything the connection tasks of a worker share.
-pub struct Shared {
-    pub worker: usize,
-    pub rec: Mutex<Recorder>,
-    pub open: AtomicI64,
-    pub peak_open: AtomicI64,
-    /// Subscribers whose connect attempt has finished, one way or the other.
-    pub settled: AtomicU64,
-    pub stop: watch::Receiver<bool>,
-    pub target: SocketAddr,
-    pub sources: Vec<Ipv4Addr>,
-    pub topics: Vec<String>,
-    pub sampler: Sampler,
-    pub sse_path: String,
-    pub ws_path: String,
-    pub ws_subscribe: Option<String>,
-    pub get_path: String,
-    pub seed: u64,
-    pub handshake_timeout: Duration,
-}
-
-/// One subscriber to start.
-#[derive(Debug, Clone, Copy)]
-pub struct Subscriber {
-    pub topic: usize,
-    pub source: Ipv4Addr,
-}
-
-impl Shared {
-    pub fn rng(&self, salt: u64) -> StdRng {
-        StdRng::seed_from_u64(self.seed ^ (self.worker as u64).rotate_left(32) ^ salt)
-    }
-
-    pub fn error(&self, f: impl FnOnce(&mut Counters)) {
-        self.rec.lock().expect("recorder lock").error(now_us(), f);
-    }
-
-    pub fn failed(&self, f: Failure) {
-        self.error(|c| match f {
-            Failure::Connect => c.connect_failed += 1,
-            Failure::Handshake => c.handshake_failed += 1,
-        });
-        self.settled.fetch_add(1, Relaxed);
-    }
-
-    /// The stream is accepted: count it open; returns the time, which separates snapshots
-    /// (documents published before it) from the updates we time.
-    pub fn established(&self, started_us: u64) -> u64 {
-        let now = now_us();
-        {
-            let mut rec = self.rec.lock().expect("recorder lock");
-            rec.opened(now);
-            rec.counters.handshake_us_total += now.saturating_sub(started_us);
-        }
-        let open = self.open.fetch_add(1, Relaxed) + 1;
-        self.peak_open.fetch_max(open, Relaxed);
-        self.settled.fetch_add(1, Relaxed);
-        now
-    }
-
-    pub fn closed(&self) {
-        self.open.fetch_sub(1, Relaxed);
-    }
-
-    /// The server ended a stream: unexpected unless the run is stopping.
-    pub fn closed_by_server(&self, stream: Stream, stop: &watch::Receiver<bool>) {
-        if !*stop.borrow() {
-            self.error(|c| {
-                c.unexpected_close += 1;
-                c.ended(stream);
-            });
-        }
-    }
-
-    /// A read or write on an established stream failed (reset, broken pipe).
-    pub fn broken(&self, stream: Stream) {
-        self.error(|c| {
-            c.io_errors += 1;
-            c.ended(stream);
-        });
-    }
-
-    pub fn bytes(&self, n: usize) {
-        self.rec.lock().expect("recorder lock").counters.bytes += n as u64;
-    }
-
-    /// A parsed event that arrived at `received_us` on a stream accepted at `connected_us`.
-    pub fn event(&self, stream: Stream, ev: Event, connected_us: u64, received_us: u64) {
-        let mut rec = self.rec.lock().expect("recorder lock");
-        match ev {
-            Event::Heartbeat => rec.counters.heartbeats += 1,
-            Event::Doc {
-                published_at: None, ..
-            } => rec.error(received_us, |c| c.protocol_errors += 1),
-            Event::Doc {
-                snapshot,
-                published_at: Some(p),
-                version,
-            } => {
-                // A document published before we subscribed is a snapshot (apura says so; for
-                // nchan it is a buffered message): its age is not a fan-out latency.
-                if snapshot || (p.max(0) as u64) * 1_000 < connected_us {
-                    rec.counters.snapshots += 1;
-                } else {
-                    rec.update(stream, p, version, received_us);
-                }
-            }
-        }
-    }
+/// A worker process: its share of everything, on a single-threaded runtime (the parallelism is
+/// the processes).
+pub fn main(args: RunArgs, id: usize) -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+        eprintln!("apura-load worker: parent gone; exiting");
+        std::process::exit(3);
+    });
+    let topics_path = args
+        .worker_topics
+        .clone()
+        .context("worker without --worker-topics")?;
+    let text = std::fs::read_to_string(&topics_path).context("reading the topic list")?;
+    let topics: Vec<String> = text.lines().map(String::from).collect();
+    let hot = topics
+        .iter()
+        .position(|t| *t == args.hot_topic)
+        .unwrap_or(0);
+    let n = args.workers;
+    let plan = WorkerPlan {
+        worker: id,
+        sse: share(args.sse, n, id),
+        ws: share(args.ws, n, id),
+        get_conns: share(args.get_conns, n, id),
+        get_period: (args.get_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.get_rate)),
+        connect_rate: args.connect_rate / n as f64,
+        hold: args.hold,
+        max_duration: args.max_duration,
+    };
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let shared = Shared {
+        worker: id,
+        rec: Mutex::new(Recorder::default()),
+        open: AtomicI64::new(0),
+        peak_open: AtomicI64::new(0),
+        settled: AtomicU64::new(0),
+        stop,
+        target: parse_target(&args.target)?,
+        sources: parse_sources(&args.sources)?,
+        sampler: Sampler::new(topics.len(), hot, args.hot_share, args.zipf_s),
+        topics,
+        sse_path: args.sse_path.clone(),
+        ws_path: args.ws_path.clone(),
+        ws_subscribe: Some(args.ws_subscribe.clone()).filter(|s| !s.is_empty()),
+        get_path: args.get_path.clone(),
+        seed: args.seed,
+        handshake_timeout: args.handshake_timeout,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(plan, shared))
 }
 
 /// What the parent tells one worker to do.

@@ -8,9 +8,9 @@ use memchr::memmem;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::sse::{Event, Failure, scan_published_at, scan_version};
+use crate::delivery::{Event, Failure, scan_published_at, scan_version};
+use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
-use crate::worker::{Shared, Subscriber};
 
 /// Read buffer per socket: tungstenite's default is 128 KiB, which for 19,000 sockets per worker
 /// would be 2.4 GiB; a mayor update (~2 KB) fits in 4 KiB.
@@ -105,9 +105,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
                 break;
             }
             Some(Err(_)) => {
-                if !*stop.borrow() {
-                    shared.broken(Stream::Ws);
-                }
+                shared.broken(Stream::Ws, &stop);
                 break;
             }
         }

@@ -62,7 +62,7 @@ pub fn br(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
+        if i > 0 && (s.len() - i) % 3 == 0 {
             out.push('.');
         }
         out.push(c);
@@ -494,4 +494,61 @@ pub async fn ws_refused(addr: SocketAddr) -> bool {
     tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .is_err()
+}
+
+/// The JSON body of a GET made with `client` (its timeouts, its connection pool).
+pub async fn get_json_with(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The gateway's GET path of a topic: `/brazil.json`, `/states/<uf>.json`, or
+/// `/cities/<topic>.json`.
+pub fn topic_path(topic: &str) -> String {
+    if topic == "brazil" {
+        "/brazil.json".to_string()
+    } else if let Some(uf) = topic.strip_prefix("state-") {
+        format!("/states/{uf}.json")
+    } else {
+        format!("/cities/{topic}.json")
+    }
+}
+
+/// `apura run` in this process (the ingest of `feed` and a gateway on an embedded bus) on a
+/// free port, once it is ready; stopped when the guard is dropped.
+pub async fn serve_embedded(feed: FeedArgs) -> (SocketAddr, tokio_util::sync::DropGuard) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(apura::run::serve_embedded(
+        feed,
+        gateway_args(),
+        listener,
+        shutdown.clone(),
+    ));
+    wait_ready(addr).await;
+    (addr, shutdown.drop_guard())
+}
+
+/// The JSON body of `url` once it answers 200 (a document not published yet answers 404),
+/// asking every `every`; `None` if it has not after `patience`.
+pub async fn get_json_once_served(
+    client: &reqwest::Client,
+    url: &str,
+    every: Duration,
+    patience: Duration,
+) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let r = client.get(url).send().await.unwrap();
+        if r.status() == 200 {
+            return Some(r.json().await.unwrap());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
 }

@@ -4,10 +4,10 @@
 
 use bytes::Bytes;
 
-use super::candidates::Party;
 use super::count::{City, Election, Mark, Tally, ranking};
+use super::json::{json_string, photo};
 use apura_formats::feed::municipalities::MunicipalityList;
-use apura_formats::model::{Office, slug};
+use apura_formats::model::Office;
 
 /// Election day of the fictional night: the first Sunday of October 2028, when municipal
 /// elections are held (Constitution, art. 29 II).
@@ -37,28 +37,6 @@ impl Stamp {
             time: format!("{:02}:{:02}:{:02}", secs / 3_600, secs / 60 % 60, secs % 60),
         }
     }
-}
-
-/// A string as a JSON literal, quotes included.
-pub fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
-}
-
-/// The fields of a candidate that never change during the night, written once:
-/// `"nc":…,"sp":…,"cp":…,"tc":…,"num":…`.
-pub fn candidate_fields(number: u32, name: &str, party: &Party) -> String {
-    format!(
-        r#""nc":{},"sp":{},"cp":"{}","tc":{},"num":"{number}""#,
-        json_string(name),
-        json_string(party.abbr),
-        party.color,
-        json_string(&photo(name)),
-    )
-}
-
-/// The candidate's photo file, named after the ballot name.
-pub fn photo(name: &str) -> String {
-    format!("{}.jpg", slug(name))
 }
 
 /// `part / whole` in hundredths of a percent, rounded down, so that 100,00 % means everything
@@ -109,6 +87,14 @@ fn push_count_string(out: &mut String, n: u64) {
     out.push('"');
     push_count(out, n);
     out.push('"');
+}
+
+/// Append each field's text (its key, with the comma or brace before it) and its quoted count.
+fn push_counts(out: &mut String, fields: &[(&str, u64)]) {
+    for &(key, n) in fields {
+        out.push_str(key);
+        push_count_string(out, n);
+    }
 }
 
 /// Append a quoted percentage from hundredths: `"39,81%"`.
@@ -171,20 +157,24 @@ fn push_city(out: &mut String, city: &City, office: Office, tally: &Tally) {
     out.push_str(&city.municipality.ibge.to_string());
     out.push_str(r#"":{"nm":"#);
     out.push_str(&city.feed_name);
-    out.push_str(r#","a":"#);
-    push_count_string(out, tally.abstentions);
-    out.push_str(r#","b":"#);
-    push_count_string(out, tally.blank);
-    out.push_str(r#","n":"#);
-    push_count_string(out, tally.null);
-    out.push_str(r#","t":"#);
-    push_count_string(out, tally.turnout());
+    push_counts(
+        out,
+        &[
+            (r#","a":"#, tally.abstentions),
+            (r#","b":"#, tally.blank),
+            (r#","n":"#, tally.null),
+            (r#","t":"#, tally.turnout()),
+        ],
+    );
     out.push_str(r#","pst":"#);
     push_percent_string(out, hundredths_floor(tally.sections, tally.total_sections));
-    out.push_str(r#","s":"#);
-    push_count_string(out, tally.sections);
-    out.push_str(r#","ts":"#);
-    push_count_string(out, tally.total_sections);
+    push_counts(
+        out,
+        &[
+            (r#","s":"#, tally.sections),
+            (r#","ts":"#, tally.total_sections),
+        ],
+    );
     out.push_str(r#","f":"#);
     push_bool(out, tally.finished());
     out.push_str(r#","c":["#);
@@ -267,12 +257,14 @@ pub fn zone_file(city: &City, stamp: &Stamp) -> Bytes {
 }
 
 fn push_zone_block(out: &mut String, city: &City, tally: &Tally, order: &[usize], field: &str) {
-    out.push_str(r#"{"brancos":"#);
-    push_count_string(out, tally.blank);
-    out.push_str(r#","nulos":"#);
-    push_count_string(out, tally.null);
-    out.push_str(r#","total":"#);
-    push_count_string(out, tally.turnout());
+    push_counts(
+        out,
+        &[
+            (r#"{"brancos":"#, tally.blank),
+            (r#","nulos":"#, tally.null),
+            (r#","total":"#, tally.turnout()),
+        ],
+    );
     out.push_str(r#","candidatos":["#);
     let valid = tally.valid();
     for (n, &i) in order.iter().enumerate() {
@@ -362,6 +354,15 @@ mod tests {
     }
 
     /// Candidate votes plus blank and null make the total, exactly, in every city.
+    /// The last tick's file of `office`: every voting city, finished, its figures adding up.
+    fn final_feed(sim: &Simulator, office: Office) -> ConsolidatedFeed {
+        let feed = parse(sim, sim.last_tick(), office);
+        assert_eq!(feed.races.len(), 5_568);
+        assert!(feed.finished);
+        assert_identities(&feed);
+        feed
+    }
+
     fn assert_identities(feed: &ConsolidatedFeed) {
         for race in &feed.races {
             let t = &race.totals;
@@ -406,12 +407,9 @@ mod tests {
     #[test]
     fn the_final_mayor_file_elects_one_mayor_or_sends_two_to_a_second_round() {
         let sim = shared();
-        let feed = parse(sim, sim.last_tick(), Office::Mayor);
-        assert_eq!(feed.races.len(), 5_568);
-        assert!(feed.finished);
+        let feed = final_feed(sim, Office::Mayor);
         assert_eq!(feed.percent, 100.0);
         assert!(feed.unknown_cities.is_empty());
-        assert_identities(&feed);
         let mut runoffs = 0;
         for race in &feed.races {
             assert!(race.finished);
@@ -449,10 +447,7 @@ mod tests {
     #[test]
     fn the_final_councillor_file_elects_the_seats() {
         let sim = shared();
-        let feed = parse(sim, sim.last_tick(), Office::Councillor);
-        assert_eq!(feed.races.len(), 5_568);
-        assert!(feed.finished);
-        assert_identities(&feed);
+        let feed = final_feed(sim, Office::Councillor);
         let election = &sim.election;
         for race in &feed.races {
             let city = election

@@ -10,8 +10,11 @@
 //! - `cities`: the 5,570 municipalities (the real capitals, invented towns) and their electorates.
 //! - `candidates`: parties, ballot names.
 //! - `count`: the hidden final result of every race and how the count converges to it.
+//! - `shares`: the exact integer arithmetic of the count (part way figures, proportional splits).
+//! - `json`: JSON text written once (string literals, a candidate's fixed fields).
 //! - `files`: the feed's JSON, rendered once per tick.
-//! - `server`: the HTTP endpoints, conditional GET and gzip.
+//! - `http`: what both servers share: a file as served, conditional GET and gzip, errors.
+//! - `server`: the consolidated layout's HTTP endpoints, and serving either layout.
 //! - [`tse`]: the TSE layout rendered from the same count model, and its server.
 //!
 //! Time is cut into ticks: tick `k = floor(elapsed / interval)`, clamped to the last tick
@@ -23,7 +26,10 @@ mod candidates;
 mod cities;
 mod count;
 mod files;
+mod http;
+mod json;
 mod server;
+mod shares;
 pub mod tse;
 
 use std::net::SocketAddr;
@@ -273,7 +279,7 @@ pub struct Simulator {
     fingerprint: u64,
     started: Instant,
     started_wall: SystemTime,
-    municipalities_file: Arc<server::FeedFile>,
+    municipalities_file: Arc<http::FeedFile>,
     cache: Mutex<Arc<server::TickFiles>>,
 }
 
@@ -318,7 +324,7 @@ impl Simulator {
         };
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let municipalities_file = Arc::new(server::FeedFile::new(
+        let municipalities_file = Arc::new(http::FeedFile::new(
             files::municipality_list(&list),
             format!("{fingerprint:016x}-municipalities"),
             started_wall,

@@ -58,12 +58,41 @@ struct RawHeader {
     date: Option<String>,
     #[serde(default)]
     time: Option<String>,
+    #[serde(flatten)]
+    count: RawCount,
+}
+
+/// What the headers of the provider's files (national and zone) say of the count: round,
+/// percent of sections counted, finished. Read into each header with `#[serde(flatten)]`.
+#[derive(Deserialize)]
+pub(crate) struct RawCount {
     #[serde(default)]
     turno: Option<u8>,
     #[serde(default)]
     apuracao_total: Option<String>,
     #[serde(default)]
     encerrado: Option<bool>,
+}
+
+impl RawCount {
+    /// `turno`; absent is the first.
+    pub(crate) fn round(&self) -> u8 {
+        self.turno.unwrap_or(1)
+    }
+
+    /// `encerrado`; absent is not finished.
+    pub(crate) fn finished(&self) -> bool {
+        self.encerrado.unwrap_or(false)
+    }
+
+    /// `apuracao_total`: percent of sections counted, 0 when absent.
+    pub(crate) fn percent(&self) -> Result<f64, String> {
+        let pct = parse_decimal(self.apuracao_total.as_deref().unwrap_or(""))?.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(format!("{pct} is not a percentage"));
+        }
+        Ok(pct)
+    }
 }
 
 #[derive(Deserialize)]
@@ -109,6 +138,34 @@ struct RawCandidate<'a> {
     /// Ballot number, where a feed has it.
     #[serde(default, borrow)]
     num: Option<Cow<'a, str>>,
+}
+
+/// A candidate's status from the provider's flags: elected (`e`, `eleito`), to a second round
+/// (`st`, `segundo_turno`), or not elected once the race is finished.
+pub(crate) fn status(elected: bool, second_round: bool, finished: bool) -> Option<Status> {
+    if elected {
+        Some(Status::Elected)
+    } else if second_round {
+        Some(Status::SecondRound)
+    } else if finished {
+        Some(Status::NotElected)
+    } else {
+        None
+    }
+}
+
+/// Candidate, blank and null votes add up to no more than the total.
+pub(crate) fn check_counted(valid: u64, blank: u64, null: u64, turnout: u64) -> Result<(), String> {
+    let counted = valid
+        .checked_add(blank)
+        .and_then(|v| v.checked_add(null))
+        .ok_or("votes overflow")?;
+    if counted > turnout {
+        return Err(format!(
+            "candidate votes {valid} + blank {blank} + null {null} = {counted} exceed the total {turnout}"
+        ));
+    }
+    Ok(())
 }
 
 /// A JSON object read as a list of entries in file order, so that a key written twice (a
@@ -173,21 +230,12 @@ pub fn parse_per_city(
 ) -> Result<ConsolidatedFeed, FeedError> {
     let raw: RawFile = serde_json::from_slice(bytes).map_err(|e| FeedError::malformed(file, e))?;
     let header = &raw.last_updated;
-    let national_percent = match header.apuracao_total.as_deref() {
-        Some(s) => parse_decimal(s)
-            .map_err(|d| FeedError::invalid(file, "last_updated.apuracao_total", d))?
-            .unwrap_or(0.0),
-        None => 0.0,
-    };
-    if !(0.0..=100.0).contains(&national_percent) {
-        return Err(FeedError::invalid(
-            file,
-            "last_updated.apuracao_total",
-            format!("{national_percent} is not a percentage"),
-        ));
-    }
-    let finished = header.encerrado.unwrap_or(false);
-    let round = header.turno.unwrap_or(1);
+    let national_percent = header
+        .count
+        .percent()
+        .map_err(|d| FeedError::invalid(file, "last_updated.apuracao_total", d))?;
+    let finished = header.count.finished();
+    let round = header.count.round();
     if !(1..=2).contains(&round) {
         return Err(FeedError::invalid(
             file,
@@ -237,7 +285,8 @@ pub fn parse_per_city(
     })
 }
 
-fn count(s: &str, field: &str) -> Result<u64, String> {
+/// A count, 0 when absent; named in the error.
+pub(crate) fn count(s: &str, field: &str) -> Result<u64, String> {
     parse_count(s)
         .map(|v| v.unwrap_or(0))
         .map_err(|e| format!("{field}: {e}"))
@@ -281,15 +330,7 @@ fn city_race(
             ),
             None => None,
         };
-        let status = if c.e {
-            Some(Status::Elected)
-        } else if c.st {
-            Some(Status::SecondRound)
-        } else if finished {
-            Some(Status::NotElected)
-        } else {
-            None
-        };
+        let status = status(c.e, c.st, finished);
         candidates.push(Candidate {
             number,
             name: c.nc.into_owned(),
@@ -309,15 +350,7 @@ fn city_race(
             c.percent = percent(c.votes, valid);
         }
     }
-    let counted = valid
-        .checked_add(blank)
-        .and_then(|v| v.checked_add(null))
-        .ok_or_else(|| "votes overflow".to_string())?;
-    if counted > turnout {
-        return Err(format!(
-            "candidate votes {valid} + blank {blank} + null {null} = {counted} exceed the total {turnout}"
-        ));
-    }
+    check_counted(valid, blank, null, turnout)?;
     let sections_counted = city.s.as_deref().map(|s| count(s, "s")).transpose()?;
     let sections_total = city.ts.as_deref().map(|s| count(s, "ts")).transpose()?;
     if let (Some(s), Some(ts)) = (sections_counted, sections_total)

@@ -26,6 +26,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::consolidated::iso_local;
 use super::number::{parse_count, parse_decimal, percent};
 use crate::model::{Progress, slug};
 
@@ -167,6 +168,52 @@ impl RawElectorate<'_> {
             abstentions: opt_count(&self.a, &format!("{at}.a"))?,
         })
     }
+}
+
+/// The header a data file (unified result or progress file) opens with: election, round, and
+/// when and in which generation it was written. Read into the file's struct with
+/// `#[serde(flatten)]`.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawHeader<'a> {
+    #[serde(default, borrow)]
+    ele: Cow<'a, str>,
+    #[serde(default, borrow)]
+    t: Cow<'a, str>,
+    #[serde(default, borrow)]
+    dg: Cow<'a, str>,
+    #[serde(default, borrow)]
+    hg: Cow<'a, str>,
+    #[serde(default, borrow)]
+    idg: Cow<'a, str>,
+}
+
+/// A data file's header as read.
+pub(crate) struct Header {
+    /// Election code as written (`ele`).
+    pub election: String,
+    /// 1 or 2 (`t`).
+    pub round: u8,
+    /// Generation id (`idg`).
+    pub generation: Option<String>,
+    /// When the file was written (`dg`/`hg`), ISO 8601 local time.
+    pub generated_at: Option<String>,
+}
+
+impl RawHeader<'_> {
+    /// The header's values; the round is the one that can be wrong.
+    pub(crate) fn parse(&self) -> Result<Header, String> {
+        Ok(Header {
+            election: self.ele.trim().to_string(),
+            round: round(&self.t)?,
+            generation: nonempty(&self.idg),
+            generated_at: iso_local(Some(&self.dg), Some(&self.hg)),
+        })
+    }
+}
+
+/// A text value trimmed, `None` when empty.
+pub(crate) fn nonempty(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_string())
 }
 
 /// A round (`t`): 1 or 2; absent is the first.

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::FeedError;
-use super::consolidated::{Entries, iso_local};
-use super::number::{parse_count, parse_decimal, percent};
-use crate::model::{Candidate, Status, ZoneBreakdown, ZoneResult, ZoneVotes};
+use super::consolidated::{Entries, RawCount, check_counted, count, iso_local, status};
+use super::number::{parse_decimal, percent};
+use crate::model::{Candidate, ZoneBreakdown, ZoneResult, ZoneVotes};
 
 #[derive(Deserialize)]
 struct RawFile {
@@ -34,12 +34,8 @@ struct RawHeader {
     data: Option<String>,
     #[serde(default)]
     hora: Option<String>,
-    #[serde(default)]
-    turno: Option<u8>,
-    #[serde(default)]
-    apuracao_total: Option<String>,
-    #[serde(default)]
-    encerrado: Option<bool>,
+    #[serde(flatten)]
+    count: RawCount,
 }
 
 #[derive(Deserialize)]
@@ -81,18 +77,12 @@ struct RawCandidate {
 /// Parse and validate one zone file.
 pub fn parse(bytes: &[u8], file: &str) -> Result<ZoneBreakdown, FeedError> {
     let raw: RawFile = serde_json::from_slice(bytes).map_err(|e| FeedError::malformed(file, e))?;
-    let finished = raw.atualizacao.encerrado.unwrap_or(false);
-    let pct = parse_decimal(raw.atualizacao.apuracao_total.as_deref().unwrap_or(""))
-        .map_err(|d| FeedError::invalid(file, "atualizacao.apuracao_total", d))?
-        .unwrap_or(0.0);
-    if !(0.0..=100.0).contains(&pct) {
-        return Err(FeedError::invalid(
-            file,
-            "atualizacao.apuracao_total",
-            format!("{pct} is not a percentage"),
-        ));
-    }
-    let round = raw.atualizacao.turno.unwrap_or(1);
+    let header = &raw.atualizacao.count;
+    let finished = header.finished();
+    let pct = header
+        .percent()
+        .map_err(|d| FeedError::invalid(file, "atualizacao.apuracao_total", d))?;
+    let round = header.round();
 
     let mut numbers: HashMap<String, u32> = HashMap::new();
     for (id, c) in &raw.candidatos {
@@ -130,15 +120,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<ZoneBreakdown, FeedError> {
         .map(|(id, c)| {
             let number = numbers[&id];
             let (votes, percent) = votes_of.get(&number).copied().unwrap_or((0, 0.0));
-            let status = if c.eleito {
-                Some(Status::Elected)
-            } else if c.segundo_turno {
-                Some(Status::SecondRound)
-            } else if finished {
-                Some(Status::NotElected)
-            } else {
-                None
-            };
+            let status = status(c.eleito, c.segundo_turno, finished);
             Candidate {
                 number: Some(number),
                 name: c.nome_candidato,
@@ -170,11 +152,6 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<ZoneBreakdown, FeedError> {
 }
 
 fn block(b: &RawBlock, zone: &str, numbers: &HashMap<String, u32>) -> Result<ZoneResult, String> {
-    let count = |s: &str, f: &str| {
-        parse_count(s)
-            .map(|v| v.unwrap_or(0))
-            .map_err(|e| format!("{f}: {e}"))
-    };
     let turnout = count(&b.total, "total")?;
     let blank = count(&b.brancos, "brancos")?;
     let null = count(&b.nulos, "nulos")?;
@@ -199,15 +176,7 @@ fn block(b: &RawBlock, zone: &str, numbers: &HashMap<String, u32>) -> Result<Zon
             r.percent = percent(r.votes, valid);
         }
     }
-    let counted = valid
-        .checked_add(blank)
-        .and_then(|v| v.checked_add(null))
-        .ok_or("votes overflow")?;
-    if counted > turnout {
-        return Err(format!(
-            "candidate votes {valid} + blank {blank} + null {null} = {counted} exceed the total {turnout}"
-        ));
-    }
+    check_counted(valid, blank, null, turnout)?;
     results.sort_by(|a, b| b.votes.cmp(&a.votes).then(a.number.cmp(&b.number)));
     Ok(ZoneResult {
         zone: zone.to_string(),

@@ -30,9 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::super::Simulator;
-use super::super::server::{ApiError, FeedFile, detached};
 use super::{BASE_PATH, CATALOGUE_PATH, ELECTION, ELECTION_ROUND2};
+use crate::Simulator;
+use crate::http::{ApiError, FeedFile, detached, no_store, not_found};
 use apura_formats::feed::tse::paths::{DataFile, parse_config_file, parse_data_file};
 
 /// The server's state: the night, the limiter, the counters.
@@ -75,6 +75,23 @@ struct Client {
     max_rate: usize,
     /// Times this client went over the limit.
     blocks: u64,
+}
+
+impl Stats {
+    /// Requests by what they asked for, by name.
+    fn kinds(&self) -> serde_json::Map<String, serde_json::Value> {
+        [
+            ("catalogue", &self.catalogue),
+            ("config", &self.config),
+            ("progress", &self.progress),
+            ("unified", &self.unified),
+            ("zone", &self.zone),
+            ("other", &self.other),
+        ]
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), n.load(Relaxed).into()))
+        .collect()
+    }
 }
 
 impl Limiter {
@@ -333,14 +350,7 @@ async fn status(State(srv): State<Arc<TseServer>>) -> Response {
         "not_found": n(&s.not_found),
         "refused": n(&s.refused),
         "conditional": n(&s.conditional),
-        "kinds": {
-            "catalogue": n(&s.catalogue),
-            "config": n(&s.config),
-            "progress": n(&s.progress),
-            "unified": n(&s.unified),
-            "zone": n(&s.zone),
-            "other": n(&s.other),
-        },
+        "kinds": s.kinds(),
         "max_rate": max_rate,
         "over_limit": max_rate > srv.limiter.limit,
         "blocked": blocked_clients > 0,
@@ -348,15 +358,7 @@ async fn status(State(srv): State<Arc<TseServer>>) -> Response {
         "blocked_now": blocked_now,
         "blocks": blocks,
     });
-    let mut response = axum::Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("not found".to_string())
+    no_store(body)
 }
 
 #[cfg(test)]

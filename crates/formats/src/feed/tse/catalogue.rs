@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::paths::election_code;
-use super::round;
+use super::{nonempty, round};
 use crate::feed::FeedError;
 
 #[derive(Deserialize)]
@@ -137,7 +137,7 @@ impl Catalogue {
             }
         }
         Ok(Catalogue {
-            generation: (!raw.idg.trim().is_empty()).then(|| raw.idg.trim().to_string()),
+            generation: nonempty(&raw.idg),
             elections,
         })
     }

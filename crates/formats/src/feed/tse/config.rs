@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::{flag, pad_code};
+use super::{flag, nonempty, pad_code};
 use crate::feed::FeedError;
 use crate::feed::municipalities::MunicipalityList;
 use crate::model::{Municipality, title_case};
@@ -113,7 +113,7 @@ impl MunicipalityConfig {
             });
         }
         Ok(MunicipalityConfig {
-            generation: (!raw.idg.trim().is_empty()).then(|| raw.idg.trim().to_string()),
+            generation: nonempty(&raw.idg),
             states,
         })
     }

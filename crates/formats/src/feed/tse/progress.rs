@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::{
-    CountState, Electorate, RawElectorate, RawSections, Scope, opt_percent, pad_code, round,
+    CountState, Electorate, RawElectorate, RawHeader, RawSections, Scope, opt_percent, pad_code,
 };
 use crate::feed::FeedError;
 use crate::feed::consolidated::iso_local;
@@ -24,16 +24,8 @@ use crate::model::Progress;
 
 #[derive(Deserialize)]
 struct RawFile<'a> {
-    #[serde(default, borrow)]
-    ele: Cow<'a, str>,
-    #[serde(default, borrow)]
-    t: Cow<'a, str>,
-    #[serde(default, borrow)]
-    dg: Cow<'a, str>,
-    #[serde(default, borrow)]
-    hg: Cow<'a, str>,
-    #[serde(default, borrow)]
-    idg: Cow<'a, str>,
+    #[serde(flatten, borrow)]
+    header: RawHeader<'a>,
     #[serde(borrow)]
     abr: Vec<RawRow<'a>>,
 }
@@ -118,7 +110,10 @@ impl ProgressFile {
 /// municipality twice, no more sections totalized than there are.
 pub fn parse(bytes: &[u8], file: &str) -> Result<ProgressFile, FeedError> {
     let raw: RawFile = serde_json::from_slice(bytes).map_err(|e| FeedError::malformed(file, e))?;
-    let round = round(&raw.t).map_err(|d| FeedError::invalid(file, "header", d))?;
+    let header = raw
+        .header
+        .parse()
+        .map_err(|d| FeedError::invalid(file, "header", d))?;
     let mut rows = Vec::with_capacity(raw.abr.len());
     let mut seen = HashSet::with_capacity(raw.abr.len());
     for (i, r) in raw.abr.iter().enumerate() {
@@ -130,10 +125,10 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<ProgressFile, FeedError> {
         rows.push(row);
     }
     Ok(ProgressFile {
-        election: raw.ele.trim().to_string(),
-        round,
-        generation: (!raw.idg.trim().is_empty()).then(|| raw.idg.trim().to_string()),
-        generated_at: iso_local(Some(&raw.dg), Some(&raw.hg)),
+        election: header.election,
+        round: header.round,
+        generation: header.generation,
+        generated_at: header.generated_at,
         rows,
     })
 }

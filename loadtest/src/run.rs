@@ -4,10 +4,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,150 +14,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::net::{parse_sources, parse_target, share};
+use crate::args::RunArgs;
+use crate::net::parse_target;
 use crate::proc::Sample;
 use crate::report::{self, Merged};
-use crate::stats::{Line, Progress, Recorder, now_us};
-use crate::topics::Sampler;
-use crate::worker::{self, Shared, WorkerPlan};
+use crate::stats::{Line, Progress, now_us};
+use crate::worker;
 
 /// Samples of the server and of the workers, in time order.
 type Sampled = (Vec<(u64, Sample)>, Vec<(u64, Sample)>);
 
-/// Most subscribers one worker may hold: the process limit is 20,000 open files, and a worker
-/// also needs descriptors for its runtime, pipes and GET pollers.
-pub const MAX_PER_WORKER: usize = 19_500;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Server to load (IPv4 loopback `IP:PORT`).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub target: String,
-    /// SSE subscribers, all workers together.
-    #[arg(long, default_value_t = 1_000)]
-    pub sse: usize,
-    /// WebSocket subscribers, all workers together.
-    #[arg(long, default_value_t = 1_000)]
-    pub ws: usize,
-    /// Keep-alive GET pollers, all workers together (started once the ramp is done).
-    #[arg(long, default_value_t = 0)]
-    pub get_conns: usize,
-    /// GET requests per second of each poller; 0 sends them back to back.
-    #[arg(long, default_value_t = 1.0)]
-    pub get_rate: f64,
-    /// Worker processes (each keeps at most 19,500 subscribers).
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
-    /// New subscribers per second, all workers together.
-    #[arg(long, default_value_t = 2_000.0)]
-    pub connect_rate: f64,
-    /// How long to hold the subscribers once the ramp is done.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub hold: Duration,
-    /// Hard limit on a worker's whole run (ramp + hold); the run stops by itself then.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub max_duration: Duration,
-    /// Loopback source addresses, a range and/or a list: `127.0.0.2-127.0.0.17,127.0.0.40`.
-    #[arg(long, default_value = "127.0.0.2-127.0.0.17")]
-    pub sources: String,
-    /// SSE request path; `{topic}` is replaced by the topic.
-    #[arg(long, default_value = "/events?topics={topic}")]
-    pub sse_path: String,
-    /// WebSocket path; `{topic}` is replaced by the topic.
-    #[arg(long, default_value = "/ws")]
-    pub ws_path: String,
-    /// Text message sent once the WebSocket is open (`{topic}` replaced); empty sends none.
-    #[arg(
-        long,
-        default_value = r#"{"type":"subscribe","topics":["{topic}"],"since":0}"#
-    )]
-    pub ws_subscribe: String,
-    /// GET path of the pollers; `{topic}` is replaced by the topic.
-    #[arg(long, default_value = "/cities/{topic}.json")]
-    pub get_path: String,
-    /// Cities index to take topics from, `IP:PORT/PATH` (default: the target's /cities.json).
-    #[arg(long)]
-    pub index: Option<String>,
-    /// Topics from a file instead, one a line.
-    #[arg(long)]
-    pub topics_file: Option<PathBuf>,
-    /// Only topics starting with this.
-    #[arg(long, default_value = "mayors-")]
-    pub topic_prefix: String,
-    /// The hot topic (São Paulo is ~25 % of views on count night).
-    #[arg(long, default_value = "mayors-sp-sao-paulo")]
-    pub hot_topic: String,
-    /// Share of clients on the hot topic.
-    #[arg(long, default_value_t = 0.25)]
-    pub hot_share: f64,
-    /// Zipf exponent over the other topics (capitals ranked first).
-    #[arg(long, default_value_t = 1.0)]
-    pub zipf_s: f64,
-    /// Time allowed for connect + handshake of one subscriber.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    pub handshake_timeout: Duration,
-    /// Seed of the topic draws.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Server process ids to sample every second (RSS, PSS, CPU); comma-separated or repeated.
-    #[arg(long, value_delimiter = ',')]
-    pub watch_pid: Vec<u32>,
-    /// A name for this run in the report.
-    #[arg(long, default_value = "run")]
-    pub label: String,
-    /// JSON report.
-    #[arg(long, default_value = "loadtest-result.json")]
-    pub out: PathBuf,
-    /// SVG plot (default: the JSON path with .svg).
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
-    #[arg(long, hide = true)]
-    pub worker_id: Option<usize>,
-    #[arg(long, hide = true)]
-    pub worker_topics: Option<PathBuf>,
-}
-
-impl RunArgs {
-    /// Every problem with the options, at once.
-    fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if let Err(e) = parse_target(&self.target) {
-            p.push(format!("{e:#}"));
-        }
-        if let Err(e) = parse_sources(&self.sources) {
-            p.push(format!("{e:#}"));
-        } else if let Ok(s) = parse_sources(&self.sources) {
-            for ip in s {
-                if !ip.is_loopback() {
-                    p.push(format!("source {ip} is not on loopback"));
-                }
-            }
-        }
-        if self.workers == 0 {
-            p.push("--workers must be at least 1".into());
-        }
-        let per = (self.sse + self.ws + self.get_conns).div_ceil(self.workers.max(1));
-        if per > MAX_PER_WORKER {
-            p.push(format!(
-                "{per} connections per worker is over {MAX_PER_WORKER} (20,000 open files per process): raise --workers"
-            ));
-        }
-        if self.connect_rate <= 0.0 {
-            p.push("--connect-rate must be positive".into());
-        }
-        if !(0.0..=1.0).contains(&self.hot_share) {
-            p.push("--hot-share must be within 0..1".into());
-        }
-        if self.max_duration > Duration::from_secs(3_600) {
-            p.push("--max-duration is capped at 1h".into());
-        }
-        p
-    }
-}
-
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
     if let Some(id) = args.worker_id {
-        return worker_main(args, id);
+        return worker::main(args, id);
     }
     let problems = args.validate();
     if !problems.is_empty() {
@@ -377,60 +245,4 @@ fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<String>
         .enable_all()
         .build()?;
     rt.block_on(crate::topics::from_index(addr, &path, &args.topic_prefix))
-}
-
-/// A worker process: its share of everything, on a single-threaded runtime (the parallelism is
-/// the processes).
-fn worker_main(args: RunArgs, id: usize) -> anyhow::Result<()> {
-    std::thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
-        eprintln!("apura-load worker: parent gone; exiting");
-        std::process::exit(3);
-    });
-    let topics_path = args
-        .worker_topics
-        .clone()
-        .context("worker without --worker-topics")?;
-    let text = std::fs::read_to_string(&topics_path).context("reading the topic list")?;
-    let topics: Vec<String> = text.lines().map(String::from).collect();
-    let hot = topics
-        .iter()
-        .position(|t| *t == args.hot_topic)
-        .unwrap_or(0);
-    let n = args.workers;
-    let plan = WorkerPlan {
-        worker: id,
-        sse: share(args.sse, n, id),
-        ws: share(args.ws, n, id),
-        get_conns: share(args.get_conns, n, id),
-        get_period: (args.get_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.get_rate)),
-        connect_rate: args.connect_rate / n as f64,
-        hold: args.hold,
-        max_duration: args.max_duration,
-    };
-    let (_tx, stop) = tokio::sync::watch::channel(false);
-    let shared = Shared {
-        worker: id,
-        rec: Mutex::new(Recorder::default()),
-        open: AtomicI64::new(0),
-        peak_open: AtomicI64::new(0),
-        settled: AtomicU64::new(0),
-        stop,
-        target: parse_target(&args.target)?,
-        sources: parse_sources(&args.sources)?,
-        sampler: Sampler::new(topics.len(), hot, args.hot_share, args.zipf_s),
-        topics,
-        sse_path: args.sse_path.clone(),
-        ws_path: args.ws_path.clone(),
-        ws_subscribe: Some(args.ws_subscribe.clone()).filter(|s| !s.is_empty()),
-        get_path: args.get_path.clone(),
-        seed: args.seed,
-        handshake_timeout: args.handshake_timeout,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(worker::run(plan, shared))
 }
