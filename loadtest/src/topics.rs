@@ -1,7 +1,7 @@
 //! The topics clients subscribe to, and how often each is drawn.
 //!
 //! Demand on count night is skewed: São Paulo alone is ~25 % of views and the long tail of small
-//! towns is cold (architecture.md). A client draws the hot topic with probability `hot_share`,
+//! towns is cold. A client draws the hot topic with probability `hot_share`,
 //! else a topic of rank r (capitals first, then the index order) with weight 1/r^s.
 
 use std::net::SocketAddr;

@@ -60,7 +60,7 @@ pub enum Layout {
     /// The provider's national files: `/mayors.json`, `/councillors.json`, zone files.
     #[default]
     Consolidated,
-    /// The authority's per-city files below `/oficial/ele2028/` (`tse-format.md`).
+    /// The authority's per-city files below `/oficial/ele2028/` (`docs/tse-format.md`).
     Tse,
 }
 

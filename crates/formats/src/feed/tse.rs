@@ -1,4 +1,4 @@
-//! The official TSE layout (`tse-format.md`): one unified result per city and office, one
+//! The official TSE layout (`docs/tse-format.md`): one unified result per city and office, one
 //! progress file per state, the municipality configuration and the election catalogue.
 //!
 //! - [`unified`]: `<uf><mun5>-c<cargo4>-e<ele6>-u.json`, the result of one city (or zone) for one

@@ -1,4 +1,4 @@
-//! The identities of `tse-format.md` that a consistent unified result satisfies.
+//! The identities of `docs/tse-format.md` that a consistent unified result satisfies.
 
 use super::super::Scope;
 use super::Unified;
@@ -30,7 +30,7 @@ impl Unified {
         }
     }
 
-    /// Every identity of `tse-format.md` that fails, in words; empty when the file is
+    /// Every identity of `docs/tse-format.md` that fails, in words; empty when the file is
     /// consistent. Each is tested only where the file has every figure it needs:
     ///
     /// - `tv = vvc + vb + tvn` (votes cast are computed, blank and null);

@@ -1,4 +1,4 @@
-//! The official TSE layout of the simulated night (`tse-format.md`): the election catalogue, the
+//! The official TSE layout of the simulated night (`docs/tse-format.md`): the election catalogue, the
 //! municipality configuration, one progress file per state, and one unified result per city and
 //! office (and per zone for the mayor race), rendered from the same count model as the
 //! consolidated layout.
