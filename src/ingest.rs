@@ -301,6 +301,8 @@ struct Polled {
     failures: u32,
     /// Polls to let pass before asking again.
     skip: u32,
+    /// Consecutive files whose time disagrees with the accepted file's (older, or far ahead).
+    disagreements: u32,
 }
 
 impl Polled {
@@ -310,6 +312,7 @@ impl Polled {
             missing: false,
             failures: 0,
             skip: 0,
+            disagreements: 0,
         }
     }
 
@@ -1084,43 +1087,66 @@ async fn fetch_race_file(
         }
     };
     match consolidated::parse_per_city(&bytes, &name, office, list) {
-        Ok(feed) => match (feed.source_time.as_deref(), newest_time) {
-            (Some(new), Some(old)) if new < old => {
-                metrics.feed_error("stale");
-                let e = format!(
-                    "{name}: last_updated {new} is older than the accepted file's {old}; refused as stale"
-                );
-                tracing::error!(error = %e, "feed rejected; previous documents stay current");
-                Err(e)
+        Ok(feed) => {
+            match stamp_disagreement(feed.source_time.as_deref(), newest_time).or_else(|| {
+                // A file that agrees ends a run of disagreeing ones.
+                polled.disagreements = 0;
+                None
+            }) {
+                Some((kind, why)) if polled.disagreements + 1 < STAMP_DISAGREEMENT_POLLS => {
+                    polled.disagreements += 1;
+                    metrics.feed_error(kind);
+                    let e = format!("{name}: {why}; refused as {kind}");
+                    tracing::error!(
+                        error = %e,
+                        in_a_row = polled.disagreements,
+                        taken_after = STAMP_DISAGREEMENT_POLLS,
+                        "feed rejected; previous documents stay current"
+                    );
+                    Err(e)
+                }
+                Some((kind, why)) => {
+                    // The files agree with each other, not with the one accepted: that one was
+                    // wrong (dated ahead by mistake), or the upstream's clock moved. Believe the
+                    // feed rather than freeze every city for the rest of the night.
+                    tracing::warn!(
+                        file = %name,
+                        %why,
+                        in_a_row = polled.disagreements + 1,
+                        "files keep disagreeing with the accepted file's time ({kind}); taking the feed's clock"
+                    );
+                    polled.disagreements = 0;
+                    Ok(Some(feed))
+                }
+                // A file that names no city we know (an empty `municipios`, a file of another
+                // election) would change nothing but hide a broken feed: refuse it loudly.
+                _ if feed.races.is_empty() && feed.invalid_cities.is_empty() => {
+                    let e = crate::feed::FeedError::invalid(
+                        &name,
+                        "municipios",
+                        "no city of the municipality list",
+                    );
+                    metrics.feed_error(e.kind());
+                    tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                    Err(e.to_string())
+                }
+                // Many invalid cities: the file, not a city, is broken.
+                _ if too_many_invalid(&feed, max_invalid_share) => {
+                    let (invalid, total) = (
+                        feed.invalid_cities.len(),
+                        feed.invalid_cities.len() + feed.races.len(),
+                    );
+                    let first = &feed.invalid_cities[0].1;
+                    metrics.feed_error(first.kind());
+                    let e = format!(
+                        "{first}; {invalid} of {total} cities invalid, over --max-invalid-share {max_invalid_share} %: the file is rejected whole"
+                    );
+                    tracing::error!(error = %e, "feed rejected; previous documents stay current");
+                    Err(e)
+                }
+                _ => Ok(Some(feed)),
             }
-            // A file that names no city we know (an empty `municipios`, a file of another
-            // election) would change nothing but hide a broken feed: refuse it loudly.
-            _ if feed.races.is_empty() && feed.invalid_cities.is_empty() => {
-                let e = crate::feed::FeedError::invalid(
-                    &name,
-                    "municipios",
-                    "no city of the municipality list",
-                );
-                metrics.feed_error(e.kind());
-                tracing::error!(error = %e, "feed rejected; previous documents stay current");
-                Err(e.to_string())
-            }
-            // Many invalid cities: the file, not a city, is broken.
-            _ if too_many_invalid(&feed, max_invalid_share) => {
-                let (invalid, total) = (
-                    feed.invalid_cities.len(),
-                    feed.invalid_cities.len() + feed.races.len(),
-                );
-                let first = &feed.invalid_cities[0].1;
-                metrics.feed_error(first.kind());
-                let e = format!(
-                    "{first}; {invalid} of {total} cities invalid, over --max-invalid-share {max_invalid_share} %: the file is rejected whole"
-                );
-                tracing::error!(error = %e, "feed rejected; previous documents stay current");
-                Err(e)
-            }
-            _ => Ok(Some(feed)),
-        },
+        }
         Err(e) => {
             metrics.feed_error(e.kind());
             // The validators are kept: the same bad file is not fetched, rejected and logged
@@ -1129,6 +1155,52 @@ async fn fetch_race_file(
             Err(e.to_string())
         }
     }
+}
+
+/// Files in a row whose time disagrees with the accepted file's before the feed's clock is
+/// believed over it: 6 polls (a minute at the default interval) ride out a cache serving an
+/// old copy now and then, and bound how long one wrongly dated file can hold every city.
+pub const STAMP_DISAGREEMENT_POLLS: u32 = 6;
+/// How far ahead of the accepted file's time a new file may be dated: a count night is hours
+/// long, a retotalization comes days later (and is taken after a run of such files).
+const STAMP_MAX_LEAP_SECS: i64 = 24 * 3_600;
+
+/// Why a file's time (`new`) cannot follow the accepted file's (`old`): the metric kind and the
+/// words. Older is `stale`; more than a day ahead is `time_leap`.
+fn stamp_disagreement(new: Option<&str>, old: Option<&str>) -> Option<(&'static str, String)> {
+    let (new, old) = (new?, old?);
+    if new < old {
+        return Some((
+            "stale",
+            format!("last_updated {new} is older than the accepted file's {old}"),
+        ));
+    }
+    let leap = local_seconds(new)? - local_seconds(old)?;
+    (leap > STAMP_MAX_LEAP_SECS).then(|| {
+        (
+            "time_leap",
+            format!(
+                "last_updated {new} is {} h ahead of the accepted file's {old}",
+                leap / 3_600
+            ),
+        )
+    })
+}
+
+/// Seconds since 1970-01-01T00:00:00 of an ISO local time `yyyy-mm-ddThh:mm:ss` (as the
+/// parsers write it, already checked to be a moment of the calendar).
+fn local_seconds(iso: &str) -> Option<i64> {
+    let field = |range: std::ops::Range<usize>| iso.get(range)?.parse::<i64>().ok();
+    let (y, m, d) = (field(0..4)?, field(5..7)?, field(8..10)?);
+    let (h, mi, s) = (field(11..13)?, field(14..16)?, field(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm), March-based years.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3_600 + mi * 60 + s)
 }
 
 /// More than `max_share` percent of the file's cities of the list are invalid.
@@ -1306,6 +1378,29 @@ pub async fn once(args: IngestArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_seconds_count_days_and_leap_years() {
+        assert_eq!(local_seconds("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(local_seconds("2000-03-01T00:00:00"), Some(951_868_800));
+        let midnight = local_seconds("2028-10-02T00:00:00").unwrap();
+        assert_eq!(midnight - local_seconds("2028-10-01T23:59:59").unwrap(), 1);
+        assert_eq!(local_seconds("2028-1O-01T00:00:00"), None);
+    }
+
+    #[test]
+    fn a_file_older_or_a_day_ahead_disagrees_with_the_accepted_one() {
+        let old = Some("2028-10-01T20:00:00");
+        assert_eq!(stamp_disagreement(Some("2028-10-01T20:00:10"), old), None);
+        assert_eq!(stamp_disagreement(Some("2028-10-02T19:59:59"), old), None);
+        let (kind, _) = stamp_disagreement(Some("2028-10-01T19:59:59"), old).unwrap();
+        assert_eq!(kind, "stale");
+        let (kind, why) = stamp_disagreement(Some("2029-10-01T20:00:00"), old).unwrap();
+        assert_eq!(kind, "time_leap");
+        assert!(why.contains("8760 h ahead"), "{why}");
+        assert_eq!(stamp_disagreement(None, old), None);
+        assert_eq!(stamp_disagreement(Some("2028-10-01T20:00:00"), None), None);
+    }
 
     /// The back-off of a failing feed file: asked again at the next poll, then after 2, then
     /// every 4 (never longer), and at every poll again once it answers.

@@ -277,6 +277,79 @@ async fn every_rejection_says_what_and_where() {
     }
 }
 
+/// One file dated a year ahead is refused and never holds the night back; a first file dated
+/// ahead (the mark every later file is compared with) holds it for a bounded number of polls,
+/// after which the feed's clock is believed.
+#[tokio::test]
+async fn a_wrongly_dated_file_never_freezes_the_night() {
+    let cs = cities();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("mayors.json");
+    let args = feed_args(feed.display().to_string(), "unused".into(), 1 << 20);
+    let list =
+        Arc::new(MunicipalityList::parse(municipalities_json(&cs).as_bytes(), "list").unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let ingest_on = |metrics: Arc<Metrics>| {
+        let fetcher = Fetcher::new(args.fetch_timeout, args.max_feed_bytes).unwrap();
+        Ingest::new(
+            list.clone(),
+            &args,
+            fetcher,
+            Arc::new(EmbeddedBus::new()),
+            metrics,
+        )
+    };
+    // Files are told apart by modification time and size: each one a different size (trailing
+    // white space), so that files written within one clock tick still read as new.
+    let moved = |n: u64, time: &str| {
+        let mut next = cs.clone();
+        next[0] = next[0].clone().votes(&[600 + n, 400], 10.0 + n as f64);
+        let json = feed_json(&next).replace("19:00:00", time);
+        format!("{json}{}", " ".repeat(n as usize + 1))
+    };
+    let next_year = |json: String| json.replace("06/10/2024", "06/10/2025") + "  \n";
+
+    let mut ingest = ingest_on(metrics.clone());
+    write_atomic(&feed, feed_json(&cs).as_bytes());
+    assert!(ingest.poll().await.unwrap().cycle.is_some());
+    write_atomic(&feed, next_year(moved(1, "19:00:05")).as_bytes());
+    let report = ingest.poll().await.unwrap();
+    assert!(report.cycle.is_none(), "a file a year ahead was published");
+    assert!(
+        report.rejected[0].contains("8760 h ahead"),
+        "{:?}",
+        report.rejected
+    );
+    assert_eq!(metrics.feed_errors("time_leap"), 1);
+    write_atomic(&feed, moved(2, "19:00:10").as_bytes());
+    assert!(
+        ingest.poll().await.unwrap().cycle.is_some(),
+        "the next good file waits behind the refused one"
+    );
+
+    // The very first file is the one dated ahead: later files look stale, for a while.
+    let metrics = Arc::new(Metrics::default());
+    let mut ingest = ingest_on(metrics.clone());
+    write_atomic(&feed, next_year(feed_json(&cs)).as_bytes());
+    assert!(ingest.poll().await.unwrap().cycle.is_some());
+    let polls = apura::ingest::STAMP_DISAGREEMENT_POLLS as u64;
+    for n in 1..polls {
+        write_atomic(&feed, moved(n, &format!("19:00:{:02}", n)).as_bytes());
+        let report = ingest.poll().await.unwrap();
+        assert!(report.cycle.is_none(), "poll {n}: taken too early");
+        assert_eq!(metrics.feed_errors("stale"), n);
+    }
+    write_atomic(&feed, moved(polls, "19:01:00").as_bytes());
+    let report = ingest.poll().await.unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert!(report.cycle.is_some(), "still frozen after {polls} polls");
+    write_atomic(&feed, moved(polls + 1, "19:01:10").as_bytes());
+    assert!(
+        ingest.poll().await.unwrap().cycle.is_some(),
+        "the feed is followed again"
+    );
+}
+
 /// A city present in the previous file and absent now keeps its documents (results are state),
 /// the rest of the file is taken, and a metric counts the file.
 #[tokio::test]

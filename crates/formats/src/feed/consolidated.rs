@@ -192,12 +192,34 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
     }
 }
 
-/// Turn `dd/mm/yyyy` and `hh:mm:ss` into ISO 8601 local time, or `None` if either is missing.
+/// Turn `dd/mm/yyyy` and `hh:mm:ss` into ISO 8601 local time, or `None` if either is missing or
+/// is not a moment of the calendar (`31/02/2028`, `24:06:30`): such a stamp would order wrongly
+/// against real ones, and the ingest orders files by it.
 pub(crate) fn iso_local(date: Option<&str>, time: Option<&str>) -> Option<String> {
     let (date, time) = (date?.trim(), time?.trim());
     let mut parts = date.split('/');
     let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
-    if d.len() != 2 || m.len() != 2 || y.len() != 4 || time.len() != 8 {
+    if d.len() != 2 || m.len() != 2 || y.len() != 4 || time.len() != 8 || parts.next().is_some() {
+        return None;
+    }
+    let number = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<u32>().ok())?
+    };
+    let (day, month, year) = (number(d)?, number(m)?, number(y)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    let mut hms = time.split(':');
+    let (h, mi, se) = (hms.next()?, hms.next()?, hms.next()?);
+    let in_range = |s: &str, max: u32| s.len() == 2 && number(s).is_some_and(|n| n <= max);
+    if !(1..=days).contains(&day) || !in_range(h, 23) || !in_range(mi, 59) || !in_range(se, 59) {
         return None;
     }
     Some(format!("{y}-{m}-{d}T{time}"))
@@ -244,6 +266,17 @@ pub fn parse_per_city(
         ));
     }
     let source_time = iso_local(header.date.as_deref(), header.time.as_deref());
+    if source_time.is_none() && (header.date.is_some() || header.time.is_some()) {
+        return Err(FeedError::invalid(
+            file,
+            "last_updated",
+            format!(
+                "{:?} {:?} is not a date (dd/mm/yyyy) and a time (hh:mm:ss)",
+                header.date.as_deref().unwrap_or(""),
+                header.time.as_deref().unwrap_or("")
+            ),
+        ));
+    }
 
     let mut seen = std::collections::HashSet::with_capacity(raw.municipios.0.len());
     let mut races = Vec::with_capacity(raw.municipios.0.len());
@@ -413,6 +446,33 @@ mod tests {
             "test",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_stamp_must_be_a_moment_of_the_calendar() {
+        let iso = |d, t| iso_local(Some(d), Some(t));
+        assert_eq!(
+            iso("16/09/2020", "15:02:32").as_deref(),
+            Some("2020-09-16T15:02:32")
+        );
+        assert_eq!(
+            iso("29/02/2028", "23:59:59").as_deref(),
+            Some("2028-02-29T23:59:59")
+        );
+        for (d, t) in [
+            ("01/10/2028", "24:06:30"),
+            ("01/10/2028", "12:60:00"),
+            ("01/10/2028", "12:00:60"),
+            ("31/02/2028", "12:00:00"),
+            ("29/02/2027", "12:00:00"),
+            ("00/10/2028", "12:00:00"),
+            ("01/13/2028", "12:00:00"),
+            ("0a/10/2028", "12:00:00"),
+            ("01/10/2028/1", "12:00:00"),
+            ("01/10/2028", "1:00:000"),
+        ] {
+            assert_eq!(iso(d, t), None, "{d} {t}");
+        }
     }
 
     const GOOD: &str = r##"{"last_updated": {"date": "16/09/2020", "time": "15:02:32", "turno": 1,
