@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::handler::HandlerWithoutStateExt;
 use axum::routing::get;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
@@ -237,7 +238,12 @@ pub fn router(state: AppState, web_dir: PathBuf) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
-        .fallback_service(ServeDir::new(web_dir))
+        .method_not_allowed_fallback(http::nothing_here)
+        .fallback_service(
+            ServeDir::new(web_dir)
+                .call_fallback_on_method_not_allowed(true)
+                .fallback(http::nothing_here.into_service()),
+        )
         .layer(cors)
         .with_state(state)
 }

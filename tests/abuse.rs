@@ -345,8 +345,10 @@ async fn no_endpoint_accepts_a_write() {
                 .send()
                 .await
                 .unwrap();
-            let code = r.status().as_u16();
-            assert!(code == 405 || code == 404, "{method} {path}: {code}");
+            assert_eq!(r.status(), 405, "{method} {path}");
+            assert_eq!(r.headers()["allow"], "GET, HEAD", "{method} {path}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "method_not_allowed", "{method} {path}");
         }
     }
     let after = reqwest::get(gw.url("/brazil.json"))

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -27,6 +27,12 @@ pub enum ApiError {
         reason: &'static str,
         retry_after: u64,
     },
+    /// A path that is neither a topic, an endpoint nor a file of the page.
+    #[error("nothing at {0}")]
+    NotFound(String),
+    /// A method other than GET or HEAD: nothing here accepts a write.
+    #[error("{0} is not allowed: every endpoint is read-only (GET or HEAD)")]
+    MethodNotAllowed(String),
     /// The gateway has not loaded its snapshots yet: a topic it does not hold may well exist.
     #[error("starting: documents not loaded yet; retry in {NOT_READY_RETRY_AFTER} s")]
     NotReady,
@@ -44,12 +50,15 @@ impl ApiError {
             ApiError::StreamsDisabled => "streams_disabled",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotReady => "not_ready",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
         }
     }
 
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnknownTopic(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownTopic(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) | ApiError::TooManyTopics { .. } => StatusCode::BAD_REQUEST,
             ApiError::StreamsDisabled | ApiError::Overloaded { .. } | ApiError::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -72,6 +81,19 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        resp
+    }
+}
+
+/// What no route and no file of the page answers: a JSON 404, or a JSON 405 for a method other
+/// than GET and HEAD, as every other error.
+pub async fn nothing_here(method: Method, uri: Uri) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        ApiError::NotFound(uri.path().to_string()).into_response()
+    } else {
+        let mut resp = ApiError::MethodNotAllowed(method.to_string()).into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         resp
     }
 }

@@ -138,6 +138,17 @@ test('every GET document and error follows the OpenAPI schemas', async () => {
   const missing = await fetch(`${base}/cities/mayors-sp-nowhere.json`);
   assert.equal(missing.status, 404);
   validate.error(await missing.json(), '404 body');
+  for (const [method, path, status] of [
+    ['GET', '/nowhere', 404],
+    ['GET', '//brazil.json', 404],
+    ['POST', '/brazil.json', 405],
+    ['DELETE', '/', 405],
+  ]) {
+    const r = await fetch(base + path, { method });
+    assert.equal(r.status, status, `${method} ${path}`);
+    assert.match(r.headers.get('content-type'), /application\/json/, `${method} ${path}`);
+    validate.error(await r.json(), `${method} ${path}`);
+  }
   const index = await (await fetch(`${base}/cities.json`)).json();
   const many = index.cities.slice(0, 65).map((c) => c.topics[0]);
   const tooMany = await fetch(`${base}/events?topics=${many.join(',')}`);
