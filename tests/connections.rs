@@ -713,7 +713,6 @@ async fn one_address_gets_its_share_also_behind_a_proxy_protocol_balancer() {
 
     // Behind a balancer speaking the PROXY protocol: the header names the client.
     drop(gw);
-    let mut args = args;
     args.proxy_protocol = true;
     let gw = Gateway::start(args).await;
     gw.publish(&[("brazil", 1)]).await;
