@@ -203,7 +203,7 @@ async fn connection(
                 axum::Json(body),
             );
             metrics.client_errors.fetch_add(1, Relaxed);
-            let _ = write_response(&mut io, resp.into_response()).await;
+            answer_and_close(&mut io, &buf, resp.into_response()).await;
         }
         Look::Hyper | Look::More => {
             let keep = Arc::new(KeepAlive {
