@@ -100,7 +100,7 @@ async fn publish_count_night(bus: &dyn Bus) {
     let pad = "x".repeat(3_000);
     let drafts = (0..17_000)
         .map(|i| Draft {
-            topic: format!("mayors-sp-city-{i}").into(),
+            topic: format!("mayors-sp-city-{i}"),
             body: Bytes::from(format!(r#"{{"topic":"mayors-sp-city-{i}","pad":"{pad}"}}"#)),
         })
         .collect();
