@@ -46,18 +46,20 @@ function freePort() {
   });
 }
 
-async function waitReady(url, seconds) {
+// Until `path` answers 200: the gateway is ready with the first documents, and zone documents
+// come with the first zone poll, a little later.
+async function waitFor(url, path, seconds) {
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
     try {
-      const r = await fetch(`${url}/readyz`);
+      const r = await fetch(url + path);
       if (r.ok) return;
     } catch {
       // not listening yet
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`apura demo not ready at ${url} after ${seconds} s`);
+  throw new Error(`no ${path} at ${url} after ${seconds} s`);
 }
 
 // Validators for the schemas of both descriptions: the OpenAPI 3.1 schemas are JSON Schema
@@ -93,7 +95,8 @@ before(async () => {
     cwd: join(docs, '..'),
     env: { ...process.env, APURA_LOG: 'warn' },
   });
-  await waitReady(base, 60);
+  await waitFor(base, '/readyz', 60);
+  await waitFor(base, '/cities/zones-sp-sao-paulo.json', 90);
   validate = validators();
 });
 
