@@ -201,6 +201,13 @@ async fn websocket_subscribes_unsubscribes_and_answers_malformed_messages() {
     let err = ws_next(&mut ws, WAIT).await.unwrap();
     assert_eq!(err["type"], "error");
     assert_eq!(err["code"], "bad_request");
+    // A subscribe that names no topic is answered too, not left in silence.
+    ws_send(&mut ws, json!({"type": "subscribe", "topics": []})).await;
+    let err = ws_next(&mut ws, WAIT).await.unwrap();
+    assert_eq!(
+        (err["type"].as_str(), err["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
     ws_send(
         &mut ws,
         json!({"type": "subscribe", "topics": ["mayors-xx-nowhere"]}),

@@ -465,6 +465,13 @@ async fn handle(
     };
     match msg {
         ClientMessage::Subscribe { topics, since } => {
+            if topics.is_empty() {
+                metrics.client_errors.fetch_add(1, Relaxed);
+                let err = ApiError::BadRequest("subscribe names no topic".into());
+                return socket
+                    .send(error_message(err.code(), &err.to_string(), None))
+                    .await;
+            }
             let since = since.unwrap_or(0);
             for topic in topics {
                 if subs.contains(topic.as_str()) {
