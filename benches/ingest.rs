@@ -14,9 +14,8 @@ use apura::bus::Document;
 use apura::bus::embedded::EmbeddedBus;
 use apura::feed::consolidated;
 use apura::feed::tse::unified;
-use apura::fetch::{DEFAULT_MAX_BYTES, Fetcher};
 use apura::gateway::hub::Encoded;
-use apura::ingest::{FeedArgs, Ingest};
+use apura::ingest::{Accepted, Core};
 use apura::metrics::Metrics;
 use apura::model::Office;
 use apura::simulate::tse::ELECTION;
@@ -36,15 +35,13 @@ fn main() {
     let mid = sim.last_tick() / 2;
     let before = sim.render_tick(mid - 1, Office::Mayor);
     let after = sim.render_tick(mid, Office::Mayor);
-    let args = FeedArgs::consolidated("unused", "unused");
-    let fetcher = Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap();
-    let mut ingest = Ingest::new(
+    let mut ingest = Core::new(
         list.clone(),
-        &args,
-        fetcher,
         Arc::new(EmbeddedBus::new()),
         Arc::new(Metrics::default()),
     );
+    let accept =
+        |ingest: &mut Core, feed| ingest.take(Accepted::Files(vec![(Office::Mayor, feed)]));
     println!(
         "municipalities: {}, mayors file: {:.2} MB (tick {mid} of {})",
         list.len(),
@@ -56,14 +53,17 @@ fn main() {
         let mut changed = 0;
         for _ in 0..RUNS {
             // Reference state: the previous file, published.
-            ingest.accept(consolidated::parse(&before, "before", Office::Mayor, &list).unwrap());
+            accept(
+                &mut ingest,
+                consolidated::parse(&before, "before", Office::Mayor, &list).unwrap(),
+            );
             let reference = ingest.changed();
             ingest.mark_published(&reference);
 
             let t = Instant::now();
             let feed = consolidated::parse(next, "bench", Office::Mayor, &list).unwrap();
             let parsed = t.elapsed();
-            ingest.accept(feed);
+            accept(&mut ingest, feed);
             let accepted = t.elapsed();
             let drafts = ingest.changed();
             times.push(t.elapsed());
@@ -111,10 +111,8 @@ fn tse_councillors() {
             .race(3550308, Office::Councillor)
             .unwrap()
     };
-    let mut ingest = Ingest::new(
+    let mut ingest = Core::new(
         list,
-        &FeedArgs::consolidated("unused", "unused"),
-        Fetcher::new(Duration::from_secs(1), DEFAULT_MAX_BYTES).unwrap(),
         Arc::new(EmbeddedBus::new()),
         Arc::new(Metrics::default()),
     );

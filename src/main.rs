@@ -29,7 +29,7 @@ enum Command {
     /// Ingest and gateway in one process on the embedded bus, for a real or recorded feed.
     Run(run::RunArgs),
     /// Poll the feed and publish to Redis as leader or standby (`--once --print` to try a feed).
-    Ingest(ingest::IngestArgs),
+    Ingest(ingest::command::IngestArgs),
     /// A count-night simulator serving the government feed over HTTP.
     Simulate(simulate::SimulateArgs),
     /// Serve clients from the documents published on Redis.
@@ -79,8 +79,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args, shutdown.clone()).await,
             Command::Run(args) => run::run(args, shutdown.clone()).await,
             Command::Simulate(args) => simulate::serve(&args, shutdown.clone()).await,
-            Command::Ingest(args) if args.once => ingest::once(args).await,
-            Command::Ingest(args) => ingest::leader::run(args, shutdown.clone()).await,
+            Command::Ingest(args) => ingest::command::run(args, shutdown.clone()).await,
             Command::Gateway(args) => gateway::command::run(args, shutdown.clone()).await,
         }
     };

@@ -64,7 +64,7 @@ pub async fn serve_embedded(
                 return;
             }
         };
-        if let Err(e) = ingest::run(ingest, feed, s1.clone()).await {
+        if let Err(e) = ingest::run(ingest, s1.clone()).await {
             tracing::error!(error = format!("{e:#}"), "ingest stopped");
             s1.cancel();
         }

@@ -411,7 +411,7 @@ async fn a_cycle_of_500_changed_cities_is_published_within_the_budget() {
     // Tick 0: polls closed, no city published yet: the progress files only.
     let report = ingest.poll().await.unwrap();
     assert!(report.rejected.is_empty());
-    assert_eq!(ingest.tse_stats().await.unwrap().file_requests, 0);
+    assert_eq!(ingest.tse_stats().unwrap().file_requests, 0);
     // A tenth of the night later every city is out and counting.
     clock.set(sim.sim.last_tick() / 10);
     let before = sim.status().await;
@@ -423,7 +423,7 @@ async fn a_cycle_of_500_changed_cities_is_published_within_the_budget() {
         let report = ingest.poll().await.unwrap();
         assert!(report.rejected.is_empty(), "{:?}", report.rejected);
         cycles.extend(report.cycles);
-        let stats = ingest.tse_stats().await.unwrap();
+        let stats = ingest.tse_stats().unwrap();
         polls.push(stats.file_requests);
         if stats.backlog == 0 {
             break;
@@ -723,7 +723,7 @@ async fn sweep(ingest: &mut Ingest) -> Vec<String> {
     let mut rejected = Vec::new();
     for _ in 0..20 {
         rejected.extend(ingest.poll().await.unwrap().rejected);
-        if ingest.tse_stats().await.unwrap().backlog == 0 {
+        if ingest.tse_stats().unwrap().backlog == 0 {
             return rejected;
         }
     }

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{FeedArgs, Ingest, IngestArgs};
+use super::command::IngestArgs;
+use super::{FeedArgs, Ingest};
 use crate::bus::Bus;
 use crate::bus::redis::{self, RedisBus, Renewal};
 use crate::metrics::Metrics;
@@ -50,7 +51,12 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
     let metrics = Arc::new(Metrics::default());
     let bus = Arc::new(RedisBus::connect(&url, &args.redis_prefix, metrics.clone()).await?);
     let dyn_bus: Arc<dyn Bus> = bus.clone();
-    let ingest = Ingest::connect(&args.feed, dyn_bus, metrics.clone()).await?;
+    // The feed may be down when the ingest starts: wait for it, as `apura run` does.
+    let Some(ingest) =
+        Ingest::connect_patiently(&args.feed, dyn_bus, metrics.clone(), &shutdown).await?
+    else {
+        return Ok(());
+    };
     let leading = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     if let Some(addr) = args.metrics_listen {
@@ -185,7 +191,7 @@ async fn lead(
     // Should this future be dropped (the task aborted), the keeper must stop renewing too.
     let _stop_keeper = term.clone().drop_guard();
     let keeper = tokio::spawn(keep(bus.clone(), ttl, term.clone()));
-    super::run_on(ingest, feed, term.clone()).await?;
+    super::run_on(ingest, term.clone()).await?;
     term.cancel();
     Ok(keeper
         .await

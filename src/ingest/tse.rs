@@ -11,8 +11,9 @@
 //! 2. every city whose progress row changed since its files were last fetched (the row's
 //!    fingerprint: `dt`, `ht`, `s.st`): its mayor (cargo 11) and councillor (13) unified files,
 //!    conditionally; with a second round, its round-2 mayor file instead of nothing;
-//! 3. races accepted as they arrive and published every [`PUBLISH_EVERY`], so that the first
-//!    cities of a long cycle do not wait for the last.
+//! 3. races sent to the core as they arrive, which publishes them at once and then at most
+//!    every [`PUBLISH_EVERY`](super::core::PUBLISH_EVERY), so that the first cities of a long cycle do not wait for the
+//!    last.
 //!
 //! A cycle fetches at most what the budget allows in one `--interval` (500 files at 50
 //! requests/s every 10 s), most-watched first; the rest stay due and go first in the next cycle,
@@ -48,10 +49,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CycleReport, FeedArgs, Ingest};
+use super::FeedArgs;
+use super::core::Accepted;
 use crate::feed::FeedError;
 use crate::feed::municipalities::MunicipalityList;
 use crate::feed::tse::catalogue::Catalogue;
@@ -61,6 +64,7 @@ use crate::feed::tse::progress::{self, Fingerprint};
 use crate::feed::tse::unified;
 use crate::fetch::throttle::Throttle;
 use crate::fetch::{FetchError, Fetched, Fetcher, Source};
+use crate::metrics::Metrics;
 use crate::model::{Office, Race};
 
 pub use zones::ZoneTarget;
@@ -77,10 +81,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 /// Zone files get at most this share of the request budget (10 of 50 per second), the main
 /// cycle the rest.
 pub const ZONE_SHARE: u32 = 5;
-/// A cycle publishes what it has accepted at least this often (its first race at once): a
-/// capital fetched in the first second of a 10-second cycle is on screen then, not 9 s later,
-/// and each intermediate publication republishes only the changed cities and the few roll-ups.
-pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// First wait before asking again for a file not found; doubled every time up to
 /// [`NOT_FOUND_MAX`]. A file late behind its progress row is picked up 10 s later; one that never
 /// comes costs one request every five minutes.
@@ -166,6 +166,7 @@ struct Election {
 
 /// The TSE source's state, kept across cycles.
 pub struct TseSource {
+    metrics: Arc<Metrics>,
     fetcher: Fetcher,
     zone_fetcher: Fetcher,
     throttle: Arc<Throttle>,
@@ -179,6 +180,12 @@ pub struct TseSource {
     codes: HashMap<u32, String>,
     unknown_logged: HashSet<String>,
     last_stats: PassStats,
+    /// The latest mayor race sent of every city (a later round replaces an earlier one): what
+    /// the zone sweep follows.
+    mayors: HashMap<u32, Race>,
+    zones_interval: Duration,
+    /// The zone sweep and what it should cover, once it runs.
+    zone_sweep: Option<(tokio::task::JoinHandle<()>, watch::Sender<Vec<ZoneTarget>>)>,
 }
 
 /// What a cycle did, for the log line and the tests.
@@ -191,7 +198,6 @@ pub struct PassStats {
     pub not_found: usize,
     pub failed: usize,
     pub rejected: usize,
-    pub published: usize,
     /// Files due but left for the next cycle (over [`TseSource::poll`]'s per-cycle cap).
     pub backlog: usize,
 }
@@ -199,7 +205,10 @@ pub struct PassStats {
 impl TseSource {
     /// Read the catalogue (best effort) and the municipality configuration; answer the source
     /// and the municipality list it gives.
-    pub async fn connect(args: &FeedArgs) -> anyhow::Result<(TseSource, MunicipalityList)> {
+    pub async fn connect(
+        args: &FeedArgs,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(TseSource, MunicipalityList)> {
         let base = args.base_url.as_deref().unwrap_or_default();
         let election = args.election.as_deref().unwrap_or_default();
         let first = TsePaths::new(base, election).map_err(anyhow::Error::msg)?;
@@ -277,6 +286,7 @@ impl TseSource {
         );
         Ok((
             TseSource {
+                metrics,
                 fetcher,
                 zone_fetcher,
                 throttle,
@@ -291,6 +301,9 @@ impl TseSource {
                 codes,
                 unknown_logged: HashSet::new(),
                 last_stats: PassStats::default(),
+                mayors: HashMap::new(),
+                zones_interval: args.zones_interval,
+                zone_sweep: None,
             },
             list,
         ))
@@ -301,22 +314,17 @@ impl TseSource {
         &self.throttle
     }
 
-    /// The fetcher of the zone files: its own share of the budget in front of the shared one.
-    pub fn zone_fetcher(&self) -> Fetcher {
-        self.zone_fetcher.clone()
-    }
-
-    /// One cycle: progress files, then the changed cities in order, publishing as they come.
+    /// One cycle: progress files, then the changed cities in order, each race sent to the core
+    /// as it comes. Answers the files rejected, with the reason (already logged and counted).
     pub async fn poll(
         &mut self,
-        ingest: &mut Ingest,
+        tx: &mpsc::Sender<Accepted>,
         stop: &CancellationToken,
-    ) -> anyhow::Result<CycleReport> {
+    ) -> Vec<String> {
         let started = Instant::now();
         let mut stats = PassStats::default();
-        let mut report = CycleReport::default();
-        self.read_progress(ingest, stop, &mut stats, &mut report.rejected)
-            .await;
+        let mut rejected = Vec::new();
+        self.read_progress(stop, &mut stats, &mut rejected).await;
         let mut due = self.due(Instant::now());
         stats.backlog = due.len().saturating_sub(self.files_per_cycle);
         due.truncate(self.files_per_cycle);
@@ -336,28 +344,15 @@ impl TseSource {
                 .buffer_unordered(self.max_in_flight)
                 .take_until(stop.cancelled())
         );
-        // The first race of a cycle goes out at once (it is the most watched), the others at
-        // most every PUBLISH_EVERY.
-        let mut last_publication: Option<Instant> = None;
-        let mut pending = false;
         while let Some((d, source, result)) = results.next().await {
-            if let Some(race) = self.take_file(d, source, result, &mut stats, &mut report, ingest) {
-                ingest.accept_race(race);
-                pending = true;
-            }
-            if pending && last_publication.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
-                if let Some(cycle) = ingest.publish_changes().await? {
-                    report.cycles.push(cycle);
+            if let Some(accepted) = self.take_file(d, source, result, &mut stats, &mut rejected) {
+                if let Accepted::Race(race) = &accepted {
+                    self.remember_mayor(race);
                 }
-                last_publication = Some(Instant::now());
-                pending = false;
+                // The core is gone only when the ingest stops.
+                let _ = tx.send(accepted).await;
             }
         }
-        if let Some(cycle) = ingest.publish_changes().await? {
-            report.cycles.push(cycle);
-        }
-        report.cycle = report.cycles.last().cloned();
-        stats.published = report.cycles.len();
         if stats.file_requests > 0 || stats.failed > 0 {
             tracing::info!(
                 progress = stats.progress_requests,
@@ -367,7 +362,6 @@ impl TseSource {
                 not_found = stats.not_found,
                 failed = stats.failed,
                 rejected = stats.rejected,
-                cycles = stats.published,
                 backlog = stats.backlog,
                 elapsed = ?started.elapsed(),
                 "TSE cycle"
@@ -376,14 +370,59 @@ impl TseSource {
             tracing::debug!(progress = stats.progress_requests, elapsed = ?started.elapsed(), "TSE cycle: nothing changed");
         }
         self.last_stats = stats;
-        Ok(report)
+        rejected
+    }
+
+    /// Keep the latest mayor race of a city for the zone sweep, as the core does: an earlier
+    /// round never replaces a later one.
+    fn remember_mayor(&mut self, race: &Race) {
+        if race.office != Office::Mayor {
+            return;
+        }
+        match self.mayors.get(&race.ibge) {
+            Some(old) if old.round > race.round => {}
+            _ => {
+                self.mayors.insert(race.ibge, race.clone());
+            }
+        }
+    }
+
+    /// After a poll: point the zone sweep at the mayor races as they are now, starting it once
+    /// there is a city to sweep.
+    pub fn follow_zones(&mut self, tx: &mpsc::Sender<Accepted>, shutdown: &CancellationToken) {
+        let targets = self.zone_targets();
+        match &self.zone_sweep {
+            Some((_, sweep)) => {
+                sweep.send_replace(targets);
+            }
+            None if !targets.is_empty() => {
+                let (sweep, rx) = watch::channel(targets);
+                let task = tokio::spawn(zones::sweep_loop(
+                    self.zone_fetcher.clone(),
+                    rx,
+                    self.zones_interval,
+                    tx.clone(),
+                    self.metrics.clone(),
+                    shutdown.clone(),
+                ));
+                self.zone_sweep = Some((task, sweep));
+            }
+            None => {}
+        }
+    }
+
+    /// Stop the zone sweep; the next [`TseSource::follow_zones`] starts it again.
+    pub async fn stop_zones(&mut self) {
+        if let Some((task, _)) = self.zone_sweep.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// Fetch the progress files of every election, all at once within the budget, and take
     /// their rows.
     async fn read_progress(
         &mut self,
-        ingest: &mut Ingest,
         stop: &CancellationToken,
         stats: &mut PassStats,
         rejected: &mut Vec<String>,
@@ -413,12 +452,12 @@ impl TseSource {
             match result {
                 Ok(Fetched::Modified(bytes)) => match progress::parse(&bytes, &name) {
                     Ok(file) => {
-                        self.take_rows(e, &file, ingest);
+                        self.take_rows(e, &file);
                         self.set_progress(e, &uf, source, Backoff::default());
                     }
                     Err(err) => {
                         stats.rejected += 1;
-                        reject(ingest, &err, rejected);
+                        reject(&self.metrics, &err, rejected);
                         // Its validators are kept: the same bad file is not fetched again.
                         self.set_progress(e, &uf, source, Backoff::default());
                     }
@@ -435,7 +474,7 @@ impl TseSource {
                 }
                 Err(err) => {
                     stats.failed += 1;
-                    fetch_failed(ingest, &err, rejected);
+                    fetch_failed(&self.metrics, &err, rejected);
                 }
             }
         }
@@ -448,12 +487,11 @@ impl TseSource {
     }
 
     /// Take the municipality rows of a progress file.
-    fn take_rows(&mut self, e: usize, file: &progress::ProgressFile, ingest: &mut Ingest) {
+    fn take_rows(&mut self, e: usize, file: &progress::ProgressFile) {
         for row in file.municipalities() {
             let Some(city) = self.cities.get(&row.code) else {
                 if self.unknown_logged.insert(row.code.clone()) {
-                    ingest
-                        .metrics
+                    self.metrics
                         .unknown_cities
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(code = %row.code, "city in a progress file but not in the municipality configuration; skipped");
@@ -520,16 +558,16 @@ impl TseSource {
         due
     }
 
-    /// Take one fetched file: record its validators and row, answer its race if it is new.
+    /// Take one fetched file: record its validators and row; answer its race if it is new, or
+    /// the city's quarantine if it is invalid.
     fn take_file(
         &mut self,
         d: Due,
         source: Source,
         result: Result<Fetched, FetchError>,
         stats: &mut PassStats,
-        report: &mut CycleReport,
-        ingest: &mut Ingest,
-    ) -> Option<Race> {
+        rejected: &mut Vec<String>,
+    ) -> Option<Accepted> {
         let election = &mut self.elections[d.election];
         let state = election
             .files
@@ -548,15 +586,19 @@ impl TseSource {
                 state.backoff = Backoff::default();
                 let code = self.codes.get(&d.ibge).map(String::as_str).unwrap_or("");
                 match race_of(&bytes, &name, code, d.ibge, d.office, election.round) {
-                    Ok(race) => Some(race),
-                    Err(err) => {
+                    Ok(race) => Some(Accepted::Race(race)),
+                    Err(error) => {
                         // Validators kept: the same bad file is not fetched again until its
                         // row moves. The city is quarantined; no other city waits for it.
                         stats.rejected += 1;
-                        ingest.metrics.feed_error(err.kind());
-                        ingest.hold(d.ibge, d.office, election.round, &err);
-                        report.rejected.push(err.to_string());
-                        None
+                        self.metrics.feed_error(error.kind());
+                        rejected.push(error.to_string());
+                        Some(Accepted::Invalid {
+                            ibge: d.ibge,
+                            office: d.office,
+                            round: election.round,
+                            error,
+                        })
                     }
                 }
             }
@@ -579,15 +621,16 @@ impl TseSource {
             Err(err) => {
                 // Due again next cycle.
                 stats.failed += 1;
-                fetch_failed(ingest, &err, &mut report.rejected);
+                fetch_failed(&self.metrics, &err, rejected);
                 None
             }
         }
     }
 
-    /// What the zone poller should cover now: every city of more than one zone with a mayor
+    /// What the zone sweep should cover now: every city of more than one zone with a mayor
     /// race, in fetch order, with the election of the race's round.
-    pub fn zone_targets(&self, mayors: &HashMap<u32, Race>) -> Vec<ZoneTarget> {
+    fn zone_targets(&self) -> Vec<ZoneTarget> {
+        let mayors = &self.mayors;
         let mut targets: Vec<ZoneTarget> = self
             .cities
             .iter()
@@ -709,14 +752,14 @@ pub(super) fn race_of(
     })
 }
 
-fn reject(ingest: &Ingest, err: &FeedError, rejected: &mut Vec<String>) {
-    ingest.metrics.feed_error(err.kind());
+fn reject(metrics: &Metrics, err: &FeedError, rejected: &mut Vec<String>) {
+    metrics.feed_error(err.kind());
     tracing::error!(error = %err, "TSE file rejected; previous documents stay current");
     rejected.push(err.to_string());
 }
 
-fn fetch_failed(ingest: &Ingest, err: &FetchError, rejected: &mut Vec<String>) {
-    ingest.metrics.feed_error(err.kind());
+fn fetch_failed(metrics: &Metrics, err: &FetchError, rejected: &mut Vec<String>) {
+    metrics.feed_error(err.kind());
     tracing::warn!(error = %err, "TSE fetch failed; due again next cycle");
     rejected.push(err.to_string());
 }
@@ -798,65 +841,5 @@ mod tests {
         backoff.miss(now, Some((&a, true)));
         assert!(!backoff.allows(now + NOT_FOUND_MAX * 10, Some(&a)));
         assert!(backoff.allows(now, Some(&b)));
-    }
-
-    /// A councillor race read again unchanged (a rewrite with a new `idg`, say) costs no
-    /// slicing and publishes nothing; a changed one is sliced once and is the only document.
-    #[test]
-    fn an_unchanged_race_is_neither_sliced_nor_published_again() {
-        use crate::bus::embedded::EmbeddedBus;
-        use crate::feed::tse::unified::fixtures::COUNCIL;
-        use crate::metrics::Metrics;
-        use crate::model::Municipality;
-        let list = MunicipalityList::new(
-            vec![Municipality::new(
-                3500001,
-                Some("99001".into()),
-                "Vila Exemplo",
-                "SP",
-                false,
-            )],
-            "t",
-        )
-        .unwrap();
-        let mut ingest = Ingest::new(
-            Arc::new(list),
-            &FeedArgs::consolidated("unused", "unused"),
-            Fetcher::new(Duration::from_secs(1), crate::fetch::DEFAULT_MAX_BYTES).unwrap(),
-            Arc::new(EmbeddedBus::new()),
-            Arc::new(Metrics::default()),
-        );
-        let race = |text: &str| {
-            unified::parse_validated(text.as_bytes(), "c")
-                .unwrap()
-                .race(3500001, Office::Councillor)
-                .unwrap()
-        };
-        ingest.accept_race(race(COUNCIL));
-        let first = ingest.changed();
-        let topics: Vec<&str> = first.iter().map(|d| d.topic.as_str()).collect();
-        assert_eq!(topics, ["councillors-sp-vila-exemplo", "cities"]);
-        ingest.mark_published(&first);
-        let body = first[0].body.clone();
-
-        ingest.accept_race(race(&COUNCIL.replace("700002", "700003")));
-        assert!(ingest.changed().is_empty());
-        let cached = ingest.drafts().into_iter().next().unwrap();
-        assert_eq!(
-            cached.body.as_ptr(),
-            body.as_ptr(),
-            "the slice is reused, not rebuilt"
-        );
-
-        let moved = COUNCIL
-            .replace(r#""vap":"900""#, r#""vap":"901""#)
-            .replace(r#""vnom":"2200""#, r#""vnom":"2201""#)
-            .replace(r#""vv":"2450""#, r#""vv":"2451""#)
-            .replace(r#""vvc":"2530""#, r#""vvc":"2531""#)
-            .replace(r#""tv":"2900""#, r#""tv":"2901""#);
-        ingest.accept_race(race(&moved));
-        let changed = ingest.changed();
-        assert_eq!(changed.len(), 1);
-        assert_eq!(changed[0].topic, "councillors-sp-vila-exemplo");
     }
 }

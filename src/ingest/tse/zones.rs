@@ -18,8 +18,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{NOT_FOUND_MAX, PUBLISH_EVERY, race_of};
+use super::{NOT_FOUND_MAX, race_of};
 use crate::fetch::{Fetched, Fetcher, Source};
+use crate::ingest::Every;
+use crate::ingest::core::{Accepted, PUBLISH_EVERY};
 use crate::metrics::Metrics;
 use crate::model::{Office, Race, ZoneBreakdown, ZoneResult, ZoneVotes};
 
@@ -69,19 +71,14 @@ pub async fn sweep_loop(
     fetcher: Fetcher,
     targets: watch::Receiver<Vec<ZoneTarget>>,
     interval: Duration,
-    tx: mpsc::Sender<Vec<(u32, ZoneBreakdown)>>,
+    tx: mpsc::Sender<Accepted>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut files: HashMap<String, ZoneFile> = HashMap::new();
     let mut swept: HashMap<u32, Swept> = HashMap::new();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let mut every = Every::new(interval);
+    while every.tick(&shutdown).await {
         let due: Vec<ZoneTarget> = targets
             .borrow()
             .iter()
@@ -99,13 +96,17 @@ pub async fn sweep_loop(
                 batch.push((target.ibge, b));
             }
             if !batch.is_empty() && sent_at.elapsed() >= PUBLISH_EVERY {
-                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                if tx
+                    .send(Accepted::Zones(std::mem::take(&mut batch)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 sent_at = Instant::now();
             }
         }
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
+        if !batch.is_empty() && tx.send(Accepted::Zones(batch)).await.is_err() {
             return;
         }
     }

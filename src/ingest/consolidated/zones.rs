@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::zones;
 use crate::fetch::{Fetched, Fetcher, Source};
+use crate::ingest::Every;
+use crate::ingest::core::Accepted;
 use crate::metrics::Metrics;
 use crate::model::ZoneBreakdown;
 
@@ -29,7 +31,7 @@ pub async fn poll_loop(
     fetcher: Fetcher,
     targets: Vec<(u32, String)>,
     interval: Duration,
-    tx: mpsc::Sender<Vec<(u32, ZoneBreakdown)>>,
+    tx: mpsc::Sender<Accepted>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -38,13 +40,8 @@ pub async fn poll_loop(
         .map(|(ibge, url)| (ibge, Source::new(&url)))
         .collect();
     let mut absent_until: HashMap<u32, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let mut every = Every::new(interval);
+    while every.tick(&shutdown).await {
         let now = Instant::now();
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut sources)
             .into_iter()
@@ -76,7 +73,11 @@ pub async fn poll_loop(
             sources.push((ibge, source));
             if !batch.is_empty() && (batch.len() >= BATCH || last_flush.elapsed() >= BATCH_EVERY) {
                 fetched += batch.len();
-                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                if tx
+                    .send(Accepted::Zones(std::mem::take(&mut batch)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 last_flush = Instant::now();
@@ -85,7 +86,7 @@ pub async fn poll_loop(
         drop(results);
         fetched += batch.len();
         tracing::debug!(fetched, absent, "zone round");
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
+        if !batch.is_empty() && tx.send(Accepted::Zones(batch)).await.is_err() {
             return;
         }
     }
