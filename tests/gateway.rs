@@ -538,12 +538,8 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     let v = gw.publish(&[("a", 1)]).await;
 
     // A stream on a fresh connection: the head as hyper would send it, then chunks.
-    let got = raw(
-        gw.addr,
-        "GET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n",
-        |g| g.contains("\"n\":1"),
-    )
-    .await;
+    let stream = "GET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n";
+    let got = raw(gw.addr, stream, |g| g.contains("\"n\":1")).await;
     let (head, body) = got.split_once("\r\n\r\n").unwrap();
     let head = head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
@@ -566,12 +562,8 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     );
 
     // Its errors are the router's: JSON, CORS, the same status.
-    let got = raw(
-        gw.addr,
-        "GET /events?topics=nope HTTP/1.1\r\nHost: t\r\n\r\n",
-        |g| g.ends_with('}'),
-    )
-    .await;
+    let unknown = "GET /events?topics=nope HTTP/1.1\r\nHost: t\r\n\r\n";
+    let got = raw(gw.addr, unknown, |g| g.ends_with('}')).await;
     assert!(got.starts_with("HTTP/1.1 404 Not Found\r\n"), "{got}");
     assert!(got.contains("access-control-allow-origin: *"), "{got}");
     assert!(
@@ -580,12 +572,8 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     );
 
     // A stream asked for after a GET on a kept-alive connection is served by the router.
-    let got = raw(
-        gw.addr,
-        "GET /cities.json HTTP/1.1\r\nHost: t\r\n\r\nGET /events?topics=a HTTP/1.1\r\nHost: t\r\n\r\n",
-        |g| g.contains("event: snapshot"),
-    )
-    .await;
+    let kept_alive = format!("GET /cities.json HTTP/1.1\r\nHost: t\r\n\r\n{stream}");
+    let got = raw(gw.addr, &kept_alive, |g| g.contains("event: snapshot")).await;
     assert!(
         got.starts_with("HTTP/1.1 404"),
         "no cities topic yet: {got}"
