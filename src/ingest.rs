@@ -114,6 +114,10 @@ pub struct FeedArgs {
     /// bad city. Below 20 cities one invalid city is already over 5 %.
     #[arg(long, env = "APURA_MAX_INVALID_SHARE", default_value_t = DEFAULT_MAX_INVALID_SHARE)]
     pub max_invalid_share: f64,
+    /// The feed is the built-in simulator (`apura demo`): the documents say `source:
+    /// "simulation"`. Not an option.
+    #[arg(skip)]
+    pub simulated: bool,
 }
 
 /// Default `--max-invalid-share`, in percent: 278 of 5,570 cities. A few broken cities are a
@@ -150,6 +154,7 @@ impl Default for FeedArgs {
             fetch_timeout: Duration::from_secs(10),
             max_feed_bytes: crate::fetch::DEFAULT_MAX_BYTES,
             max_invalid_share: DEFAULT_MAX_INVALID_SHARE,
+            simulated: false,
         }
     }
 }
@@ -391,6 +396,8 @@ pub struct Ingest {
     quarantine: HashMap<(u32, Office), Quarantined>,
     /// `--max-invalid-share`, in percent.
     max_invalid_share: f64,
+    /// What feeds this ingest, as the `brazil` document says.
+    data_source: documents::DataSource,
 }
 
 impl Ingest {
@@ -412,6 +419,7 @@ impl Ingest {
         };
         let mut ingest = Self::with_source(list, feed, fetcher, bus, metrics);
         ingest.max_invalid_share = args.max_invalid_share;
+        ingest.data_source = documents::DataSource::of(args.source, args.simulated);
         ingest
     }
 
@@ -495,6 +503,7 @@ impl Ingest {
                 let feed = FeedSource::Tse(Arc::new(tokio::sync::Mutex::new(source)));
                 let mut ingest = Self::with_source(Arc::new(list), feed, fetcher, bus, metrics);
                 ingest.max_invalid_share = args.max_invalid_share;
+                ingest.data_source = documents::DataSource::of(args.source, args.simulated);
                 Ok(ingest)
             }
         }
@@ -524,6 +533,7 @@ impl Ingest {
             zones_hold: None,
             quarantine: HashMap::new(),
             max_invalid_share: DEFAULT_MAX_INVALID_SHARE,
+            data_source: documents::DataSource::Consolidated,
         }
     }
 
@@ -924,9 +934,13 @@ impl Ingest {
             }
         }
         if !self.mayors.is_empty() {
-            drafts.extend(documents::rollups_held(&self.list, &self.mayors, |ibge| {
-                quarantine.contains_key(&(ibge, Office::Mayor))
-            }));
+            let source = self.data_source;
+            drafts.extend(documents::rollups_held(
+                &self.list,
+                &self.mayors,
+                source,
+                |ibge| quarantine.contains_key(&(ibge, Office::Mayor)),
+            ));
         }
         let (list, mayors, councillors, zones, published) = (
             &self.list,
