@@ -354,6 +354,12 @@ test('after the count: simulation label, second rounds with both candidates, pho
       }
       const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
       assert.ok(scroll <= inner, `no horizontal scroll (${scroll} > ${inner})`);
+      // Party names whole, each on one line (not cut, not broken inside the word).
+      const parties = await page.$$eval('#br-parties-list .pname', (els) => els.map((e) => ({
+        name: e.textContent, cut: e.scrollWidth > e.clientWidth, lines: Math.round(e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)),
+      })));
+      assert.ok(parties.length > 0);
+      assert.deepEqual(parties.filter((n) => n.cut || n.lines > 1), [], 'party names whole, on one line');
       return path.relative(repoRoot, await keep(page, name));
     });
   }
