@@ -2,6 +2,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { check, launchBrowser, repoRoot, results, screenshot, startDemo, startProxy } from './harness.mjs';
 
@@ -276,11 +277,17 @@ test('streams disabled (503): the page falls back to polling and still updates',
   });
 });
 
-/** Save a screenshot where the README shows it (docs/images/). */
+/**
+ * Save a screenshot of what the test just checked, with the others; with
+ * APURA_UPDATE_SCREENSHOTS=1 also where the README shows it (docs/images/), so that a test run
+ * leaves the repository as it was unless asked.
+ */
 async function keep(page, name) {
-  const file = path.join(repoRoot, 'docs', 'images', name);
-  await page.screenshot({ path: file, animations: 'disabled' });
-  return file;
+  const file = await screenshot(page, name);
+  if (process.env.APURA_UPDATE_SCREENSHOTS !== '1') return file;
+  const kept = path.join(repoRoot, 'docs', 'images', name);
+  fs.copyFileSync(file, kept);
+  return kept;
 }
 
 test('after the count: simulation label, second rounds with both candidates, photos, no-election places', { timeout: 240_000 }, async () => {
