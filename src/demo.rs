@@ -85,6 +85,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         interval: poll,
         zones_interval: args.interval.max(Duration::from_secs(5)),
         fetch_timeout: Duration::from_secs(10),
+        simulated: true,
         ..feed
     };
     tracing::info!(

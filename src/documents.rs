@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::feed::municipalities::{MunicipalityList, UFS, uf_name};
 use crate::feed::number::percent;
 use crate::model::{
-    Candidate, Municipality, Office, Progress, Race, TopicKind, Totals, ZoneBreakdown, ZoneResult,
+    Candidate, Municipality, Office, Progress, Race, Status, TopicKind, Totals, ZoneBreakdown,
+    ZoneResult,
 };
 
 /// A document ready to publish: its topic and canonical body (a JSON object).
@@ -26,6 +27,31 @@ pub struct Draft {
 pub const CITIES_TOPIC: &str = "cities";
 /// The topic of the national roll-up.
 pub const BRAZIL_TOPIC: &str = "brazil";
+
+/// What fed the documents, as the `brazil` document says (`source`): a client labels simulated
+/// data as such without guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    /// The provider's consolidated files.
+    #[default]
+    Consolidated,
+    /// The authority's per-city files.
+    Tse,
+    /// The built-in simulator (`apura demo`): not real results.
+    Simulation,
+}
+
+impl DataSource {
+    /// The source of a feed of layout `kind`, `simulated` when the simulator serves it.
+    pub fn of(kind: crate::ingest::SourceKind, simulated: bool) -> Self {
+        match kind {
+            _ if simulated => DataSource::Simulation,
+            crate::ingest::SourceKind::Consolidated => DataSource::Consolidated,
+            crate::ingest::SourceKind::Tse => DataSource::Tse,
+        }
+    }
+}
 
 /// The topic of a state roll-up, `state-sp`.
 pub fn state_topic(uf: &str) -> String {
@@ -185,6 +211,34 @@ struct Leader<'a> {
     elected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     color: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    photo: Option<&'a str>,
+}
+
+impl<'a> Leader<'a> {
+    fn of(c: &'a Candidate) -> Self {
+        Leader {
+            number: c.number,
+            name: &c.name,
+            party: &c.party,
+            votes: c.votes,
+            percent: c.percent,
+            elected: c.elected,
+            color: c.color.as_deref(),
+            photo: c.photo.as_deref(),
+        }
+    }
+}
+
+/// The two candidates of a city going to a second round, most votes first; empty otherwise.
+fn runoff(race: &Race) -> Vec<Leader<'_>> {
+    let mut two: Vec<&Candidate> = race
+        .candidates
+        .iter()
+        .filter(|c| c.status == Some(Status::SecondRound))
+        .collect();
+    two.sort_by_key(|c| std::cmp::Reverse(c.votes));
+    two.into_iter().map(Leader::of).collect()
 }
 
 fn leader(race: &Race) -> Option<Leader<'_>> {
@@ -196,15 +250,7 @@ fn leader(race: &Race) -> Option<Leader<'_>> {
     if c.votes == 0 && !c.elected {
         return None;
     }
-    Some(Leader {
-        number: c.number,
-        name: &c.name,
-        party: &c.party,
-        votes: c.votes,
-        percent: c.percent,
-        elected: c.elected,
-        color: c.color.as_deref(),
-    })
+    Some(Leader::of(c))
 }
 
 #[derive(Serialize)]
@@ -217,6 +263,10 @@ struct CityLine<'a> {
     #[serde(rename = "final")]
     finished: bool,
     leader: Option<Leader<'a>>,
+    /// The two candidates of a second round, once the count sends the city to one (then no
+    /// party counts the city as leading).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    second_round: Vec<Leader<'a>>,
     /// Present (`true`) only while the city is quarantined: its line shows its last good
     /// results.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -240,8 +290,11 @@ struct PartyLine {
     party: String,
     /// Mayors elected.
     elected: u32,
-    /// Cities where the party's candidate leads and no one is elected yet.
+    /// Cities where the party's candidate leads and no one is elected yet (nor sent to a
+    /// second round).
     leading: u32,
+    /// Cities where one of the party's candidates goes to the second round.
+    second_round: u32,
 }
 
 #[derive(Serialize)]
@@ -274,6 +327,7 @@ struct CapitalLine<'a> {
 struct BrazilDoc<'a> {
     topic: &'static str,
     kind: &'static str,
+    source: DataSource,
     progress: RollupProgress,
     states: Vec<StateLine<'a>>,
     capitals: Vec<CapitalLine<'a>>,
@@ -316,9 +370,21 @@ impl Tally {
         self.weighted_percent += race.progress.percent * w;
         self.weight += w;
         let elected: Vec<&Candidate> = race.candidates.iter().filter(|c| c.elected).collect();
+        let runoff: Vec<&Candidate> = race
+            .candidates
+            .iter()
+            .filter(|c| c.status == Some(Status::SecondRound))
+            .collect();
         if !elected.is_empty() {
             for c in elected {
                 self.parties.entry(c.party.clone()).or_default().elected += 1;
+            }
+        } else if !runoff.is_empty() {
+            for c in runoff {
+                self.parties
+                    .entry(c.party.clone())
+                    .or_default()
+                    .second_round += 1;
             }
         } else if let Some(l) = leader(race) {
             self.parties.entry(l.party.to_string()).or_default().leading += 1;
@@ -337,6 +403,7 @@ impl Tally {
             let mine = self.parties.entry(party.clone()).or_default();
             mine.elected += line.elected;
             mine.leading += line.leading;
+            mine.second_round += line.second_round;
         }
     }
 
@@ -366,8 +433,8 @@ impl Tally {
             })
             .collect();
         lines.sort_by(|a, b| {
-            (b.elected + b.leading, b.elected, &a.party).cmp(&(
-                a.elected + a.leading,
+            (b.elected + b.leading + b.second_round, b.elected, &a.party).cmp(&(
+                a.elected + a.leading + a.second_round,
                 a.elected,
                 &b.party,
             ))
@@ -389,13 +456,19 @@ fn city_line<'a>(m: &'a Municipality, race: &'a Race, held: bool) -> CityLine<'a
         percent: race.progress.percent,
         finished: race.finished,
         leader: leader(race),
+        second_round: runoff(race),
         held,
     }
 }
 
-/// The state roll-ups (`state-*`) and the national one (`brazil`), from the mayor races.
-pub fn rollups(list: &MunicipalityList, mayors: &HashMap<u32, Race>) -> Vec<Draft> {
-    rollups_held(list, mayors, |_| false)
+/// The state roll-ups (`state-*`) and the national one (`brazil`), from the mayor races that
+/// `source` fed.
+pub fn rollups(
+    list: &MunicipalityList,
+    mayors: &HashMap<u32, Race>,
+    source: DataSource,
+) -> Vec<Draft> {
+    rollups_held(list, mayors, source, |_| false)
 }
 
 /// The roll-ups, the lines of the cities `held` answers true for marked as held (their race is
@@ -403,6 +476,7 @@ pub fn rollups(list: &MunicipalityList, mayors: &HashMap<u32, Race>) -> Vec<Draf
 pub fn rollups_held(
     list: &MunicipalityList,
     mayors: &HashMap<u32, Race>,
+    source: DataSource,
     held: impl Fn(u32) -> bool,
 ) -> Vec<Draft> {
     let mut by_uf: BTreeMap<&str, Vec<(&Municipality, &Race)>> = BTreeMap::new();
@@ -451,6 +525,7 @@ pub fn rollups_held(
     let doc = BrazilDoc {
         topic: BRAZIL_TOPIC,
         kind: "brazil",
+        source,
         progress: national.progress(),
         states,
         capitals,
@@ -463,7 +538,6 @@ pub fn rollups_held(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Status;
 
     fn race(ibge: u32, votes: &[(&str, u64)], finished: bool) -> Race {
         let valid: u64 = votes.iter().map(|v| v.1).sum();
@@ -543,7 +617,7 @@ mod tests {
         mayors.insert(3550308, race(3550308, &[("A", 7), ("B", 3)], false));
         mayors.insert(3500105, race(3500105, &[("B", 5), ("A", 1)], true));
         mayors.insert(2705903, race(2705903, &[("B", 2)], true));
-        let drafts = rollups(&l, &mayors);
+        let drafts = rollups(&l, &mayors, DataSource::Simulation);
         let topics: Vec<&str> = drafts.iter().map(|d| d.topic.as_str()).collect();
         assert_eq!(topics, vec!["state-al", "state-sp", "brazil"]);
         let sp: serde_json::Value = serde_json::from_slice(&drafts[1].body).unwrap();
@@ -551,12 +625,40 @@ mod tests {
         assert_eq!(sp["progress"]["cities_final"], 1);
         assert_eq!(sp["progress"]["percent_cities_final"], 50.0);
         let br: serde_json::Value = serde_json::from_slice(&drafts[2].body).unwrap();
+        assert_eq!(br["source"], "simulation");
         assert_eq!(br["progress"]["cities_final"], 2);
         assert_eq!(br["capitals"][0]["slug"], "sao-paulo");
         assert_eq!(br["capitals"][0]["leader"]["party"], "A");
         assert_eq!(br["parties"][0]["party"], "B");
         assert_eq!(br["parties"][0]["elected"], 2);
         assert_eq!(br["parties"][1]["leading"], 1);
+    }
+
+    #[test]
+    fn a_second_round_city_shows_both_candidates_and_leads_for_no_party() {
+        let l = list();
+        let mut r = race(3550308, &[("A", 45), ("B", 40), ("C", 15)], true);
+        for c in &mut r.candidates {
+            c.elected = false;
+            c.status = None;
+        }
+        r.candidates[0].status = Some(Status::SecondRound);
+        r.candidates[1].status = Some(Status::SecondRound);
+        let mayors = HashMap::from([(3550308, r)]);
+        let drafts = rollups(&l, &mayors, DataSource::Tse);
+        let br: serde_json::Value = serde_json::from_slice(&drafts[1].body).unwrap();
+        assert_eq!(br["source"], "tse");
+        let two = &br["capitals"][0]["second_round"];
+        assert_eq!(two[0]["party"], "A");
+        assert_eq!(two[1]["party"], "B");
+        assert_eq!(two.as_array().unwrap().len(), 2);
+        let parties = br["parties"].as_array().unwrap();
+        assert!(
+            parties
+                .iter()
+                .all(|p| p["leading"] == 0 && p["elected"] == 0)
+        );
+        assert_eq!(parties.iter().filter(|p| p["second_round"] == 1).count(), 2);
     }
 
     #[test]

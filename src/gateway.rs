@@ -54,11 +54,29 @@ pub const MIN_WS_SNAPSHOT_RATE: u64 = 64 << 10;
 /// KiB than a choice, and Linux raises tiny buffers to a minimum of its own anyway.
 pub const MIN_SEND_BUFFER: u32 = 4096;
 
+/// `--listen`: an `IP:PORT`, or a `HOST:PORT` resolved now (`localhost:8080`), to its first
+/// IPv4 address if it has one, as a client resolving the name would most likely connect there.
+pub fn listen_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map_err(|e| format!("{value}: not an IP:PORT or HOST:PORT that resolves ({e})"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("{value}: the host name has no address"))
+}
+
 /// Options of every command that serves clients.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// Address to listen on.
-    #[arg(long, env = "APURA_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: `IP:PORT` or `HOST:PORT` (a host name is resolved at start-up, to
+    /// its first IPv4 address if it has one).
+    #[arg(long, env = "APURA_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     pub listen: SocketAddr,
     /// Folder of the web page served at `/`.
     #[arg(long, env = "APURA_WEB_DIR", default_value = "web-demo")]

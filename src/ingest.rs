@@ -254,7 +254,8 @@ impl Ingest {
         metrics: Arc<Metrics>,
     ) -> Self {
         Ingest {
-            core: Core::new(list, bus, metrics.clone()),
+            core: Core::new(list, bus, metrics.clone())
+                .labelled(documents::DataSource::of(args.source, args.simulated)),
             source,
             metrics,
             interval: args.interval,

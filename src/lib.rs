@@ -1,6 +1,6 @@
 //! apura: a real-time election results gateway (the service crate of the workspace).
 //!
-//! The crate follows the data flow of the README's Design section:
+//! The crate follows the data flow of `docs/design.md`:
 //!
 //! - [`model`] and [`feed`] (from `apura-formats`): the model and the government formats.
 //! - [`fetch`]: conditional GET of feed files over HTTP(S), `file://` or a plain path, within a

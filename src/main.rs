@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use apura::{demo, gateway, ingest, run, simulate};
@@ -38,6 +38,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    usage_errors(&cli.command);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     gateway::admission::set_release_memory(release_memory);
     tracing_subscriber::fmt()
@@ -61,6 +62,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Options that clap cannot check alone (which ones a `--source` needs, values out of range)
+/// are a usage error, as a missing argument is: the message, the usage line, exit code 2.
+fn usage_errors(command: &Command) {
+    let (name, problems) = match command {
+        Command::Run(args) => {
+            let mut problems = args.feed.validate();
+            problems.extend(args.gateway.validate());
+            ("run", problems)
+        }
+        Command::Demo(args) => ("demo", args.gateway.validate()),
+        _ => return,
+    };
+    if problems.is_empty() {
+        return;
+    }
+    let mut cli = Cli::command();
+    cli.build();
+    let sub = cli
+        .find_subcommand_mut(name)
+        .expect("a subcommand of the CLI");
+    sub.error(clap::error::ErrorKind::ValueValidation, problems.join("; "))
+        .exit();
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {

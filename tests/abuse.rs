@@ -143,6 +143,46 @@ async fn unknown_and_malformed_topics_get_json_errors_and_create_nothing() {
     assert_eq!(metric(&gw, "apura_topics").await, topics as i64);
 }
 
+/// An unknown state or city is named as a topic whatever its spelling (`state-SP`, as
+/// `state-xx`), and a query string that does not parse gets the documented JSON error, on the
+/// first request of a connection (the front door) and on a later one (the router).
+#[tokio::test]
+async fn unknown_paths_are_named_as_topics_and_bad_query_strings_get_json() {
+    let gw = gateway().await;
+    let client = reqwest::Client::new();
+    for (path, message) in [
+        (
+            "/states/SP.json",
+            "unknown topic: state-SP (UFs are lower-case: /states/sp.json)",
+        ),
+        ("/states/xx.json", "unknown topic: state-xx"),
+        ("/states/spx.json", "unknown topic: state-spx"),
+        ("/cities/foo.json", "unknown topic: foo"),
+    ] {
+        let r = client.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unknown_topic", "{path}");
+        assert_eq!(body["message"], message, "{path}");
+    }
+    // reqwest keeps the connection alive: the second request goes to the router.
+    for _ in 0..2 {
+        let r = client
+            .get(gw.url("/events?topics=brazil&topics=cities"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "bad_request");
+        assert_eq!(
+            body["message"],
+            "malformed query string: duplicate field `topics`"
+        );
+    }
+}
+
 /// 10,000 subscribe messages on one WebSocket: each is answered (an error for an unknown
 /// topic), subscriptions stop at `--max-topics`, no topic is created, and it all takes bounded
 /// time.

@@ -2,8 +2,8 @@
 //! test in headless Chromium against the real `apura demo` (`tests/browser/`), and the contract's
 //! OpenAPI and AsyncAPI descriptions checked against the demo (`tests/contract/`).
 //!
-//! They need Node.js 20+ and Chromium (`apt-get install -y nodejs npm chromium`); a missing
-//! one fails the test with that command rather than skipping it.
+//! They need Node.js 20+ and Chromium (`tools/setup-debian` installs them); a missing one fails
+//! the test with that advice rather than skipping it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,7 +17,10 @@ fn require(program: &str, package: &str) {
         .args(["-c", &format!("command -v {program}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(found, "{program} is missing: apt-get install -y {package}");
+    assert!(
+        found,
+        "{program} is missing: tools/setup-debian installs it (Debian package {package})"
+    );
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -43,7 +46,7 @@ fn the_page_works_in_a_real_browser() {
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install -y chromium"
+        "{chromium} is missing: tools/setup-debian installs it"
     );
     node_package_tests("tests/browser", "playwright-core");
 }

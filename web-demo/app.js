@@ -21,6 +21,58 @@ const int = (n) => Math.round(n).toLocaleString('pt-BR');
 const pct = (n) => n.toLocaleString('pt-BR', { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + '%';
 const pct1 = (n) => n.toLocaleString('pt-BR', { minimumFractionDigits: 1, maximumFractionDigits: 1 }) + '%';
 
+/**
+ * Share of sections counted, precise enough to never read "0,0%" once votes are in: one decimal
+ * from 1 %, two below, "< 0,01%" for less (or for 0 beside counted votes).
+ */
+function counted(p, hasVotes = false, digits = 1) {
+  if (p >= 1 || (p === 0 && !hasVotes)) return digits === 2 ? pct(p) : pct1(p);
+  if (p >= 0.01) return pct(p);
+  return '< ' + pct(0.01);
+}
+
+/** Initials of a ballot name: "JOÃO DA SILVA" → "JS". */
+function initials(name) {
+  const words = (name ?? '').split(/\s+/).filter((w) => w && !/^(da|das|de|do|dos|e)$/i.test(w));
+  return ((words[0]?.[0] ?? '') + (words.length > 1 ? words.at(-1)[0] : '')).toUpperCase() || '?';
+}
+
+/** A placeholder portrait drawn here (no network): the initials on the party colour. */
+function initialsAvatar(name, color) {
+  const svg =
+    `<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96" viewBox="0 0 96 96">` +
+    `<rect width="96" height="96" fill="${color}"/>` +
+    `<circle cx="48" cy="112" r="44" fill="#fff" fill-opacity=".18"/>` +
+    `<text x="48" y="58" text-anchor="middle" font-family="Arial,Helvetica,sans-serif" font-size="34" font-weight="700" fill="#fff">` +
+    `${initials(name).replace(/[<&>]/g, '')}</text></svg>`;
+  return 'data:image/svg+xml;charset=utf-8,' + encodeURIComponent(svg);
+}
+
+/**
+ * The candidate's photo: the document's `photo` when it is an http(s) URL, otherwise (the
+ * simulator names a file, not a URL) or when it fails to load, a placeholder with the initials.
+ */
+function photo(c, color, cls = 'photo') {
+  const img = h('img', { class: cls, alt: displayName(c.name), width: 48, height: 48, decoding: 'async' });
+  setPhoto(img, c, color);
+  return img;
+}
+
+function setPhoto(img, c, color) {
+  const url = /^https?:\/\//.test(c.photo ?? '') ? c.photo : null;
+  const key = `${url ?? ''}|${c.name}|${color}`;
+  if (img.dataset.key === key) return;
+  img.dataset.key = key;
+  img.alt = displayName(c.name);
+  img.onerror = () => {
+    img.onerror = null;
+    img.dataset.photo = 'initials';
+    img.src = initialsAvatar(c.name, color);
+  };
+  img.dataset.photo = url ? 'feed' : 'initials';
+  img.src = url ?? initialsAvatar(c.name, color);
+}
+
 /** "há 3 s", "há 2 min", "há 1 h" from a Unix-ms instant. */
 function ago(ms) {
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -136,6 +188,22 @@ const state = {
 };
 
 // --- connection status ------------------------------------------------------------------------------
+
+// --- where the data come from ---------------------------------------------------------------------
+
+const SOURCE_TEXT = {
+  simulation: 'Dados: simulação do apura (não são resultados reais), distribuída pelo apura.',
+  tse: 'Dados: apuração oficial do TSE, distribuída pelo apura.',
+  consolidated: 'Dados: arquivos consolidados da apuração do TSE, distribuídos pelo apura.',
+};
+
+/** The `brazil` document says which source fed the data; the page shows it, never guesses. */
+function renderSource(source) {
+  const sim = source === 'simulation';
+  document.body.dataset.source = source ?? '';
+  $('#sim-label').hidden = !sim;
+  $('#source-text').textContent = `${SOURCE_TEXT[source] ?? 'Dados distribuídos pelo apura.'} Percentuais sobre votos válidos.`;
+}
 
 const TRANSPORT_NAMES = { sse: 'ao vivo', ws: 'ao vivo (WebSocket)', poll: 'consulta periódica' };
 
@@ -292,8 +360,12 @@ function showCity(city) {
   const topics = city.topics ?? [];
   const mayors = topics.find((t) => t.startsWith('mayors-'));
   const councillors = topics.find((t) => t.startsWith('councillors-'));
-  if (!mayors) $('#mayor-list').replaceChildren(h('li', { class: 'empty' }, 'Sem resultado para prefeito neste município.'));
-  if (!councillors) $('#council-body').replaceChildren(h('p', { class: 'empty' }, 'Sem resultado para vereador neste município.'));
+  const why = noElection(city);
+  $('#city .progress').hidden = !mayors && !councillors;
+  $('#mayor-round').textContent = '';
+  $('#mayor-runoff').hidden = true;
+  if (!mayors) $('#mayor-list').replaceChildren(h('li', { class: 'empty explain' }, why?.mayor ?? 'Sem resultado para prefeito neste município.'));
+  if (!councillors) $('#council-body').replaceChildren(h('p', { class: 'empty explain' }, why?.council ?? 'Sem resultado para vereador neste município.'));
   const wanted = [mayors, councillors].filter(Boolean);
   if (wanted.length) {
     state.offCity = client.subscribe(wanted, (doc) => {
@@ -301,7 +373,27 @@ function showCity(city) {
       else renderCouncil(doc);
     });
   }
-  section.scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'start' });
+  // The search box first, then the city: the sticky header covers neither (scroll-margin-top).
+  $('.search').scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'start' });
+}
+
+const FERNANDO_DE_NORONHA = 2605459;
+
+/** Why a place of the index has no municipal race, where the law says so. */
+function noElection(city) {
+  if (city.uf === 'DF') {
+    return {
+      mayor: 'O Distrito Federal não se divide em municípios e não elege prefeito: Brasília é governada pelo governador do DF, eleito nas eleições gerais.',
+      council: 'Não há vereadores no DF: a Câmara Legislativa, de deputados distritais, é eleita nas eleições gerais.',
+    };
+  }
+  if (city.ibge === FERNANDO_DE_NORONHA) {
+    return {
+      mayor: 'Fernando de Noronha é um distrito estadual de Pernambuco: não elege prefeito; o administrador-geral é nomeado pelo governo do estado.',
+      council: 'Não há câmara de vereadores: os moradores elegem o Conselho Distrital, fora da eleição municipal.',
+    };
+  }
+  return null;
 }
 
 // --- mayor race --------------------------------------------------------------------------------------
@@ -319,14 +411,22 @@ function renderMayor(doc) {
   state.mayor = doc;
   const p = doc.progress;
   $('#city-bar').style.width = `${p.percent}%`;
-  setNumber($('#city-pct'), p.percent, pct);
+  const votes = doc.candidates.some((c) => c.votes > 0);
+  setNumber($('#city-pct'), p.percent, (v) => counted(v, votes, 2));
   $('#city-sections').textContent =
     p.sections_total != null ? `${int(p.sections_counted ?? 0)} de ${int(p.sections_total)} seções` : '';
   $('#city-updated').dataset.published = doc.published_at;
   $('#city-updated').title = new Date(doc.published_at).toLocaleString('pt-BR');
-  $('#city-source').textContent = doc.source_time ? `Dados do TSE das ${doc.source_time.slice(11, 16)}` : '';
+  const sim = state.brazil?.source === 'simulation';
+  $('#city-source').textContent = doc.source_time
+    ? `${sim ? 'Simulação' : 'Dados do TSE'} das ${doc.source_time.slice(11, 16)}`
+    : '';
   $('#city-final').hidden = !doc.final;
   $('#mayor-round').textContent = `${doc.round ?? 1}º turno`;
+  const runoff = doc.candidates.filter((c) => c.status === 'second_round');
+  $('#mayor-runoff').hidden = runoff.length < 2;
+  $('#mayor-runoff').textContent =
+    runoff.length >= 2 ? `Vai para o 2º turno: ${runoff.map((c) => `${displayName(c.name)} (${c.party})`).join(' × ')}` : '';
   tick();
 
   const list = $('#mayor-list');
@@ -339,7 +439,7 @@ function renderMayor(doc) {
         'li',
         { class: 'cand', 'data-key': key },
         h('div', { class: 'cand-head' },
-          h('span', { class: 'badge' }),
+          h('img', { class: 'photo', width: 48, height: 48, decoding: 'async', alt: '' }),
           h('span', { class: 'cand-who' }, h('span', { class: 'cand-name' }), ' ', h('span', { class: 'party' })),
           h('span', { class: 'cand-mark' }),
           h('span', { class: 'cand-pct num' }),
@@ -352,9 +452,10 @@ function renderMayor(doc) {
     li.style.setProperty('--c', color);
     li.classList.toggle('lead', i === 0 && c.votes > 0);
     li.classList.toggle('invalid', c.valid === false);
-    $('.badge', li).textContent = c.number ?? c.name.slice(0, 1);
+    setPhoto($('.photo', li), c, color);
     $('.cand-name', li).textContent = displayName(c.name);
-    $('.party', li).textContent = c.party;
+    $('.party', li).textContent = c.number ? `${c.party} · ${c.number}` : c.party;
+    $('.party', li).title = c.party;
     $('.cand-mark', li).replaceChildren(statusMark(c) ?? '');
     setNumber($('.cand-pct', li), c.percent, pct);
     setNumber($('.votes', li), c.votes, int);
@@ -420,7 +521,8 @@ function renderCouncil(doc) {
   tbody.replaceChildren(...rows);
   const elected = doc.candidates.filter((c) => c.elected || c.status === 'elected').length;
   $('#council-meta').textContent =
-    `${int(doc.candidates.length)} candidatos · ${pct1(doc.progress.percent)} apurado` + (elected ? ` · ${elected} eleitos` : '');
+    `${int(doc.candidates.length)} candidatos · ${counted(doc.progress.percent, doc.candidates.some((c) => c.votes > 0))} apurado` +
+    (elected ? ` · ${elected} eleitos` : '');
   const more = $('#council-more');
   more.hidden = doc.candidates.length <= COUNCIL_TOP;
   more.textContent = state.councilAll ? 'ver menos' : `ver todos (${int(doc.candidates.length)})`;
@@ -449,8 +551,10 @@ function progressColor(p) {
 
 function renderBrazil(doc) {
   state.brazil = doc;
+  renderSource(doc.source);
   const p = doc.progress;
-  setNumber($('#br-pct'), p.percent, pct);
+  const votes = doc.capitals.some((c) => c.leader) || doc.parties.length > 0;
+  setNumber($('#br-pct'), p.percent, (v) => counted(v, votes, 2));
   $('#br-bar').style.width = `${p.percent}%`;
   $('#br-cities').textContent = `${int(p.cities_final)} de ${int(p.cities_total)} municípios com apuração encerrada (${pct1(p.percent_cities_final)})`;
   $('#br-updated').dataset.published = doc.published_at;
@@ -478,10 +582,10 @@ function renderBrazil(doc) {
     tile.style.background = progressColor(value);
     tile.classList.toggle('dark', value > 45);
     tile.classList.toggle('nodata', !s);
-    $('small', tile).textContent = s ? pct1(value) : '—';
+    $('small', tile).textContent = s ? counted(value, s.progress.cities_total > 0 && value > 0) : '—';
     const cap = capitals.get(tile.dataset.uf);
     tile.title = s
-      ? `${s.name}: ${pct1(value)} das seções apuradas · ${int(s.progress.cities_final)} de ${int(s.progress.cities_total)} municípios encerrados` +
+      ? `${s.name}: ${counted(value)} das seções apuradas · ${int(s.progress.cities_final)} de ${int(s.progress.cities_total)} municípios encerrados` +
         (cap ? ` · ver ${cap.name}` : '')
       : `${tile.dataset.uf}: sem dados`;
   }
@@ -496,42 +600,73 @@ function renderBrazil(doc) {
         li = h('li', { 'data-uf': c.uf },
           h('a', { href: `#/${c.uf.toLowerCase()}/${c.slug}` },
             h('span', { class: 'cap-city' }, h('span', { class: 'cap-name' }), ' ', h('span', { class: 'uf' })),
-            h('span', { class: 'cap-leader' }),
+            h('span', { class: 'cap-cands' }),
             h('span', { class: 'cap-foot' }, h('span', { class: 'minibar' }, h('span')), h('span', { class: 'cap-pct num' }), h('span', { class: 'cap-mark' })),
           ),
         );
       }
       const l = c.leader;
+      const runoff = c.second_round ?? [];
       $('.cap-name', li).textContent = c.name;
       $('.uf', li).textContent = c.uf;
-      $('.cap-leader', li).replaceChildren(
-        ...(l
-          ? [h('span', { class: 'sw', style: `background:${partyColor(l.party, l.color)}` }),
-             h('span', { class: 'who', title: displayName(l.name) }, displayName(l.name)),
-             h('span', { class: 'party' }, l.party),
-             h('span', { class: 'num lp' }, pct1(l.percent))]
-          : [h('span', { class: 'muted' }, 'aguardando votos')]),
-      );
+      // A city going to a second round shows both candidates; otherwise the leader (or winner).
+      const shown = runoff.length ? runoff : l ? [l] : [];
+      const cands = $('.cap-cands', li);
+      const rows = [...cands.querySelectorAll('.cap-leader')];
+      if (!shown.length) cands.replaceChildren(h('span', { class: 'cap-leader muted' }, 'aguardando votos'));
+      else {
+        if (rows.length !== shown.length || !rows[0].querySelector('.photo')) {
+          cands.replaceChildren(
+            ...shown.map(() =>
+              h('span', { class: 'cap-leader' },
+                h('img', { class: 'photo', width: 28, height: 28, decoding: 'async', alt: '' }),
+                h('span', { class: 'who' }),
+                h('span', { class: 'party' }),
+                h('span', { class: 'num lp' })),
+            ),
+          );
+        }
+        [...cands.children].forEach((row, i) => {
+          const x = shown[i];
+          const color = partyColor(x.party, x.color);
+          setPhoto($('.photo', row), x, color);
+          $('.who', row).textContent = displayName(x.name);
+          $('.who', row).title = displayName(x.name);
+          $('.party', row).textContent = x.party;
+          $('.party', row).style.color = color;
+          $('.lp', row).textContent = pct1(x.percent);
+        });
+      }
       $('.minibar span', li).style.width = `${c.percent}%`;
-      $('.cap-mark', li).replaceChildren(l?.elected ? h('span', { class: 'mark elected' }, 'Eleito') : '');
-      setNumber($('.cap-pct', li), c.percent, (v) => `${pct1(v)} apurado`);
+      $('.cap-mark', li).replaceChildren(
+        runoff.length ? h('span', { class: 'mark second' }, '2º turno') : l?.elected ? h('span', { class: 'mark elected' }, 'Eleito') : '',
+      );
+      setNumber($('.cap-pct', li), c.percent, (v) => `${counted(v, !!l)} apurado`);
       li.classList.toggle('final', !!c.final);
+      li.classList.toggle('runoff', runoff.length > 0);
       return li;
     }),
   );
 
-  const parties = doc.parties.filter((x) => x.elected + x.leading > 0);
-  const max = Math.max(1, ...parties.map((x) => x.elected + x.leading));
+  const second = (x) => x.second_round ?? 0;
+  const parties = doc.parties.filter((x) => x.elected + x.leading + second(x) > 0);
+  const max = Math.max(1, ...parties.map((x) => x.elected + x.leading + second(x)));
   const shown = $('#br-parties').classList.contains('all') ? parties : parties.slice(0, 12);
   $('#br-parties-list').replaceChildren(
     ...shown.map((x) =>
-      h('li', { style: `--c:${partyColor(x.party)}` },
+      h('li', {
+        style: `--c:${partyColor(x.party)}`,
+        title: `${x.party}: ${int(x.elected)} eleitos, ${int(x.leading)} liderando, ${int(second(x))} no 2º turno`,
+      },
         h('span', { class: 'pname' }, x.party),
         h('span', { class: 'pbar' },
           h('span', { class: 'won', style: `width:${(100 * x.elected) / max}%` }),
           h('span', { class: 'lead', style: `width:${(100 * x.leading) / max}%` }),
+          h('span', { class: 'runoff', style: `width:${(100 * second(x)) / max}%` }),
         ),
-        h('span', { class: 'pnum num' }, h('b', {}, int(x.elected)), h('span', {}, ` + ${int(x.leading)}`)),
+        h('span', { class: 'pnum num' }, h('b', {}, int(x.elected)),
+          x.leading ? h('span', {}, ` + ${int(x.leading)}`) : null,
+          second(x) ? h('span', { class: 'p2' }, ` + ${int(second(x))} 2ºT`) : null),
       ),
     ),
   );

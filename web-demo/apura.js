@@ -356,7 +356,7 @@ function defaultBaseUrl() {
     const here = new URL('.', import.meta.url);
     if (here.protocol === 'http:' || here.protocol === 'https:') return here.href;
   } catch {
-    // import.meta.url unusable: fall through
+    // no usable module URL: fall through
   }
   if (globalThis.location?.origin) return globalThis.location.origin + '/';
   throw new TypeError('apura: baseUrl is required outside a browser');

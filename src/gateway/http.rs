@@ -117,7 +117,8 @@ pub async fn city(
         .iter()
         .any(|p| topic.starts_with(p));
     if !is_city {
-        return not_found(&s, &file);
+        // Named as a topic, as every unknown topic is: `foo` for `/cities/foo.json`.
+        return not_found(&s, file.strip_suffix(".json").unwrap_or(&file));
     }
     document(&s, &headers, topic)
 }
@@ -132,14 +133,27 @@ pub async fn state(
         Some(uf) if uf.len() == 2 && uf.bytes().all(|b| b.is_ascii_lowercase()) => {
             document(&s, &headers, &format!("state-{uf}"))
         }
-        _ => not_found(&s, &file),
+        // Named as a topic, as `/states/xx.json` is (`state-xx`); a UF in capitals is told
+        // where its document is.
+        _ => {
+            let name = file.strip_suffix(".json").unwrap_or(&file);
+            let lower = name.to_ascii_lowercase();
+            if name.len() == 2 && name.bytes().all(|b| b.is_ascii_alphabetic()) && lower != name {
+                not_found(
+                    &s,
+                    &format!("state-{name} (UFs are lower-case: /states/{lower}.json)"),
+                )
+            } else {
+                not_found(&s, &format!("state-{name}"))
+            }
+        }
     }
 }
 
 fn not_found(s: &AppState, what: &str) -> Response {
     s.metrics.client_errors.fetch_add(1, Relaxed);
     // Echo at most a short, printable prefix of what the client asked for.
-    let shown: String = what.chars().filter(|c| !c.is_control()).take(80).collect();
+    let shown: String = what.chars().filter(|c| !c.is_control()).take(100).collect();
     ApiError::UnknownTopic(shown).into_response()
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -109,10 +110,21 @@ impl Drop for ConnectionGuard {
 /// connection; the first one is served by the front door).
 pub async fn events(
     State(state): State<AppState>,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // A query string that does not parse (a field given twice, bad escapes) is a 400 with the
+    // contract's JSON body, not axum's text.
+    let Query(query) = query.map_err(|e| {
+        state.metrics.client_errors.fetch_add(1, Relaxed);
+        let why = e.body_text();
+        let why = why
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&why);
+        let why: String = why.chars().filter(|c| !c.is_control()).take(100).collect();
+        ApiError::BadRequest(format!("malformed query string: {why}"))
+    })?;
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let since = resume_point(header, &query);
     let body = open(&state, query.topics.as_deref().unwrap_or(""), since, client)?;

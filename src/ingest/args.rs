@@ -75,6 +75,10 @@ pub struct FeedArgs {
     /// bad city. Below 20 cities one invalid city is already over 5 %.
     #[arg(long, env = "APURA_MAX_INVALID_SHARE", default_value_t = DEFAULT_MAX_INVALID_SHARE)]
     pub max_invalid_share: f64,
+    /// The feed is the built-in simulator (`apura demo`): the documents say `source:
+    /// "simulation"`. Not an option.
+    #[arg(skip)]
+    pub simulated: bool,
 }
 
 /// Default `--max-invalid-share`, in percent: 278 of 5,570 cities. A few broken cities are a
@@ -102,6 +106,7 @@ impl Default for FeedArgs {
             fetch_timeout: Duration::from_secs(10),
             max_feed_bytes: crate::fetch::DEFAULT_MAX_BYTES,
             max_invalid_share: DEFAULT_MAX_INVALID_SHARE,
+            simulated: false,
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct Core {
     quarantine: HashMap<(u32, Office), Quarantined>,
     /// When the last cycle went out.
     last_publication: Option<tokio::time::Instant>,
+    /// What feeds this ingest, as the `brazil` document says.
+    data_source: documents::DataSource,
 }
 
 impl Core {
@@ -108,7 +110,14 @@ impl Core {
             zones_hold: None,
             quarantine: HashMap::new(),
             last_publication: None,
+            data_source: documents::DataSource::default(),
         }
+    }
+
+    /// The same core, its documents saying that `source` feeds it.
+    pub fn labelled(mut self, source: documents::DataSource) -> Self {
+        self.data_source = source;
+        self
     }
 
     /// Take what arrives on `rx` and publish it on the cadence above until every sender is
@@ -481,9 +490,12 @@ impl Core {
             }
         }
         if !self.mayors.is_empty() {
-            drafts.extend(documents::rollups_held(&self.list, &self.mayors, |ibge| {
-                quarantine.contains_key(&(ibge, Office::Mayor))
-            }));
+            drafts.extend(documents::rollups_held(
+                &self.list,
+                &self.mayors,
+                self.data_source,
+                |ibge| quarantine.contains_key(&(ibge, Office::Mayor)),
+            ));
         }
         let (list, mayors, councillors, zones, published) = (
             &self.list,

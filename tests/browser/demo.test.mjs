@@ -2,7 +2,9 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { check, launchBrowser, results, screenshot, startDemo, startProxy } from './harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { check, launchBrowser, repoRoot, results, screenshot, startDemo, startProxy } from './harness.mjs';
 
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 375, height: 812 };
@@ -79,6 +81,12 @@ test('live page over SSE: search, live mayor race, national view, outage and res
     await page.waitForFunction(() => document.querySelectorAll('#br-capitals li').length >= 20, null, { timeout: 15_000 });
     const caps = await page.locator('#br-capitals li').count();
     assert.match(await page.locator('#br-cities').textContent(), /municípios com apuração encerrada/);
+    await check('the data are labelled "simulação" (the brazil document says source: simulation)', async () => {
+      assert.equal(await page.evaluate(() => window.apura.state.brazil.source), 'simulation');
+      assert.ok(await page.locator('#sim-label').isVisible(), 'simulation label visible');
+      assert.equal((await page.locator('#sim-label').textContent()).trim(), 'simulação');
+      assert.match(await page.locator('#source-text').textContent(), /simulação/);
+    });
     return `${caps} capitals, national ${await page.locator('#br-pct').textContent()} counted`;
   });
 
@@ -137,6 +145,17 @@ test('live page over SSE: search, live mayor race, national view, outage and res
     const before = await counted(page);
     const afterValue = await waitCountMoves(page, before);
     return `${before}% → ${afterValue}% counted`;
+  });
+
+  await check('progress beside counted votes never reads "0,0%"', async () => {
+    await page.waitForFunction(() => document.querySelector('#br-capitals .cap-leader .who'), null, { timeout: 30_000 });
+    const cards = await page.$$eval('#br-capitals li', (lis) => lis.map((li) => ({
+      votes: !!li.querySelector('.cap-leader .who'),
+      pct: li.querySelector('.cap-pct').textContent,
+    })));
+    const bad = cards.filter((c) => c.votes && /^0,0+%/.test(c.pct));
+    assert.deepEqual(bad, [], 'a capital with votes shows 0,0 %');
+    return cards.filter((c) => c.votes).map((c) => c.pct).slice(0, 4).join(' | ');
   });
 
   await check('delivery latency, published_at to page (informational)', async () => {
@@ -254,6 +273,116 @@ test('streams disabled (503): the page falls back to polling and still updates',
   await screenshot(page.locator('#city'), 'city-polling-desktop.png');
 
   await check('no script errors in the polling page', async () => {
+    assert.deepEqual(page.errors, []);
+  });
+});
+
+/**
+ * Save a screenshot of what the test just checked, with the others; with
+ * APURA_UPDATE_SCREENSHOTS=1 also where the README shows it (docs/images/), so that a test run
+ * leaves the repository as it was unless asked.
+ */
+async function keep(page, name) {
+  const file = await screenshot(page, name);
+  if (process.env.APURA_UPDATE_SCREENSHOTS !== '1') return file;
+  const kept = path.join(repoRoot, 'docs', 'images', name);
+  fs.copyFileSync(file, kept);
+  return kept;
+}
+
+test('after the count: simulation label, second rounds with both candidates, photos, no-election places', { timeout: 240_000 }, async () => {
+  // A short night, so that the count ends and the large cities without a majority go to a
+  // second round (a single seed: the same capitals every run).
+  const demo = await startDemo({ duration: '15s' });
+  cleanups.push(() => demo.stop());
+  const page = await openPage(`${demo.url}/`);
+  await page.waitForFunction(() => {
+    const b = window.apura?.state.brazil;
+    return b && b.progress.cities_final === b.progress.cities_total;
+  }, null, { timeout: 90_000, polling: 250 });
+  const runoff = await page.evaluate(() => window.apura.state.brazil.capitals.find((c) => c.second_round?.length === 2));
+  assert.ok(runoff, 'a capital goes to a second round');
+  const names = runoff.second_round.map((c) => c.name);
+
+  await check('national view: the second-round capital shows both candidates, marked "2º turno"', async () => {
+    const card = page.locator(`#br-capitals li[data-uf="${runoff.uf}"]`);
+    await card.locator('.cap-leader').nth(1).waitFor();
+    assert.equal(await card.locator('.cap-leader').count(), 2);
+    const shown = await card.locator('.cap-leader .who').allTextContents();
+    assert.deepEqual(shown.map((n) => n.toUpperCase()), names.map((n) => n.toUpperCase()));
+    assert.equal(await card.locator('.mark.second').textContent(), '2º turno');
+    return `${runoff.name}: ${shown.join(' × ')}`;
+  });
+
+  await check('party chart: second rounds count apart, not as "liderando"', async () => {
+    const parties = await page.evaluate(() => window.apura.state.brazil.parties);
+    assert.ok(parties.every((p) => p.leading === 0), 'no party leads once every count is over');
+    assert.ok(parties.some((p) => p.second_round > 0));
+    const labels = await page.locator('#br-parties-list li .pnum').allTextContents();
+    assert.ok(labels.some((l) => /2ºT/.test(l)), 'second rounds shown in the chart');
+    const cut = await page.$$eval('#br-parties-list .pname', (els) => els.filter((e) => e.scrollWidth > e.clientWidth).map((e) => e.textContent));
+    assert.deepEqual(cut, [], 'party names shown whole');
+  });
+
+  await check('following a capital link: the city shows, the header covers no part of the search box', async () => {
+    await page.click(`#br-capitals li[data-uf="${runoff.uf}"] a`);
+    await page.locator('#city-name').filter({ hasText: runoff.name }).waitFor();
+    await page.waitForTimeout(1200); // the smooth scroll
+    const [head, search] = await page.evaluate(() => [
+      document.querySelector('.masthead').getBoundingClientRect().bottom,
+      document.querySelector('#search').getBoundingClientRect().top,
+    ]);
+    assert.ok(search >= head, `search box top ${search} under the header bottom ${head}`);
+    const name = await page.evaluate(() => document.querySelector('#city-name').getBoundingClientRect().top);
+    assert.ok(name > head && name < (await page.evaluate(() => innerHeight)), `the city's name on screen (${name} px)`);
+    return `header ends at ${head} px, search box starts at ${search} px, city name at ${name} px`;
+  });
+
+  for (const [viewport, name] of [[{ width: 1280, height: 900 }, 'page-1280.png'], [{ width: 390, height: 844 }, 'page-390.png']]) {
+    await check(`${viewport.width} px: label, "${runoff.name}" with both candidates and their photos on screen`, async () => {
+      await page.setViewportSize(viewport);
+      await page.evaluate(() => document.querySelector('.search').scrollIntoView({ block: 'start' }));
+      await page.waitForFunction(() => document.querySelectorAll('#mayor-list li.cand').length > 1, null, { timeout: 15_000 });
+      await page.waitForTimeout(900); // count-ups settle
+      assert.ok(await page.locator('#sim-label').isVisible(), 'simulation label visible');
+      assert.ok(await page.locator('#mayor-runoff').isVisible(), 'second-round note visible');
+      const note = (await page.locator('#mayor-runoff').textContent()).toUpperCase();
+      for (const n of names) assert.ok(note.includes(n.toUpperCase()), `${n} in "${note}"`);
+      const seconds = page.locator('#mayor-list li.cand').filter({ has: page.locator('.mark.second') });
+      assert.equal(await seconds.count(), 2, 'both candidates marked 2º turno');
+      const photos = await seconds.locator('img.photo').evaluateAll((imgs) => imgs.map((i) => {
+        const r = i.getBoundingClientRect();
+        return { alt: i.alt, loaded: i.complete && i.naturalWidth > 0, inView: r.bottom <= innerHeight && r.top >= 0 };
+      }));
+      assert.equal(photos.length, 2);
+      for (const p of photos) {
+        assert.ok(p.loaded, `photo of ${p.alt} loaded`);
+        assert.ok(p.inView, `photo of ${p.alt} on screen`);
+      }
+      const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+      assert.ok(scroll <= inner, `no horizontal scroll (${scroll} > ${inner})`);
+      // Party names whole, each on one line (not cut, not broken inside the word).
+      const parties = await page.$$eval('#br-parties-list .pname', (els) => els.map((e) => ({
+        name: e.textContent, cut: e.scrollWidth > e.clientWidth, lines: Math.round(e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)),
+      })));
+      assert.ok(parties.length > 0);
+      assert.deepEqual(parties.filter((n) => n.cut || n.lines > 1), [], 'party names whole, on one line');
+      return path.relative(repoRoot, await keep(page, name));
+    });
+  }
+
+  await check('Brasília and Fernando de Noronha: why there is no municipal race', async () => {
+    await page.setViewportSize(DESKTOP);
+    await page.evaluate(() => (location.hash = '#/df/brasilia'));
+    await page.locator('#city-name').filter({ hasText: 'Brasília' }).waitFor();
+    assert.match(await page.locator('#mayor-list').textContent(), /Distrito Federal não .* elege prefeito/);
+    await page.evaluate(() => (location.hash = '#/pe/fernando-de-noronha'));
+    await page.locator('#city-name').filter({ hasText: 'Fernando de Noronha' }).waitFor();
+    assert.match(await page.locator('#mayor-list').textContent(), /distrito estadual/);
+    assert.doesNotMatch(await page.locator('#city').textContent(), /Sem resultado/);
+  });
+
+  await check('no script errors in the page', async () => {
     assert.deepEqual(page.errors, []);
   });
 });

@@ -37,10 +37,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * first feed file has been ingested and published; with `warm: false`, as soon as the page is
  * served, possibly before any document exists.
  */
-export async function startDemo({ disableStreams = false, warm = true } = {}) {
+export async function startDemo({ disableStreams = false, warm = true, duration = DURATION } = {}) {
   if (!fs.existsSync(BIN)) throw new Error(`apura binary not found at ${BIN} (set APURA_BIN or build it: cargo build --release)`);
   const port = await freePort();
-  const args = ['demo', '--listen', `127.0.0.1:${port}`, '--duration', DURATION, '--interval', INTERVAL,
+  const args = ['demo', '--listen', `127.0.0.1:${port}`, '--duration', duration, '--interval', INTERVAL,
     '--web-dir', path.join(repoRoot, 'web-demo')];
   if (disableStreams) args.push('--disable-streams');
   const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, APURA_LOG: process.env.APURA_LOG ?? 'warn' } });

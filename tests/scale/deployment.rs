@@ -264,7 +264,7 @@ impl Deployment {
         };
         let mayors = feed("/mayors.json", Office::Mayor).await;
         let councillors = feed("/councillors.json", Office::Councillor).await;
-        let mut drafts = documents::rollups(&list, &mayors);
+        let mut drafts = documents::rollups(&list, &mayors, documents::DataSource::Consolidated);
         for m in list.iter() {
             for (kind, races) in [
                 (TopicKind::Mayors, &mayors),

@@ -118,8 +118,21 @@ impl MunicipalityList {
         }
     }
 
-    /// Parse either format, telling them apart by the first non-blank byte.
+    /// Parse either format: the one its name says (`.csv` or `.json`, a URL's query ignored),
+    /// else the one its first non-blank byte suggests. A file named `.csv` is read as CSV
+    /// whatever it holds, so its errors speak of the CSV.
     pub fn parse(bytes: &[u8], file: &str) -> Result<Self, FeedError> {
+        let name = file
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(file)
+            .to_ascii_lowercase();
+        if name.ends_with(".csv") {
+            return Self::parse_csv(bytes, file);
+        }
+        if name.ends_with(".json") {
+            return Self::parse_json(bytes, file);
+        }
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'{') {
             Self::parse_json(bytes, file)
@@ -154,7 +167,8 @@ impl MunicipalityList {
     /// The TSE CSV: `codigo_tse,uf,nome_municipio,capital,codigo_ibge`, names in upper case,
     /// TSE codes without their leading zeros.
     pub fn parse_csv(bytes: &[u8], file: &str) -> Result<Self, FeedError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| FeedError::malformed(file, e))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| FeedError::invalid(file, "CSV", format!("not UTF-8 text: {e}")))?;
         let mut lines = text.lines().enumerate();
         let header = lines
             .next()
@@ -162,10 +176,9 @@ impl MunicipalityList {
             .unwrap_or("");
         let columns: Vec<&str> = header.split(',').map(str::trim).collect();
         let col = |name: &str| {
-            columns
-                .iter()
-                .position(|c| *c == name)
-                .ok_or_else(|| FeedError::invalid(file, "header", format!("no column {name:?}")))
+            columns.iter().position(|c| *c == name).ok_or_else(|| {
+                FeedError::invalid(file, "CSV header", format!("no column {name:?}"))
+            })
         };
         let (c_tse, c_uf, c_name, c_cap, c_ibge) = (
             col("codigo_tse")?,
@@ -263,6 +276,29 @@ fn split_csv_line(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_format_is_the_one_the_name_says() {
+        let json = br#"{"3550308": {"n": "S\u00e3o Paulo", "e": "SP"}}"#;
+        let garbage_csv = MunicipalityList::parse(json, "municipios.csv").unwrap_err();
+        assert_eq!(
+            garbage_csv.to_string(),
+            r#"municipios.csv: CSV header: no column "codigo_tse""#
+        );
+        let empty_json =
+            MunicipalityList::parse(b"", "https://x.example/list.JSON?v=2").unwrap_err();
+        assert!(
+            empty_json.to_string().contains("not valid JSON"),
+            "{empty_json}"
+        );
+        let binary_csv = MunicipalityList::parse(&[0xff, 0xfe, 0], "m.csv").unwrap_err();
+        assert!(
+            binary_csv.to_string().contains("CSV: not UTF-8"),
+            "{binary_csv}"
+        );
+        // Without an extension, the content decides.
+        assert_eq!(MunicipalityList::parse(json, "list").unwrap().len(), 1);
+    }
 
     #[test]
     fn json_list_marks_capitals_and_builds_slugs() {
