@@ -20,12 +20,7 @@ async fn gateway() -> Gateway {
 }
 
 async fn metric(gw: &Gateway, name: &str) -> i64 {
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&gw.url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no metric {name}"))
@@ -356,12 +351,7 @@ async fn static_files_cannot_escape_the_web_folder() {
 #[tokio::test]
 async fn no_endpoint_accepts_a_write() {
     let gw = gateway().await;
-    let before = reqwest::get(gw.url("/brazil.json"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = get_text(&gw.url("/brazil.json")).await;
     let client = reqwest::Client::new();
     for path in [
         "/",
@@ -391,12 +381,7 @@ async fn no_endpoint_accepts_a_write() {
             assert_eq!(body["error"], "method_not_allowed", "{method} {path}");
         }
     }
-    let after = reqwest::get(gw.url("/brazil.json"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = get_text(&gw.url("/brazil.json")).await;
     assert_eq!(after, before);
 }
 
@@ -414,12 +399,7 @@ async fn metrics_expose_no_client_address() {
     .await;
     ws_next(&mut ws, Duration::from_secs(5)).await.unwrap();
     let _ = reqwest::get(gw.url("/cities/nope.json")).await.unwrap();
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&gw.url("/metrics")).await;
     assert!(text.contains("apura_ws_connections 1"), "{text}");
     for token in text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')) {
         let parts: Vec<&str> = token.split('.').collect();
@@ -456,14 +436,7 @@ async fn over_the_connection_cap_or_accept_rate_streams_get_503_with_retry_after
     // A burst of one second's worth (5), then a token every 200 ms.
     assert!((5..=8).contains(&open.len()), "{} admitted", open.len());
     for r in refused {
-        let retry: u64 = r.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!((1..=5).contains(&retry));
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"], "overloaded");
+        assert_overloaded(r).await;
     }
     assert!(metric(&gw, "apura_refused_connections_total").await >= 22);
     assert_eq!(

@@ -40,12 +40,7 @@ async fn documents(base: &str) -> Vec<String> {
 }
 
 async fn feed_errors(base: &str, kind: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("{base}/metrics")).await;
     let prefix = format!("apura_feed_errors_total{{kind=\"{kind}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

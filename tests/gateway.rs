@@ -151,26 +151,14 @@ async fn sse_refuses_unknown_and_too_many_topics_with_json_errors() {
     args.max_topics = 2;
     let gw = Gateway::start(args).await;
     gw.publish(&[("a", 1), ("b", 1), ("c", 1)]).await;
-    let client = reqwest::Client::new();
-    let resp = client
-        .get(gw.url("/events?topics=a,nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let (status, body) = get_status_json(&gw.url("/events?topics=a,nope")).await;
+    assert_eq!(status, 404);
     assert_eq!(body["error"], "unknown_topic");
     assert!(body["message"].as_str().unwrap().contains("nope"));
-    let resp = client
-        .get(gw.url("/events?topics=a,b,c"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let (status, body) = get_status_json(&gw.url("/events?topics=a,b,c")).await;
+    assert_eq!(status, 400);
     assert_eq!(body["error"], "too_many_topics");
-    let resp = client.get(gw.url("/events")).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(get_status_json(&gw.url("/events")).await.0, 400);
 }
 
 #[tokio::test]
@@ -268,15 +256,7 @@ async fn a_lagging_subscriber_skips_to_the_latest_and_never_goes_back() {
             break;
         }
     }
-    assert_eq!(
-        versions.last(),
-        Some(&last),
-        "SSE ends on the latest version"
-    );
-    assert!(
-        versions.windows(2).all(|w| w[0] < w[1]),
-        "SSE versions only increase: {versions:?}"
-    );
+    assert_skipped_to(&versions, last, "SSE");
     let mut ws_versions = Vec::new();
     while let Some(m) = ws_next(&mut ws, Duration::from_millis(500)).await {
         ws_versions.push(m["version"].as_u64().unwrap());
@@ -284,21 +264,22 @@ async fn a_lagging_subscriber_skips_to_the_latest_and_never_goes_back() {
             break;
         }
     }
-    assert_eq!(
-        ws_versions.last(),
-        Some(&last),
-        "WS ends on the latest version"
-    );
-    assert!(
-        ws_versions.windows(2).all(|w| w[0] < w[1]),
-        "WS versions only increase"
-    );
+    assert_skipped_to(&ws_versions, last, "WS");
     // It skipped: it did not get a queue of all 300.
     assert!(
         versions.len() < 300 && ws_versions.len() < 300,
         "{} / {}",
         versions.len(),
         ws_versions.len()
+    );
+}
+
+/// A lagging client's versions: increasing, ending on `last`.
+fn assert_skipped_to(versions: &[u64], last: u64, stream: &str) {
+    assert_eq!(versions.last(), Some(&last), "{stream} ends on the latest");
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "{stream} versions only increase: {versions:?}"
     );
 }
 
@@ -489,15 +470,7 @@ async fn over_the_connection_cap_streams_get_503_with_retry_after() {
     ws_next(&mut ws, WAIT).await.unwrap();
     let client = reqwest::Client::new();
     let r = client.get(gw.url("/events?topics=a")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=5).contains(&retry));
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "overloaded");
+    assert_overloaded(r).await;
     assert!(ws_refused(gw.addr).await);
     // GET is not a stream and still answers.
     assert_eq!(status(&gw.url("/healthz")).await, 200);

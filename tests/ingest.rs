@@ -16,12 +16,7 @@ async fn get(stack: &Stack, path: &str) -> serde_json::Value {
 }
 
 async fn metric(stack: &Stack, name: &str) -> String {
-    let text = reqwest::get(stack.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&stack.url("/metrics")).await;
     text.lines()
         .find(|l| l.starts_with(name))
         .unwrap_or_default()
@@ -110,12 +105,7 @@ async fn a_truncated_feed_or_votes_above_the_total_keep_every_previous_document(
 
 async fn eventually_metric(stack: &Stack, line: &str) {
     for _ in 0..250 {
-        let text = reqwest::get(stack.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&stack.url("/metrics")).await;
         if text.lines().any(|l| l == line) {
             return;
         }

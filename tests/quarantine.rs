@@ -16,7 +16,7 @@ use apura::ingest::{FeedArgs, Ingest};
 use apura::metrics::Metrics;
 use apura::model::{Office, TopicKind};
 use apura::simulate::{SimConfig, Simulator};
-use common::process::{Process, args, free_addr, metric, scrape};
+use common::process::{Process, free_addr, metric, run_command, scrape};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -170,21 +170,9 @@ async fn one_bad_city_keeps_its_last_document_and_every_other_city_follows() {
     let first = sim.render_tick(t17, Office::Mayor);
     write_atomic(&feed, &first);
     let addr = free_addr();
-    let process = Process::spawn(
-        dir.path(),
-        "run",
-        &args(&[
-            "run",
-            "--feed",
-            &feed.display().to_string(),
-            "--municipalities",
-            &list.display().to_string(),
-            "--interval",
-            "200ms",
-            "--listen",
-            &addr.to_string(),
-        ]),
-    );
+    let (feed_path, list_path) = (feed.display().to_string(), list.display().to_string());
+    let command = run_command(&feed_path, &list_path, "200ms", addr);
+    let process = Process::spawn(dir.path(), "run", &command);
     wait_ready(addr).await;
     let http = reqwest::Client::new();
     let index = get(&http, addr, "/cities.json").await;

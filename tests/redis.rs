@@ -223,12 +223,7 @@ async fn a_gateway_serves_through_a_redis_restart_then_catches_up_with_higher_ve
         assert!(doc.version > newest_before, "{} went backwards", doc.topic);
         eventually(|| gw.hub.get(&doc.topic).is_some_and(|e| e.body == doc.json)).await;
     }
-    let metrics = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw.url("/metrics")).await;
     assert!(
         metrics.contains("apura_bus_reconnects_total 1\n"),
         "{metrics}"
@@ -267,12 +262,7 @@ async fn a_gateway_started_after_publications_is_ready_only_with_every_snapshot_
         shutdown.clone(),
     ));
     wait_ready(addr).await;
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://{addr}/metrics")).await;
     assert!(metrics.contains("apura_topics 2500\n"), "{metrics}");
     let (status, doc) = get(&format!("http://{addr}/cities/mayors-sp-city-0005.json")).await;
     assert_eq!(status, 200);

@@ -157,12 +157,7 @@ fn the_majoritarian_file_parses_and_every_identity_holds() {
     let race = u.race_of(1_200_000, cargo, Office::Mayor).unwrap();
     let raw_candidates = candidates(&raw);
     assert_eq!(race.candidates.len(), raw_candidates.len());
-    let valid: u64 = race
-        .candidates
-        .iter()
-        .filter(|c| c.valid)
-        .map(|c| c.votes)
-        .sum();
+    let valid = race.valid_candidate_votes();
     assert_eq!(valid, int(&v["vv"]));
     assert_eq!(race.totals.valid, int(&v["vv"]));
     assert_eq!(race.totals.turnout, int(&v["tv"]));

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{Process, args, free_addr, metric, scrape};
+use apura::bus::Bus;
+use common::process::{Process, args, free_addr, metric, run_command, scrape, simulate_command};
 use common::*;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -101,15 +102,7 @@ async fn a_feed_down_at_start_up_is_waited_for_while_the_gateway_serves() {
     let _sim = Process::spawn(
         dir.path(),
         "simulate",
-        &args(&[
-            "simulate",
-            "--listen",
-            &sim_addr.to_string(),
-            "--duration",
-            "10m",
-            "--interval",
-            "1s",
-        ]),
+        &simulate_command(sim_addr, "10m", "1s"),
     );
     let up = Instant::now();
     wait_readyz(&http, addr, 200, Duration::from_secs(40)).await;
@@ -132,20 +125,11 @@ async fn a_missing_feed_file_is_warned_once_and_not_ready_until_it_is_there() {
     let list = dir.path().join("municipalities.json");
     write_atomic(&list, municipalities_json(&cities()).as_bytes());
     let addr = free_addr();
+    let (feed_path, list_path) = (feed.display().to_string(), list.display().to_string());
     let run = Process::spawn(
         dir.path(),
         "run",
-        &args(&[
-            "run",
-            "--feed",
-            &feed.display().to_string(),
-            "--municipalities",
-            &list.display().to_string(),
-            "--interval",
-            "100ms",
-            "--listen",
-            &addr.to_string(),
-        ]),
+        &run_command(&feed_path, &list_path, "100ms", addr),
     );
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -267,21 +251,9 @@ async fn a_failing_feed_is_asked_less_and_less_and_followed_once_it_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let feed_url = format!("http://{}/mayors.json", up.addr);
-    let run = Process::spawn(
-        dir.path(),
-        "run",
-        &args(&[
-            "run",
-            "--feed",
-            &feed_url,
-            "--municipalities",
-            &format!("http://{}/municipalities.json", up.addr),
-            "--interval",
-            "100ms",
-            "--listen",
-            &addr.to_string(),
-        ]),
-    );
+    let list_url = format!("http://{}/municipalities.json", up.addr);
+    let command = run_command(&feed_url, &list_url, "100ms", addr);
+    let run = Process::spawn(dir.path(), "run", &command);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while up.requests.lock().unwrap().len() < 5 {
@@ -345,4 +317,59 @@ async fn a_failing_feed_is_asked_less_and_less_and_followed_once_it_recovers() {
     }
     eprintln!("followed {:?} after the feed recovered", back.elapsed());
     assert!(run.log_tail(1000).contains("feed file answers again"));
+}
+
+/// `apura ingest --redis` started while its municipality list is missing waits for it, the
+/// attempts counted on its own `/metrics`, then leads and publishes: no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_on_redis_waits_for_its_municipality_list_then_publishes() {
+    let server = common::redis::RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("mayors.json");
+    let list = dir.path().join("municipalities.json");
+    write_atomic(&feed, feed_json(&cities()).as_bytes());
+    let metrics_addr = free_addr();
+    let command = args(&[
+        "ingest",
+        "--redis",
+        &server.url(),
+        "--feed",
+        &feed.display().to_string(),
+        "--municipalities",
+        &list.display().to_string(),
+        "--interval",
+        "200ms",
+        "--metrics-listen",
+        &metrics_addr.to_string(),
+    ]);
+    let ingest = Process::spawn(dir.path(), "ingest", &command);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(&http, metrics_addr).await.unwrap_or_default();
+        if feed_errors(&text, "startup") >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no start-up attempt counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = common::redis::bus(&server).await;
+    assert!(
+        bus.snapshot().await.unwrap().is_empty(),
+        "nothing published"
+    );
+
+    write_atomic(&list, municipalities_json(&cities()).as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let docs = bus.snapshot().await.unwrap();
+        if docs.iter().any(|d| &*d.topic == "mayors-sp-sao-paulo") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", ingest.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = ingest.log_tail(1000);
+    assert!(log.contains("cannot start the ingest yet"), "{log}");
+    assert!(log.contains("ingest started"), "{log}");
 }

@@ -5,23 +5,11 @@
 //! They need Node.js 20+ and Chromium (`tools/setup-debian` installs them); a missing one fails
 //! the test with that advice rather than skipping it.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn require(program: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{program} is missing: tools/setup-debian installs it (Debian package {package})"
-    );
-}
+use common::process::{repo, require};
 
 fn run(cmd: &mut Command, what: &str) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -30,7 +18,7 @@ fn run(cmd: &mut Command, what: &str) {
 
 #[test]
 fn the_js_client_passes_its_unit_tests() {
-    require("node", "nodejs");
+    require("node");
     run(
         Command::new("node")
             .arg("--test")
@@ -41,8 +29,8 @@ fn the_js_client_passes_its_unit_tests() {
 
 #[test]
 fn the_page_works_in_a_real_browser() {
-    require("node", "nodejs");
-    require("npm", "npm");
+    require("node");
+    require("npm");
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -56,8 +44,8 @@ fn the_page_works_in_a_real_browser() {
 /// validates against their schemas (`tests/contract/`).
 #[test]
 fn the_demo_follows_the_openapi_and_asyncapi_descriptions() {
-    require("node", "nodejs");
-    require("npm", "npm");
+    require("node");
+    require("npm");
     node_package_tests("tests/contract", "@asyncapi/parser");
 }
 

@@ -175,22 +175,28 @@ async fn close_code(ws: &mut Ws) -> u16 {
     }
 }
 
+/// A connection subscribed to the small city, its snapshot read.
+async fn subscribed(addr: std::net::SocketAddr) -> Ws {
+    let mut ws = ws_connect(addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+    ws
+}
+
 /// A client that closes gets a Close frame back with its own code (RFC 6455 §5.5.1), then the
 /// connection ends.
 #[tokio::test]
 async fn a_client_close_is_answered_with_the_same_code() {
     let stack = Stack::start(&[rio(100)]).await;
     for code in [1000u16, 1001, 4321] {
-        let mut ws = ws_connect(stack.addr).await;
-        ws_send(
-            &mut ws,
-            serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
-        )
-        .await;
-        assert_eq!(
-            ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
-            "snapshot"
-        );
+        let mut ws = subscribed(stack.addr).await;
         ws.send(Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
             reason: "page closed".into(),
@@ -246,16 +252,7 @@ async fn invalid_utf8_text_is_closed_with_1007() {
     }
     let after = errors(&scrape(&http, stack.addr).await.unwrap());
     assert_eq!(after - before, 2.0);
-    let mut ws = ws_connect(stack.addr).await;
-    ws_send(
-        &mut ws,
-        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
-    )
-    .await;
-    assert_eq!(
-        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
-        "snapshot"
-    );
+    subscribed(stack.addr).await;
 }
 
 /// What a client read: snapshots and updates by topic, bytes, and how the connection ended.
@@ -507,16 +504,7 @@ async fn malformed_handshakes_are_refused_with_json_errors() {
         .unwrap();
     assert_eq!(keyless.status(), 400);
     // A real handshake still works.
-    let mut ws = ws_connect(stack.addr).await;
-    ws_send(
-        &mut ws,
-        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
-    )
-    .await;
-    assert_eq!(
-        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
-        "snapshot"
-    );
+    subscribed(stack.addr).await;
 }
 
 /// A client closed with 1008 that never reads the Close and keeps sending is cut off once the

@@ -51,19 +51,13 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
     let metrics = Arc::new(Metrics::default());
     let bus = Arc::new(RedisBus::connect(&url, &args.redis_prefix, metrics.clone()).await?);
     let dyn_bus: Arc<dyn Bus> = bus.clone();
-    // The feed may be down when the ingest starts: wait for it, as `apura run` does.
-    let Some(ingest) =
-        Ingest::connect_patiently(&args.feed, dyn_bus, metrics.clone(), &shutdown).await?
-    else {
-        return Ok(());
-    };
     let leading = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     if let Some(addr) = args.metrics_listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let (m, l, s) = (metrics, leading.clone(), shutdown.clone());
+        let (m, l, s) = (metrics.clone(), leading.clone(), shutdown.clone());
         tracker.spawn(async move {
             if let Err(e) = serve_metrics(listener, m, l, s).await {
                 tracing::error!(error = format!("{e:#}"), "ingest metrics stopped");
@@ -71,7 +65,13 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     tracker.close();
-    let result = elect(bus, ingest, args.feed, args.leader_ttl, leading, shutdown).await;
+    // The feed may be down when the ingest starts: wait for it (its failures counted on
+    // `/metrics` meanwhile), as `apura run` does, before standing for the lock.
+    let result = match Ingest::connect_patiently(&args.feed, dyn_bus, metrics, &shutdown).await {
+        Ok(Some(ingest)) => elect(bus, ingest, args.feed, args.leader_ttl, leading, shutdown).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
     tracker.wait().await;
     result
 }

@@ -2,6 +2,7 @@
 //! and small SSE and WebSocket clients over real sockets.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod process;
 pub mod redis;
 
@@ -489,6 +490,44 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
+/// The status and JSON body of a plain GET (an error's body is JSON too).
+pub async fn get_status_json(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The body of a plain GET, as text (a scrape of `/metrics`, say).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// A refusal for load: 503, a `Retry-After` of 1 to 5 seconds and the JSON error `overloaded`.
+pub async fn assert_overloaded(r: reqwest::Response) {
+    assert_eq!(r.status(), 503);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry), "retry-after: {retry}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded");
+}
+
+/// Serve `app` on a free loopback port until the token is cancelled.
+pub async fn serve_app(app: axum::Router) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    (addr, shutdown)
+}
+
 /// Whether a WebSocket handshake to `addr` is refused.
 pub async fn ws_refused(addr: SocketAddr) -> bool {
     tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
@@ -519,6 +558,13 @@ pub fn topic_path(topic: &str) -> String {
 /// `apura run` in this process (the ingest of `feed` and a gateway on an embedded bus) on a
 /// free port, once it is ready; stopped when the guard is dropped.
 pub async fn serve_embedded(feed: FeedArgs) -> (SocketAddr, tokio_util::sync::DropGuard) {
+    let (addr, stop) = start_embedded(feed).await;
+    wait_ready(addr).await;
+    (addr, stop)
+}
+
+/// The same, answered at once: the gateway serves (not ready) while the ingest starts.
+pub async fn start_embedded(feed: FeedArgs) -> (SocketAddr, tokio_util::sync::DropGuard) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -528,7 +574,6 @@ pub async fn serve_embedded(feed: FeedArgs) -> (SocketAddr, tokio_util::sync::Dr
         listener,
         shutdown.clone(),
     ));
-    wait_ready(addr).await;
     (addr, shutdown.drop_guard())
 }
 

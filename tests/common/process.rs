@@ -95,8 +95,59 @@ impl Process {
     }
 }
 
+/// The repository's root.
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fail, with the advice, when `program` is not on the PATH.
+pub fn require(program: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{program} is missing: tools/setup-debian installs it"
+    );
+}
+
 pub fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `apura simulate` serving on `addr` a count of `duration`, a new tick every `interval`.
+pub fn simulate_command(addr: SocketAddr, duration: &str, interval: &str) -> Vec<String> {
+    args(&[
+        "simulate",
+        "--listen",
+        &addr.to_string(),
+        "--duration",
+        duration,
+        "--interval",
+        interval,
+    ])
+}
+
+/// `apura run` on a consolidated feed: the mayors file and the municipality list (paths or
+/// URLs), polled every `interval`, serving on `addr`.
+pub fn run_command(
+    feed: &str,
+    municipalities: &str,
+    interval: &str,
+    addr: SocketAddr,
+) -> Vec<String> {
+    args(&[
+        "run",
+        "--feed",
+        feed,
+        "--municipalities",
+        municipalities,
+        "--interval",
+        interval,
+        "--listen",
+        &addr.to_string(),
+    ])
 }
 
 /// A free loopback port. Another process may take it before ours binds it; on a test machine

@@ -267,6 +267,19 @@ pub struct GatewayProcess {
     pub addr: SocketAddr,
 }
 
+/// `apura gateway` following `server`, serving on `addr`, with the options in `extra`.
+pub fn gateway_command(server: &RedisServer, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut command = args(&[
+        "gateway",
+        "--redis",
+        &server.url(),
+        "--listen",
+        &addr.to_string(),
+    ]);
+    command.extend(args(extra));
+    command
+}
+
 impl GatewayProcess {
     /// Follow `server` and serve on `addr`, with the options in `extra`; the log goes to
     /// `dir/<name>.log`.
@@ -277,17 +290,9 @@ impl GatewayProcess {
         addr: SocketAddr,
         extra: &[&str],
     ) -> GatewayProcess {
-        let mut command = args(&[
-            "gateway",
-            "--redis",
-            &server.url(),
-            "--listen",
-            &addr.to_string(),
-        ]);
-        command.extend(args(extra));
         GatewayProcess {
             name: name.to_string(),
-            process: Process::spawn(dir, name, &command),
+            process: Process::spawn(dir, name, &gateway_command(server, addr, extra)),
             addr,
         }
     }

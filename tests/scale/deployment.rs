@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::observer::Observer;
 use super::{HEARTBEAT, PATIENCE, POLL, SIM_INTERVAL, TOPICS, TTL, ZONES_POLL};
-use crate::common::process::{Process, args, free_addr, metric, scrape};
+use crate::common::process::{Process, args, free_addr, metric, scrape, simulate_command};
 use crate::common::redis::{GatewayProcess, RedisServer};
 use crate::common::topic_path;
 
@@ -45,21 +45,9 @@ impl Deployment {
         let list = dir.path().join("municipalities.json");
         std::fs::write(&list, municipality_list().to_string()).unwrap();
         let sim_addr = free_addr();
-        let sim = Process::spawn(
-            dir.path(),
-            "simulate",
-            &args(&[
-                "simulate",
-                "--listen",
-                &sim_addr.to_string(),
-                "--duration",
-                duration,
-                "--interval",
-                SIM_INTERVAL,
-                "--municipalities",
-                &list.display().to_string(),
-            ]),
-        );
+        let mut command = simulate_command(sim_addr, duration, SIM_INTERVAL);
+        command.extend(args(&["--municipalities", &list.display().to_string()]));
+        let sim = Process::spawn(dir.path(), "simulate", &command);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

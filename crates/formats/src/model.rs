@@ -170,6 +170,18 @@ pub struct Race {
     pub finished: bool,
 }
 
+impl Race {
+    /// The votes of the candidates whose votes count as valid: equal to `totals.valid` in a
+    /// race that adds up.
+    pub fn valid_candidate_votes(&self) -> u64 {
+        self.candidates
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| c.votes)
+            .sum()
+    }
+}
+
 /// Vote counts of one electoral zone of a city.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ZoneResult {

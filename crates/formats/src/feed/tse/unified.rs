@@ -283,12 +283,7 @@ mod tests {
         assert!(!edu.valid);
         assert_eq!(edu.votes, 300);
         assert_eq!(edu.status, None);
-        let valid: u64 = race
-            .candidates
-            .iter()
-            .filter(|c| c.valid)
-            .map(|c| c.votes)
-            .sum();
+        let valid = race.valid_candidate_votes();
         assert_eq!(valid, race.totals.valid);
         // Shown last although it has more votes than DORA.
         assert!(edu.votes < race.candidates[2].votes * 2);
