@@ -42,17 +42,6 @@ pub enum DataSource {
     Simulation,
 }
 
-impl DataSource {
-    /// The source of a feed of layout `kind`, `simulated` when the simulator serves it.
-    pub fn of(kind: crate::ingest::SourceKind, simulated: bool) -> Self {
-        match kind {
-            _ if simulated => DataSource::Simulation,
-            crate::ingest::SourceKind::Consolidated => DataSource::Consolidated,
-            crate::ingest::SourceKind::Tse => DataSource::Tse,
-        }
-    }
-}
-
 /// The topic of a state roll-up, `state-sp`.
 pub fn state_topic(uf: &str) -> String {
     format!("state-{}", uf.to_ascii_lowercase())

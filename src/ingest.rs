@@ -254,8 +254,7 @@ impl Ingest {
         metrics: Arc<Metrics>,
     ) -> Self {
         Ingest {
-            core: Core::new(list, bus, metrics.clone())
-                .labelled(documents::DataSource::of(args.source, args.simulated)),
+            core: Core::new(list, bus, metrics.clone()).labelled(args.data_source()),
             source,
             metrics,
             interval: args.interval,

@@ -211,6 +211,16 @@ impl FeedArgs {
         problems
     }
 
+    /// What the documents say feeds them.
+    pub fn data_source(&self) -> crate::documents::DataSource {
+        use crate::documents::DataSource;
+        match self.source {
+            _ if self.simulated => DataSource::Simulation,
+            SourceKind::Consolidated => DataSource::Consolidated,
+            SourceKind::Tse => DataSource::Tse,
+        }
+    }
+
     fn source_name(&self) -> &'static str {
         match self.source {
             SourceKind::Consolidated => "consolidated",

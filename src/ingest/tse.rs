@@ -41,6 +41,8 @@
 //! doubles from 10 s to 5 min; a city whose row shows nothing counted waits for its row to
 //! change instead, so a start before publication costs one 404 per file, not a storm.
 
+mod backoff;
+mod check;
 pub mod zones;
 
 use std::collections::{HashMap, HashSet};
@@ -57,16 +59,17 @@ use super::FeedArgs;
 use super::core::Accepted;
 use crate::feed::FeedError;
 use crate::feed::municipalities::MunicipalityList;
-use crate::feed::tse::catalogue::Catalogue;
 use crate::feed::tse::config::MunicipalityConfig;
 use crate::feed::tse::paths::TsePaths;
 use crate::feed::tse::progress::{self, Fingerprint};
-use crate::feed::tse::unified;
 use crate::fetch::throttle::Throttle;
 use crate::fetch::{FetchError, Fetched, Fetcher, Source};
 use crate::metrics::Metrics;
 use crate::model::{Office, Race};
 
+use backoff::Backoff;
+pub use backoff::{NOT_FOUND_FIRST, NOT_FOUND_MAX};
+use check::{check_catalogue, race_of};
 pub use zones::ZoneTarget;
 
 /// Requests per second by default: half the authority's limit of 100, so that a second client
@@ -81,53 +84,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 /// Zone files get at most this share of the request budget (10 of 50 per second), the main
 /// cycle the rest.
 pub const ZONE_SHARE: u32 = 5;
-/// First wait before asking again for a file not found; doubled every time up to
-/// [`NOT_FOUND_MAX`]. A file late behind its progress row is picked up 10 s later; one that never
-/// comes costs one request every five minutes.
-pub const NOT_FOUND_FIRST: Duration = Duration::from_secs(10);
-pub const NOT_FOUND_MAX: Duration = Duration::from_secs(300);
-
-/// When a file may be asked for again after answers of not found.
-#[derive(Debug, Default, Clone)]
-struct Backoff {
-    /// Consecutive 404s.
-    misses: u32,
-    /// Not before this.
-    until: Option<Instant>,
-    /// Not until the city's progress row is other than this one.
-    until_row_leaves: Option<Fingerprint>,
-}
-
-impl Backoff {
-    fn allows(&self, now: Instant, row: Option<&Fingerprint>) -> bool {
-        let time_ok = self.until.is_none_or(|t| now >= t);
-        let row_ok = match (&self.until_row_leaves, row) {
-            (Some(waiting), Some(row)) => waiting != row,
-            _ => true,
-        };
-        time_ok && row_ok
-    }
-
-    /// One more 404: wait for the row to move if nothing is counted yet, or for the doubling
-    /// back-off.
-    fn miss(&mut self, now: Instant, row: Option<(&Fingerprint, bool)>) {
-        self.misses += 1;
-        match row {
-            Some((fingerprint, true)) => {
-                self.until_row_leaves = Some(fingerprint.clone());
-                self.until = None;
-            }
-            _ => {
-                let wait = NOT_FOUND_FIRST
-                    .saturating_mul(1 << (self.misses - 1).min(10))
-                    .min(NOT_FOUND_MAX);
-                self.until = Some(now + wait);
-                self.until_row_leaves = None;
-            }
-        }
-    }
-}
-
 /// A city of the configuration.
 #[derive(Debug, Clone)]
 struct CityInfo {
@@ -716,42 +672,6 @@ impl Election {
     }
 }
 
-/// Parse a unified file into the race of `office` of the city `ibge`, checking that it is the
-/// file asked for: its city, its round, its office.
-pub(super) fn race_of(
-    bytes: &[u8],
-    name: &str,
-    code: &str,
-    ibge: u32,
-    office: Office,
-    round: u8,
-) -> Result<Race, FeedError> {
-    let u = unified::parse_validated(bytes, name)?;
-    if !u.scope_code.is_empty()
-        && u.scope_code.trim_start_matches('0') != code.trim_start_matches('0')
-    {
-        return Err(FeedError::invalid(
-            name,
-            "cdabr",
-            format!("the file is of municipality {}, not {code}", u.scope_code),
-        ));
-    }
-    if u.round != round {
-        return Err(FeedError::invalid(
-            name,
-            "t",
-            format!("round {} in the file of round {round}", u.round),
-        ));
-    }
-    u.race(ibge, office).ok_or_else(|| {
-        FeedError::invalid(
-            name,
-            "carg",
-            format!("no office {} in the file", office.tse_code()),
-        )
-    })
-}
-
 fn reject(metrics: &Metrics, err: &FeedError, rejected: &mut Vec<String>) {
     metrics.feed_error(err.kind());
     tracing::error!(error = %err, "TSE file rejected; previous documents stay current");
@@ -762,84 +682,4 @@ fn fetch_failed(metrics: &Metrics, err: &FetchError, rejected: &mut Vec<String>)
     metrics.feed_error(err.kind());
     tracing::warn!(error = %err, "TSE fetch failed; due again next cycle");
     rejected.push(err.to_string());
-}
-
-/// Read the catalogue, if it can be had: warn when the election code is not in it, and say what
-/// its second round is when none was given. Its absence is no reason not to start.
-async fn check_catalogue(fetcher: &Fetcher, first: &TsePaths, second: Option<&TsePaths>) {
-    let url = first.catalogue();
-    let mut source = Source::new(&url);
-    let bytes = match fetcher.fetch(&mut source).await {
-        Ok(Fetched::Modified(b)) => b,
-        Ok(_) => {
-            tracing::warn!(%url, "no election catalogue; the election codes are taken as given");
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the election catalogue; the election codes are taken as given");
-            return;
-        }
-    };
-    let catalogue = match Catalogue::parse(&bytes, &url) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "the election catalogue is unreadable; the election codes are taken as given");
-            return;
-        }
-    };
-    match catalogue.election(first.election()) {
-        None => tracing::warn!(
-            election = first.election(),
-            "the election is not in the catalogue"
-        ),
-        Some(e) => {
-            tracing::info!(election = %e.code, name = %e.name, round2 = ?e.round2, "election found in the catalogue");
-            if second.is_none()
-                && let Some(r2) = &e.round2
-            {
-                tracing::info!(
-                    round2 = %r2,
-                    "the catalogue lists a second round: pass --election-round2 {r2} to follow it"
-                );
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fp(text: &str) -> Fingerprint {
-        let body = format!(
-            r#"{{"abr":[{{"tpabr":"mun","cdabr":"1","dt":"01/10/2028","ht":"{text}","s":{{"st":"1","ts":"2"}}}}]}}"#
-        );
-        progress::parse(body.as_bytes(), "fp").unwrap().rows[0]
-            .fingerprint()
-            .clone()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn not_found_backs_off_by_time_or_until_the_row_moves() {
-        let now = Instant::now();
-        let (a, b) = (fp("18:00:00"), fp("18:00:10"));
-        let mut backoff = Backoff::default();
-        assert!(backoff.allows(now, Some(&a)));
-        // Something counted: a doubling wait, whatever the row does.
-        backoff.miss(now, Some((&a, false)));
-        assert!(!backoff.allows(now, Some(&b)));
-        assert!(backoff.allows(now + NOT_FOUND_FIRST, Some(&b)));
-        backoff.miss(now, Some((&a, false)));
-        assert!(!backoff.allows(now + NOT_FOUND_FIRST, Some(&a)));
-        assert!(backoff.allows(now + 2 * NOT_FOUND_FIRST, Some(&a)));
-        for _ in 0..20 {
-            backoff.miss(now, Some((&a, false)));
-        }
-        assert_eq!(backoff.until, Some(now + NOT_FOUND_MAX));
-        // Nothing counted yet: no time-based retry, only a new row.
-        let mut backoff = Backoff::default();
-        backoff.miss(now, Some((&a, true)));
-        assert!(!backoff.allows(now + NOT_FOUND_MAX * 10, Some(&a)));
-        assert!(backoff.allows(now, Some(&b)));
-    }
 }

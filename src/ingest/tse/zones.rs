@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{NOT_FOUND_MAX, race_of};
+use super::NOT_FOUND_MAX;
+use super::check::race_of;
 use crate::fetch::{Fetched, Fetcher, Source};
 use crate::ingest::Every;
 use crate::ingest::core::{Accepted, PUBLISH_EVERY};

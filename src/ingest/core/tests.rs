@@ -1,0 +1,158 @@
+//! The core alone: its state rules, its diff and its cadence, on an embedded bus.
+
+use super::*;
+use crate::bus::embedded::EmbeddedBus;
+use crate::feed::tse::unified::{self, fixtures::COUNCIL, fixtures::MAYOR};
+use crate::model::Municipality;
+
+const CITY: u32 = 3500001;
+
+fn core() -> Core {
+    let city = Municipality::new(CITY, Some("99001".into()), "Vila Exemplo", "SP", false);
+    let list = MunicipalityList::new(vec![city], "t").unwrap();
+    Core::new(
+        Arc::new(list),
+        Arc::new(EmbeddedBus::new()),
+        Arc::new(Metrics::default()),
+    )
+}
+
+fn race(text: &str, office: Office) -> Race {
+    unified::parse_validated(text.as_bytes(), "f")
+        .unwrap()
+        .race(CITY, office)
+        .unwrap()
+}
+
+/// The mayor fixture with one more vote for its first candidate: a new version of the race.
+fn mayor_moved(step: u32) -> Race {
+    let mut r = race(MAYOR, Office::Mayor);
+    r.candidates[0].votes += u64::from(step);
+    r.totals.valid += u64::from(step);
+    r
+}
+
+fn topics(cycle: &Cycle) -> Vec<&str> {
+    cycle.documents.iter().map(|d| d.topic.as_ref()).collect()
+}
+
+/// A councillor race read again unchanged (a rewrite with a new `idg`, say) costs no
+/// slicing and publishes nothing; a changed one is sliced once and is the only document.
+#[test]
+fn an_unchanged_race_is_neither_sliced_nor_published_again() {
+    let mut core = core();
+    let race = |text: &str| race(text, Office::Councillor);
+    core.accept_race(race(COUNCIL));
+    let first = core.changed();
+    let topics: Vec<&str> = first.iter().map(|d| d.topic.as_str()).collect();
+    assert_eq!(topics, ["councillors-sp-vila-exemplo", "cities"]);
+    core.mark_published(&first);
+    let body = first[0].body.clone();
+
+    core.accept_race(race(&COUNCIL.replace("700002", "700003")));
+    assert!(core.changed().is_empty());
+    let cached = core.drafts().into_iter().next().unwrap();
+    assert_eq!(
+        cached.body.as_ptr(),
+        body.as_ptr(),
+        "the slice is reused, not rebuilt"
+    );
+
+    let moved = COUNCIL
+        .replace(r#""vap":"900""#, r#""vap":"901""#)
+        .replace(r#""vnom":"2200""#, r#""vnom":"2201""#)
+        .replace(r#""vv":"2450""#, r#""vv":"2451""#)
+        .replace(r#""vvc":"2530""#, r#""vvc":"2531""#)
+        .replace(r#""tv":"2900""#, r#""tv":"2901""#);
+    core.accept_race(race(&moved));
+    let changed = core.changed();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].topic, "councillors-sp-vila-exemplo");
+}
+
+/// The cadence: the first race goes out at once; races that follow within a second wait
+/// for that second and go out together; the end of a poll flushes what is pending.
+#[tokio::test(start_paused = true)]
+async fn the_first_race_goes_out_at_once_the_rest_at_most_every_second() {
+    let mut core = core();
+    let (tx, mut rx) = mpsc::channel(16);
+    let sender = tokio::spawn(async move {
+        let t0 = tokio::time::Instant::now();
+        tx.send(Accepted::Race(mayor_moved(1))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(Accepted::Race(mayor_moved(2))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(Accepted::Race(mayor_moved(3))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        tx.send(Accepted::Race(race(COUNCIL, Office::Councillor)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(Accepted::Race(mayor_moved(4))).await.unwrap();
+        tx.send(Accepted::EndOfPoll).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        t0
+    });
+    let mut seen = Vec::new();
+    core.follow(&mut rx, |c| {
+        seen.push((tokio::time::Instant::now(), c.clone()))
+    })
+    .await
+    .unwrap();
+    let t0 = sender.await.unwrap();
+    let at: Vec<u128> = seen.iter().map(|(t, _)| (*t - t0).as_millis()).collect();
+    // At once; at 1 s the two races of 0.2 and 0.3 s together; the councillors at once at
+    // 2.1 s (more than a second after the last cycle); the mayor of 2.2 s at the end of the
+    // poll, without waiting for 3.1 s.
+    assert_eq!(at, [0, 1_000, 2_100, 2_200]);
+    assert!(topics(&seen[1].1).contains(&"mayors-sp-vila-exemplo"));
+    assert_eq!(
+        topics(&seen[2].1),
+        ["councillors-sp-vila-exemplo", "cities"]
+    );
+    let last = core.race(CITY, Office::Mayor).unwrap();
+    assert_eq!(*last, mayor_moved(4));
+}
+
+/// A race of an earlier round never replaces a later one; a quarantine marks the city's
+/// document `held`, is not ended by an earlier round's race, and is ended by a valid race of
+/// its round.
+#[tokio::test]
+async fn rounds_and_quarantine_decide_what_a_city_shows() {
+    let mut core = core();
+    let mut second = race(MAYOR, Office::Mayor);
+    second.round = 2;
+    core.accept_race(second.clone());
+    core.accept_race(mayor_moved(7));
+    assert_eq!(core.race(CITY, Office::Mayor), Some(&second));
+
+    let error = FeedError::invalid("f", "vap", "negative");
+    core.hold(CITY, Office::Mayor, 2, &error);
+    let held = core.publish_changes().await.unwrap().unwrap();
+    let doc = held
+        .documents
+        .iter()
+        .find(|d| d.topic.as_ref() == "mayors-sp-vila-exemplo");
+    let body: serde_json::Value = serde_json::from_slice(&doc.unwrap().json).unwrap();
+    assert_eq!(body["held"]["reason"], error.reason(), "{body}");
+    assert_eq!(
+        core.race(CITY, Office::Mayor),
+        Some(&second),
+        "last good race kept"
+    );
+
+    core.accept_race(mayor_moved(8));
+    assert!(
+        core.held(CITY, Office::Mayor).is_some(),
+        "round 1 ends nothing"
+    );
+    core.accept_race(second);
+    assert!(core.held(CITY, Office::Mayor).is_none());
+    let released = core.publish_changes().await.unwrap().unwrap();
+    let doc = released
+        .documents
+        .iter()
+        .find(|d| d.topic.as_ref() == "mayors-sp-vila-exemplo");
+    let body: serde_json::Value = serde_json::from_slice(&doc.unwrap().json).unwrap();
+    assert!(body.get("held").is_none(), "{body}");
+}
