@@ -458,18 +458,10 @@ async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
         huge_bytes: Arc::default(),
         huge_requests: Arc::default(),
     };
-    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = upstream.local_addr().unwrap();
     let app = axum::Router::new()
         .route("/mayors.json", axum::routing::get(mayors))
         .with_state(up.clone());
-    let up_stop = CancellationToken::new();
-    let s = up_stop.clone();
-    tokio::spawn(async move {
-        axum::serve(upstream, app)
-            .with_graceful_shutdown(s.cancelled_owned())
-            .await
-    });
+    let (up_addr, up_stop) = serve_app(app).await;
 
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("municipalities.json");

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use apura::bus::Bus;
 use common::process::{Process, args, free_addr, metric, run_command, scrape, simulate_command};
 use common::*;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 async fn ready(http: &reqwest::Client, addr: SocketAddr) -> u16 {
@@ -211,15 +210,7 @@ impl Upstream {
                     async move { answer }
                 }),
             );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await
-        });
+        let (addr, shutdown) = serve_app(app).await;
         Upstream {
             addr,
             mode,
