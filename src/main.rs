@@ -16,10 +16,29 @@ const GRACE_PERIOD: Duration = Duration::from_secs(10);
 #[command(version, about)]
 struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `apura=debug`.
-    #[arg(long, env = "APURA_LOG", default_value = "info", global = true)]
-    log: String,
+    #[arg(long, env = "APURA_LOG", default_value = "info", global = true, value_parser = log_filter)]
+    log: tracing_subscriber::EnvFilter,
+    /// Log lines as `text` (colours on a terminal only) or `json`, one object per line for log
+    /// shippers.
+    #[arg(long, env = "APURA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A log filter, refused with the reason when tracing cannot read it (a typo in a level or a
+/// directive would otherwise silently log at another level).
+fn log_filter(text: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| format!("{e} (e.g. `info`, `warn`, `apura=debug,info`)"))
 }
 
 #[derive(Subcommand)]
@@ -41,13 +60,15 @@ fn main() -> ExitCode {
     usage_errors(&cli.command);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     gateway::admission::set_release_memory(release_memory);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(cli.log)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -57,3 +57,48 @@ async fn listen_takes_a_host_name() {
     // localhost is 127.0.0.1 first: the demo serves there.
     wait_ready(format!("127.0.0.1:{port}").parse().unwrap()).await;
 }
+
+/// Logs as a log shipper and a pipe want them: `--log-format json` writes one JSON object per
+/// line; text written to a pipe carries no colour codes; a log filter tracing cannot read is a
+/// usage error, not a silent change of level.
+#[test]
+fn logs_are_json_on_demand_plain_in_a_pipe_and_a_bad_filter_is_refused() {
+    let failing = ["ingest", "--once", "--feed", "/nonexistent/mayors.json"];
+    let missing_list = ["--municipalities", "/nonexistent/municipalities.json"];
+    let json = Command::new(BIN)
+        .args(["--log-format", "json"])
+        .args(failing)
+        .args(missing_list)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&json.stderr);
+    assert!(!err.trim().is_empty());
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(err.contains("municipality list not found"), "{err}");
+
+    let text = Command::new(BIN)
+        .args(failing)
+        .args(missing_list)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(err.contains("ERROR"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+
+    let bad = Command::new(BIN)
+        .args(failing)
+        .args(missing_list)
+        .env("APURA_LOG", "apura=loud")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("'apura=loud' for '--log"), "{err}");
+}
