@@ -36,6 +36,7 @@ use super::AppState;
 use super::admission::{ClientAddr, Refusal, Ticket};
 use super::listener::{TimeoutListener, TimeoutStream, is_transient};
 use super::sse::{self, EventsQuery};
+use super::wire::sse as wire;
 
 /// A request head larger than this is refused with 431 (nginx's default allows 8 KiB a line
 /// and 32 KiB in all; browsers send well under 8 KiB).
@@ -412,11 +413,7 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             return;
         }
     };
-    let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    for (name, value) in sse::HEADERS.iter().chain(&CORS_HEADERS) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    let head = wire::response_head(&CORS_HEADERS);
     if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }
@@ -433,7 +430,7 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             _ = &mut gone => return,
             frame = frames.next() => match frame {
                 Some(bytes) => {
-                    if write_chunk(&mut wr, &bytes).await.is_err() {
+                    if wire::write_chunk(&mut wr, &bytes).await.is_err() {
                         return;
                     }
                 }
@@ -442,23 +439,9 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
         }
     }
     // The last chunk, then the end of the connection.
-    if wr.write_all(b"0\r\n\r\n").await.is_ok() {
+    if wr.write_all(wire::LAST_CHUNK).await.is_ok() {
         let _ = wr.shutdown().await;
     }
-}
-
-/// Write one frame as an HTTP/1.1 chunk: size line, the shared bytes, CRLF, in one vectored
-/// write (no copy of the frame).
-async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut size = [0u8; 18];
-    let len = {
-        let mut cursor = &mut size[..];
-        write!(cursor, "{:x}\r\n", frame.len())?;
-        18 - cursor.len()
-    };
-    let mut chunk = Buf::chain(Buf::chain(&size[..len], frame), &b"\r\n"[..]);
-    wr.write_all_buf(&mut chunk).await
 }
 
 /// Write a whole response (an error: small) and close the connection.

@@ -20,6 +20,7 @@ use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::Encoded;
 use super::ordered::Ordered;
+use super::wire::sse as wire;
 use crate::metrics::Metrics;
 
 #[derive(Deserialize)]
@@ -30,14 +31,7 @@ pub struct EventsQuery {
     pub last_event_id: Option<String>,
 }
 
-/// The response headers of a stream (CORS headers are added by the router's layer, or by the
-/// front door, see [`super::front`]).
-pub const HEADERS: [(&str, &str); 3] = [
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    // Tell nginx-style proxies not to buffer the stream.
-    ("x-accel-buffering", "no"),
-];
+pub use super::wire::sse::HEADERS;
 
 /// A topic name and its channel.
 pub type TopicReceiver = (Arc<str>, watch::Receiver<Arc<Encoded>>);
@@ -152,7 +146,7 @@ pub fn open(
         subscriptions: subs.len() as i64,
     };
 
-    let first = Bytes::from(format!("retry: {}\n\n", state.sse_retry.as_millis()));
+    let first = wire::retry(state.sse_retry.as_millis() as u64);
     let mut frames = Ordered::new(state.hub.complete());
     for (topic, mut rx) in subs {
         let current = rx.borrow_and_update().clone();
@@ -160,14 +154,14 @@ pub fn open(
         frames.insert(topic, rx, current, snapshot);
     }
     let frames = frames.map(|(enc, frame)| enc.sse(frame).clone());
-    let heartbeats =
-        WatchStream::from_changes(state.heartbeat.clone()).map(|_| Bytes::from_static(b":\n\n"));
+    let heartbeats = WatchStream::from_changes(state.heartbeat.clone())
+        .map(|_| Bytes::from_static(wire::HEARTBEAT));
     // On shutdown the stream ends at a random moment of the drain period, with a random
     // `retry:` so its client comes back at a time of its own.
     let drain_ms = state.drain.as_millis().max(1) as u64;
     let farewell = stream::once(async move {
         let retry = rand::random_range(1_000..1_000 + 2 * drain_ms);
-        Bytes::from(format!("retry: {retry}\n\n"))
+        wire::retry(retry)
     });
     let live = stream::select(frames, heartbeats)
         .take_until(state.closing())

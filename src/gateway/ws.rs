@@ -20,8 +20,7 @@ use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
@@ -30,6 +29,7 @@ use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
+use super::wire::ws::{self as wire, FRAGMENT};
 
 /// A WebSocket on an upgraded HTTP connection.
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -40,13 +40,6 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 const READ_BUFFER: usize = 512;
 /// Write buffer target: 0 writes each frame through at once instead of batching 128 KiB.
 const WRITE_BUFFER: usize = 0;
-/// Largest frame sent: a longer message goes out as a text frame and continuation frames of
-/// this size (RFC 6455 §5.4; browsers and client libraries reassemble them). tungstenite copies
-/// every frame into the connection's write buffer, and that buffer keeps its largest size for
-/// the connection's life: sent whole, the 1 MB cities index or a 2 MB city would leave every
-/// socket that once carried it holding as much. In 16 KiB fragments a socket holds at most 16
-/// KiB, and a 2 MB document costs 128 writes instead of one, against copying 2 MB anyway.
-pub const FRAGMENT: usize = 16 << 10;
 /// Bytes tungstenite may buffer for a client that does not read: one fragment, and the control
 /// frames (pongs, a close) that may be queued behind it.
 const MAX_WRITE_BUFFER: usize = 2 * FRAGMENT;
@@ -188,36 +181,6 @@ fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refus
         return Err(Refusal::Missing("Sec-WebSocket-Key"));
     };
     Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a header"))
-}
-
-fn error_message(code: &str, message: &str, topic: Option<&str>) -> Message {
-    let v = serde_json::json!({"type": "error", "code": code, "message": message, "topic": topic});
-    Message::Text(Utf8Bytes::from(v.to_string()))
-}
-
-/// Send one text message, in fragments of at most [`FRAGMENT`] bytes. `text` is UTF-8; a
-/// fragment may end inside a character, which RFC 6455 allows (only the whole message must be
-/// valid).
-async fn send_text(socket: &mut Socket, mut text: Bytes) -> Result<(), tungstenite::Error> {
-    let mut opcode = Data::Text;
-    while text.len() > FRAGMENT {
-        let fragment = text.split_to(FRAGMENT);
-        socket
-            .feed(Message::Frame(WireFrame::message(
-                fragment,
-                OpCode::Data(opcode),
-                false,
-            )))
-            .await?;
-        opcode = Data::Continue;
-    }
-    socket
-        .send(Message::Frame(WireFrame::message(
-            text,
-            OpCode::Data(opcode),
-            true,
-        )))
-        .await
 }
 
 /// Close after a client's mistake: send the Close frame, then read (and drop) what the client
@@ -395,7 +358,7 @@ async fn connection(mut socket: Socket, state: AppState) {
                 }
                 Some(Ok(Message::Binary(_))) => {
                     metrics.client_errors.fetch_add(1, Relaxed);
-                    Some(Outgoing::Control(error_message("bad_request", "send JSON text messages", None)))
+                    Some(Outgoing::Control(wire::error("bad_request", "send JSON text messages", None)))
                 }
                 Some(Ok(Message::Pong(_))) => { unanswered_pings = 0; None }
                 // tungstenite answers pings itself.
@@ -429,7 +392,7 @@ async fn connection(mut socket: Socket, state: AppState) {
             },
         };
         let sent = match outgoing {
-            Some(Outgoing::Document(text)) => send_text(&mut socket, text).await,
+            Some(Outgoing::Document(text)) => wire::send_text(&mut socket, text).await,
             Some(Outgoing::Control(msg)) => socket.send(msg).await,
             None => Ok(()),
         };
@@ -458,9 +421,7 @@ async fn handle(
         Err(e) => {
             metrics.client_errors.fetch_add(1, Relaxed);
             let detail = format!("malformed message: {e}");
-            return socket
-                .send(error_message("bad_request", &detail, None))
-                .await;
+            return socket.send(wire::error("bad_request", &detail, None)).await;
         }
     };
     match msg {
@@ -469,7 +430,7 @@ async fn handle(
                 metrics.client_errors.fetch_add(1, Relaxed);
                 let err = ApiError::BadRequest("subscribe names no topic".into());
                 return socket
-                    .send(error_message(err.code(), &err.to_string(), None))
+                    .send(wire::error(err.code(), &err.to_string(), None))
                     .await;
             }
             let since = since.unwrap_or(0);
@@ -484,7 +445,7 @@ async fn handle(
                         max: state.max_topics,
                     };
                     socket
-                        .send(error_message(err.code(), &err.to_string(), Some(&topic)))
+                        .send(wire::error(err.code(), &err.to_string(), Some(&topic)))
                         .await?;
                     continue;
                 }
@@ -494,7 +455,7 @@ async fn handle(
                         topic.chars().filter(|c| !c.is_control()).take(80).collect();
                     let err = ApiError::UnknownTopic(shown.clone());
                     socket
-                        .send(error_message(err.code(), &err.to_string(), Some(&shown)))
+                        .send(wire::error(err.code(), &err.to_string(), Some(&shown)))
                         .await?;
                     continue;
                 };
