@@ -369,6 +369,8 @@ fn proxy_header(buf: &[u8]) -> Proxy {
 struct OpenStream {
     query: EventsQuery,
     last_event_id: Option<String>,
+    /// `Accept-Encoding` allows gzip.
+    gzip: bool,
 }
 
 /// A plain `GET /events?…` over HTTP/1.1 with a query serde can read; anything unusual (an
@@ -383,11 +385,13 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
         rest => rest.strip_prefix('?')?,
     };
     let mut last_event_id = None;
+    let mut gzip = false;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "upgrade" | "content-length" | "transfer-encoding" | "expect" => return None,
             "last-event-id" => last_event_id = Some(std::str::from_utf8(h.value).ok()?.into()),
+            "accept-encoding" => gzip |= super::wire::accepts_gzip([h.value]),
             _ => {}
         }
     }
@@ -395,6 +399,7 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
     Some(OpenStream {
         query,
         last_event_id,
+        gzip,
     })
 }
 
@@ -406,6 +411,7 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
         req.query.topics.as_deref().unwrap_or(""),
         since,
         client,
+        req.gzip,
     ) {
         Ok(frames) => frames,
         Err(e) => {
@@ -413,7 +419,8 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             return;
         }
     };
-    let head = wire::response_head(&CORS_HEADERS);
+    let encoding = req.gzip.then_some(&wire::GZIP);
+    let head = wire::response_head(CORS_HEADERS.iter().chain(encoding));
     if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }

@@ -20,7 +20,7 @@ use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::Encoded;
 use super::ordered::Ordered;
-use super::wire::sse as wire;
+use super::wire::sse::{self as wire, Piece};
 use crate::metrics::Metrics;
 
 #[derive(Deserialize)]
@@ -109,23 +109,32 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let since = resume_point(header, &query);
-    let body = open(&state, query.topics.as_deref().unwrap_or(""), since, client)?;
+    let gzip = super::http::accepts_gzip(&headers);
+    let body = open(
+        &state,
+        query.topics.as_deref().unwrap_or(""),
+        since,
+        client,
+        gzip,
+    )?;
     let mut resp = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
-    for (name, value) in HEADERS {
+    let encoding = gzip.then_some(&wire::GZIP);
+    for (name, value) in HEADERS.iter().chain(encoding) {
         resp.headers_mut()
-            .insert(name, HeaderValue::from_static(value));
+            .insert(*name, HeaderValue::from_static(value));
     }
     Ok(resp)
 }
 
 /// Admit a stream from `client` and build what it sends: `retry:`, then the frames of `topics`
 /// after version `since` with heartbeats between them, until shutdown ends it with a randomised
-/// `retry:`. The request is checked first: an invalid one spends none of the admission budget.
+/// `retry:`; gzip-compressed with `gzip` (see [`wire`]). The request is checked first: an invalid one spends none of the admission budget.
 pub fn open(
     state: &AppState,
     topics: &str,
     since: u64,
     client: IpAddr,
+    gzip: bool,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
@@ -146,32 +155,36 @@ pub fn open(
         subscriptions: subs.len() as i64,
     };
 
-    let first = wire::retry(state.sse_retry.as_millis() as u64);
+    let first = Piece::Retry(state.sse_retry.as_millis() as u64);
     let mut frames = Ordered::new(state.hub.complete());
     for (topic, mut rx) in subs {
         let current = rx.borrow_and_update().clone();
         let snapshot = current.version > since;
         frames.insert(topic, rx, current, snapshot);
     }
-    let frames = frames.map(|(enc, frame)| enc.sse(frame).clone());
-    let heartbeats = WatchStream::from_changes(state.heartbeat.clone())
-        .map(|_| Bytes::from_static(wire::HEARTBEAT));
+    let frames = frames.map(|(enc, frame)| Piece::Document(enc, frame));
+    let heartbeats = WatchStream::from_changes(state.heartbeat.clone()).map(|_| Piece::Heartbeat);
     // On shutdown the stream ends at a random moment of the drain period, with a random
-    // `retry:` so its client comes back at a time of its own.
+    // `retry:` so its client comes back at a time of its own; a gzip stream is then finished.
     let drain_ms = state.drain.as_millis().max(1) as u64;
-    let farewell = stream::once(async move {
-        let retry = rand::random_range(1_000..1_000 + 2 * drain_ms);
-        wire::retry(retry)
-    });
+    let farewell = stream::iter([
+        Piece::Retry(rand::random_range(1_000..1_000 + 2 * drain_ms)),
+        Piece::End,
+    ]);
     let live = stream::select(frames, heartbeats)
         .take_until(state.closing())
         .chain(farewell);
-    Ok(stream::once(async { first }).chain(live).map(move |frame| {
-        let _alive = &guard;
-        metrics
-            .deliveries
-            .fetch_add(u64::from(frame.len() > 4), Relaxed);
-        metrics.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
-        frame
-    }))
+    let mut encoder = wire::Encoder::new(gzip);
+    let form = encoder.form();
+    Ok(stream::once(async { first })
+        .chain(live)
+        .filter_map(move |piece| {
+            let _alive = &guard;
+            let bytes = encoder.encode(&piece);
+            if let Piece::Document(..) = piece {
+                metrics.deliveries.fetch_add(1, Relaxed);
+            }
+            metrics.wrote(form, bytes.len());
+            std::future::ready((!bytes.is_empty()).then_some(bytes))
+        }))
 }

@@ -4,15 +4,24 @@
 //! streaming ones.
 //!
 //! - [`sse`]: Server-Sent Events frames, the stream's fixed pieces (`retry:`, heartbeats) and the
-//!   HTTP/1.1 chunks the front door writes them in.
-//! - [`ws`]: WebSocket text messages and the frames they leave in.
+//!   HTTP/1.1 chunks the front door writes them in; identity or gzip.
+//! - [`ws`]: WebSocket text messages and the frames they leave in; plain or compressed with
+//!   [`permessage`]-deflate.
+//!
+//! Compressed forms are compressed once per version, each piece on its own: raw deflate from a
+//! fresh state ending in a sync flush ([`deflate`]), so that a piece needs no byte sent before
+//! it and the same bytes serve every connection, whatever it was sent earlier. A connection
+//! keeps no compressor (hundreds of KB each); the cost is a little ratio against compressing
+//! a whole stream with one state.
 
+pub mod permessage;
 pub mod sse;
 pub mod ws;
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::hub::Encoded;
@@ -45,7 +54,9 @@ impl Frame {
 pub struct Forms {
     gzip: OnceLock<Bytes>,
     sse: [OnceLock<Bytes>; 2],
+    sse_gzip: [OnceLock<sse::Segment>; 2],
     ws: [OnceLock<Utf8Bytes>; 2],
+    ws_deflate: [OnceLock<Bytes>; 2],
 }
 
 impl Encoded {
@@ -67,10 +78,40 @@ impl Encoded {
         self.forms.sse[frame.index()].get_or_init(|| sse::frame(frame, self.version, &self.body))
     }
 
+    /// The SSE frame as a segment of a gzip stream (see [`sse::Segment`]).
+    pub fn sse_gzip(&self, frame: Frame) -> &sse::Segment {
+        self.forms.sse_gzip[frame.index()].get_or_init(|| sse::Segment::compress(self.sse(frame)))
+    }
+
+    /// The WebSocket message compressed for permessage-deflate (see [`permessage::compress`]).
+    pub fn ws_deflate(&self, frame: Frame) -> &Bytes {
+        self.forms.ws_deflate[frame.index()]
+            .get_or_init(|| Bytes::from(permessage::compress(self.ws(frame).as_bytes())))
+    }
+
     /// The WebSocket message (see [`ws::message`]).
     pub fn ws(&self, frame: Frame) -> &Utf8Bytes {
         self.forms.ws[frame.index()]
             .get_or_init(|| ws::message(frame, &self.topic, self.version, &self.body))
+    }
+}
+
+/// `data` as raw deflate compressed from a fresh state, ending in a sync flush (an empty stored
+/// block, `00 00 ff ff`): byte-aligned, so that it can follow any other such piece in one
+/// deflate stream, and decodable without any byte before it.
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut compressor = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    loop {
+        let consumed = compressor.total_in() as usize;
+        compressor
+            .compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+            .expect("compressing to memory");
+        // Done once every byte is in and the flush left room to spare.
+        if compressor.total_in() as usize == data.len() && out.len() < out.capacity() {
+            return out;
+        }
+        out.reserve(out.capacity().max(64));
     }
 }
 
@@ -91,12 +132,12 @@ pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bus::Document;
     use crate::documents::Draft;
 
-    pub(super) fn encoded(topic: &str, version: u64) -> Encoded {
+    pub(crate) fn encoded(topic: &str, version: u64) -> Encoded {
         let draft = Draft {
             topic: topic.into(),
             body: Bytes::from(format!(r#"{{"topic":"{topic}"}}"#)),
@@ -120,6 +161,29 @@ mod tests {
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut out).unwrap();
         assert_eq!(out, enc.body);
+    }
+
+    /// Raw deflate inflated (a piece ending in a sync flush: no final block).
+    pub(super) fn inflate(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 << 20);
+        flate2::Decompress::new(false)
+            .decompress_vec(raw, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn compressed_forms_inflate_back_to_the_plain_ones() {
+        let enc = encoded("mayors-sp-sao-paulo", 9);
+        for frame in [Frame::Snapshot, Frame::Update] {
+            let segment = &enc.sse_gzip(frame).bytes;
+            assert!(segment.ends_with(&permessage::TAIL));
+            assert_eq!(inflate(segment), enc.sse(frame).to_vec());
+            let mut message = enc.ws_deflate(frame).to_vec();
+            assert!(!message.ends_with(&permessage::TAIL));
+            message.extend_from_slice(&permessage::TAIL);
+            assert_eq!(inflate(&message), enc.ws(frame).as_bytes());
+        }
     }
 
     #[test]

@@ -29,10 +29,13 @@ use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
+use super::wire::permessage::{self, Inbound};
 use super::wire::ws::{self as wire, FRAGMENT};
+use crate::metrics::StreamForm;
 
-/// A WebSocket on an upgraded HTTP connection.
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// A WebSocket on an upgraded HTTP connection, client messages inflated when permessage-deflate
+/// was negotiated.
+type Socket = WebSocketStream<Inbound<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Read buffer per socket. tungstenite's default is 128 KiB; client messages here are short
 /// JSON commands (a longer one grows the buffer to its size), and a node holds hundreds of
@@ -95,9 +98,12 @@ pub async fn upgrade(
     if let Err(e) = state.admission.admit(&state.metrics, client) {
         return e.into_response();
     }
+    let extensions = parts.headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+    let deflate = permessage::negotiate(extensions.iter().map(HeaderValue::as_bytes));
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
     };
+    let compressed = deflate.is_some();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -107,20 +113,22 @@ pub async fn upgrade(
                     .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .max_message_size(Some(MAX_MESSAGE))
                     .max_frame_size(Some(MAX_MESSAGE));
-                let io = TokioIo::new(upgraded);
+                let io = Inbound::new(TokioIo::new(upgraded), compressed, MAX_MESSAGE);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection(socket, state).await;
+                connection(socket, state, compressed).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
-    Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .expect("a valid response")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(deflate) = deflate {
+        resp = resp.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate);
+    }
+    resp.body(Body::empty()).expect("a valid response")
 }
 
 /// Why an opening handshake is refused.
@@ -283,7 +291,8 @@ enum Outgoing {
     Control(Message),
 }
 
-async fn connection(mut socket: Socket, state: AppState) {
+/// Serve one WebSocket; with `compressed`, documents go out compressed (permessage-deflate).
+async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     metrics.ws_connections_total.fetch_add(1, Relaxed);
@@ -327,8 +336,13 @@ async fn connection(mut socket: Socket, state: AppState) {
                 }
                 held.sent(&enc);
                 metrics.deliveries.fetch_add(1, Relaxed);
-                metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
-                Some(Outgoing::Document(text))
+                let (payload, form) = if compressed {
+                    (enc.ws_deflate(frame).clone(), StreamForm::Deflate)
+                } else {
+                    (text, StreamForm::Identity)
+                };
+                metrics.wrote(form, payload.len());
+                Some(Outgoing::Document(payload))
             }
             changed = heartbeat.changed(), if beating => {
                 if changed.is_err() {
@@ -392,7 +406,9 @@ async fn connection(mut socket: Socket, state: AppState) {
             },
         };
         let sent = match outgoing {
-            Some(Outgoing::Document(text)) => wire::send_text(&mut socket, text).await,
+            Some(Outgoing::Document(payload)) => {
+                wire::send_message(&mut socket, payload, compressed).await
+            }
             Some(Outgoing::Control(msg)) => socket.send(msg).await,
             None => Ok(()),
         };

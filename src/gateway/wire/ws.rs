@@ -39,30 +39,29 @@ pub fn error(code: &str, message: &str, topic: Option<&str>) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
-/// Send one text message, in fragments of at most [`FRAGMENT`] bytes. `text` is UTF-8; a
-/// fragment may end inside a character, which RFC 6455 allows (only the whole message must be
-/// valid).
-pub async fn send_text<S>(socket: &mut S, mut text: Bytes) -> Result<(), tungstenite::Error>
+/// Send one text message, in fragments of at most [`FRAGMENT`] bytes: `payload` is the UTF-8
+/// text, or with `compressed` its permessage-deflate form (see [`super::permessage`]), marked
+/// by RSV1 on the first frame (RFC 7692 §6). A fragment may end inside a character or a
+/// compressed block, which both RFCs allow (only the whole message must be valid).
+pub async fn send_message<S>(
+    socket: &mut S,
+    mut payload: Bytes,
+    compressed: bool,
+) -> Result<(), tungstenite::Error>
 where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
     let mut opcode = Data::Text;
-    while text.len() > FRAGMENT {
-        let fragment = text.split_to(FRAGMENT);
-        socket
-            .feed(Message::Frame(WireFrame::message(
-                fragment,
-                OpCode::Data(opcode),
-                false,
-            )))
-            .await?;
+    loop {
+        let last = payload.len() <= FRAGMENT;
+        let fragment = payload.split_to(payload.len().min(FRAGMENT));
+        let mut frame = WireFrame::message(fragment, OpCode::Data(opcode), last);
+        frame.header_mut().rsv1 = compressed && opcode == Data::Text;
+        let frame = Message::Frame(frame);
+        if last {
+            return socket.send(frame).await;
+        }
+        socket.feed(frame).await?;
         opcode = Data::Continue;
     }
-    socket
-        .send(Message::Frame(WireFrame::message(
-            text,
-            OpCode::Data(opcode),
-            true,
-        )))
-        .await
 }
