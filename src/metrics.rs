@@ -15,16 +15,24 @@ pub enum StreamForm {
     Gzip,
     /// WebSocket messages compressed with permessage-deflate.
     Deflate,
+    /// `patch` events and messages, whatever their encoding.
+    Patch,
 }
 
 impl StreamForm {
-    const ALL: [StreamForm; 3] = [StreamForm::Identity, StreamForm::Gzip, StreamForm::Deflate];
+    const ALL: [StreamForm; 4] = [
+        StreamForm::Identity,
+        StreamForm::Gzip,
+        StreamForm::Deflate,
+        StreamForm::Patch,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             StreamForm::Identity => "identity",
             StreamForm::Gzip => "gzip",
             StreamForm::Deflate => "deflate",
+            StreamForm::Patch => "patch",
         }
     }
 }
@@ -43,7 +51,7 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// `bytes_sent` by the form the bytes took, in [`StreamForm::ALL`]'s order.
-    stream_bytes: [AtomicU64; 3],
+    stream_bytes: [AtomicU64; 4],
     pub get_requests: AtomicU64,
     pub not_modified: AtomicU64,
     /// Client mistakes: unknown topics, malformed messages, too many topics.
@@ -351,7 +359,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP apura_stream_bytes_total Bytes written to streaming subscribers by the form they took (identity: SSE and WebSocket as they are; gzip: SSE with Content-Encoding gzip; deflate: WebSocket with permessage-deflate).\n# TYPE apura_stream_bytes_total counter"
+            "# HELP apura_stream_bytes_total Bytes written to streaming subscribers by the form they took (identity: SSE and WebSocket as they are; gzip: SSE with Content-Encoding gzip; deflate: WebSocket with permessage-deflate; patch: patch events and messages, in any of those).\n# TYPE apura_stream_bytes_total counter"
         );
         for form in StreamForm::ALL {
             let n = self.stream_bytes(form);

@@ -158,11 +158,17 @@ async fn python_websockets_negotiates_permessage_deflate_and_gets_the_documents(
     snapshots.push(m);
     for m in &snapshots {
         let topic = m["topic"].as_str().unwrap();
-        let get = get_json(&gw.url(&topic_path(topic))).await;
-        if get["version"] == m["version"] {
-            assert_eq!(m["document"], get);
+        let enc = gw.hub.get(topic).unwrap();
+        if enc.version == m["version"] {
+            let served: serde_json::Value = serde_json::from_slice(&enc.body).unwrap();
+            assert_eq!(m["document"], served);
         }
     }
+    let last: serde_json::Value = serde_json::from_slice(&gw.hub.get("b").unwrap().body).unwrap();
+    assert_eq!(
+        snapshots[2]["document"], last,
+        "the update is the document served"
+    );
     assert_eq!(
         py.next(WAIT).await.unwrap()["closed"],
         serde_json::Value::Null

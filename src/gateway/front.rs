@@ -411,7 +411,10 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
         req.query.topics.as_deref().unwrap_or(""),
         since,
         client,
-        req.gzip,
+        sse::Form {
+            gzip: req.gzip,
+            delta: req.query.delta(),
+        },
     ) {
         Ok(frames) => frames,
         Err(e) => {

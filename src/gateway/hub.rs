@@ -27,6 +27,8 @@ pub struct Encoded {
     pub body: Bytes,
     /// `"<version>"`.
     pub etag: HeaderValue,
+    /// The version this one replaced in the hub, and its body: what a patch applies to.
+    pub base: Option<(u64, Bytes)>,
     pub(super) forms: Forms,
 }
 
@@ -39,7 +41,16 @@ impl Encoded {
             body: doc.json.clone(),
             etag: HeaderValue::from_str(&format!("\"{}\"", doc.version))
                 .expect("a number is a valid header"),
+            base: None,
             forms: Forms::default(),
+        }
+    }
+
+    /// The version after `previous`, which it replaces.
+    fn after(doc: &Document, previous: &Encoded) -> Self {
+        Encoded {
+            base: Some((previous.version, previous.body.clone())),
+            ..Encoded::new(doc)
         }
     }
 }
@@ -89,7 +100,7 @@ impl Hub {
             if tx.borrow().version >= doc.version {
                 return false;
             }
-            let newer = store_quietly(&tx, Arc::new(Encoded::new(doc)));
+            let newer = store_quietly(&tx, doc);
             if newer {
                 self.applied(doc);
             }
@@ -99,7 +110,7 @@ impl Hub {
         let mut newer = true;
         self.topics
             .entry(doc.topic.clone())
-            .and_modify(|tx| newer = store_quietly(tx, enc.clone()))
+            .and_modify(|tx| newer = store_quietly(tx, doc))
             .or_insert_with(|| watch::channel(enc.clone()).0);
         if newer {
             self.applied(doc);
@@ -168,11 +179,11 @@ impl Hub {
 
 /// Replace a channel's value with a newer one without notifying its receivers (they are woken
 /// by [`Hub::publish_cycle`]). Returns whether it was newer.
-fn store_quietly(tx: &watch::Sender<Arc<Encoded>>, enc: Arc<Encoded>) -> bool {
+fn store_quietly(tx: &watch::Sender<Arc<Encoded>>, doc: &Document) -> bool {
     let mut newer = false;
     tx.send_if_modified(|cur| {
-        if enc.version > cur.version {
-            *cur = enc;
+        if doc.version > cur.version {
+            *cur = Arc::new(Encoded::after(doc, cur));
             newer = true;
         }
         false

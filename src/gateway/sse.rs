@@ -1,5 +1,6 @@
 //! `GET /events?topics=a,b`: Server-Sent Events, many topics on one stream.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,10 +19,10 @@ use tokio_stream::wrappers::WatchStream;
 use super::AppState;
 use super::admission::ClientAddr;
 use super::http::ApiError;
-use super::hub::Encoded;
+use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
 use super::wire::sse::{self as wire, Piece};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamForm};
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -29,9 +30,26 @@ pub struct EventsQuery {
     /// Resume point for a first connect, where the browser cannot set `Last-Event-ID`.
     #[serde(rename = "lastEventId")]
     pub last_event_id: Option<String>,
+    /// `1` (or `true`): changes as `patch` events where the client holds the base.
+    pub delta: Option<String>,
+}
+
+impl EventsQuery {
+    pub fn delta(&self) -> bool {
+        matches!(self.delta.as_deref(), Some("1" | "true"))
+    }
 }
 
 pub use super::wire::sse::HEADERS;
+
+/// How a stream is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Form {
+    /// gzip-compressed (the request's `Accept-Encoding` allows it).
+    pub gzip: bool,
+    /// Changes as patches (`&delta=1`).
+    pub delta: bool,
+}
 
 /// A topic name and its channel.
 pub type TopicReceiver = (Arc<str>, watch::Receiver<Arc<Encoded>>);
@@ -115,7 +133,10 @@ pub async fn events(
         query.topics.as_deref().unwrap_or(""),
         since,
         client,
-        gzip,
+        Form {
+            gzip,
+            delta: query.delta(),
+        },
     )?;
     let mut resp = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
     let encoding = gzip.then_some(&wire::GZIP);
@@ -134,7 +155,7 @@ pub fn open(
     topics: &str,
     since: u64,
     client: IpAddr,
-    gzip: bool,
+    form: Form,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
@@ -162,7 +183,17 @@ pub fn open(
         let snapshot = current.version > since;
         frames.insert(topic, rx, current, snapshot);
     }
-    let frames = frames.map(|(enc, frame)| Piece::Document(enc, frame));
+    // With deltas, the version of each topic this stream sent last: an update whose base it is
+    // goes as a patch.
+    let mut sent: Option<HashMap<Arc<str>, u64>> = form.delta.then(HashMap::new);
+    let frames = frames.map(move |(enc, frame)| {
+        let Some(sent) = sent.as_mut() else {
+            return Piece::Document(enc, frame);
+        };
+        let held = sent.insert(enc.topic.clone(), enc.version);
+        let patch = frame == Frame::Update && held.is_some_and(|v| enc.patches(v));
+        Piece::Document(enc, if patch { Frame::Patch } else { frame })
+    });
     let heartbeats = WatchStream::from_changes(state.heartbeat.clone()).map(|_| Piece::Heartbeat);
     // On shutdown the stream ends at a random moment of the drain period, with a random
     // `retry:` so its client comes back at a time of its own; a gzip stream is then finished.
@@ -174,13 +205,17 @@ pub fn open(
     let live = stream::select(frames, heartbeats)
         .take_until(state.closing())
         .chain(farewell);
-    let mut encoder = wire::Encoder::new(gzip);
-    let form = encoder.form();
+    let mut encoder = wire::Encoder::new(form.gzip);
+    let encoding = encoder.form();
     Ok(stream::once(async { first })
         .chain(live)
         .filter_map(move |piece| {
             let _alive = &guard;
             let bytes = encoder.encode(&piece);
+            let form = match piece {
+                Piece::Document(_, Frame::Patch) => StreamForm::Patch,
+                _ => encoding,
+            };
             if let Piece::Document(..) = piece {
                 metrics.deliveries.fetch_add(1, Relaxed);
             }

@@ -26,11 +26,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::hub::Encoded;
 
-/// Which of the two streaming messages.
+/// Which streaming message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
     Snapshot,
     Update,
+    /// The change from the version before (see [`Encoded::patch`]), for a subscriber that asked
+    /// for deltas and holds that version.
+    Patch,
 }
 
 impl Frame {
@@ -38,6 +41,7 @@ impl Frame {
         match self {
             Frame::Snapshot => "snapshot",
             Frame::Update => "update",
+            Frame::Patch => "patch",
         }
     }
 
@@ -45,6 +49,7 @@ impl Frame {
         match self {
             Frame::Snapshot => 0,
             Frame::Update => 1,
+            Frame::Patch => 2,
         }
     }
 }
@@ -53,10 +58,12 @@ impl Frame {
 #[derive(Debug, Default)]
 pub struct Forms {
     gzip: OnceLock<Bytes>,
-    sse: [OnceLock<Bytes>; 2],
-    sse_gzip: [OnceLock<sse::Segment>; 2],
-    ws: [OnceLock<Utf8Bytes>; 2],
-    ws_deflate: [OnceLock<Bytes>; 2],
+    sse: [OnceLock<Bytes>; 3],
+    sse_gzip: [OnceLock<sse::Segment>; 3],
+    ws: [OnceLock<Utf8Bytes>; 3],
+    ws_deflate: [OnceLock<Bytes>; 3],
+    /// `{"topic", "base", "version", "patch"}`, when a patch is worth sending.
+    patch: OnceLock<Option<Bytes>>,
 }
 
 impl Encoded {
@@ -73,9 +80,46 @@ impl Encoded {
         })
     }
 
-    /// The SSE frame (see [`sse::frame`]).
+    /// The SSE frame (see [`sse::frame`]); a patch's data is [`Encoded::patch`].
     pub fn sse(&self, frame: Frame) -> &Bytes {
-        self.forms.sse[frame.index()].get_or_init(|| sse::frame(frame, self.version, &self.body))
+        self.forms.sse[frame.index()].get_or_init(|| {
+            let data = match frame {
+                Frame::Patch => self
+                    .patch()
+                    .expect("a patch is sent only when there is one"),
+                _ => &self.body,
+            };
+            sse::frame(frame, self.version, data)
+        })
+    }
+
+    /// The change from the version this one replaced, computed once: `{"topic", "base",
+    /// "version", "patch"}`, `patch` an RFC 6902 JSON Patch that turns the `base` document into
+    /// this one. `None` for a first version, or when the patch is not smaller than the document
+    /// (a subscriber then gets the document whole).
+    pub fn patch(&self) -> Option<&Bytes> {
+        self.forms
+            .patch
+            .get_or_init(|| {
+                let (base, before) = self.base.as_ref()?;
+                let before: serde_json::Value = serde_json::from_slice(before).ok()?;
+                let after: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+                let patch = json_patch::diff(&before, &after);
+                let message = serde_json::json!({
+                    "topic": &*self.topic,
+                    "base": base,
+                    "version": self.version,
+                    "patch": patch,
+                });
+                let bytes = Bytes::from(message.to_string());
+                (bytes.len() < self.body.len()).then_some(bytes)
+            })
+            .as_ref()
+    }
+
+    /// Whether a subscriber that holds `held` of this topic can be sent the patch.
+    pub fn patches(&self, held: u64) -> bool {
+        self.base.as_ref().is_some_and(|(base, _)| *base == held) && self.patch().is_some()
     }
 
     /// The SSE frame as a segment of a gzip stream (see [`sse::Segment`]).
@@ -89,10 +133,15 @@ impl Encoded {
             .get_or_init(|| Bytes::from(permessage::compress(self.ws(frame).as_bytes())))
     }
 
-    /// The WebSocket message (see [`ws::message`]).
+    /// The WebSocket message (see [`ws::message`] and [`ws::patch`]).
     pub fn ws(&self, frame: Frame) -> &Utf8Bytes {
-        self.forms.ws[frame.index()]
-            .get_or_init(|| ws::message(frame, &self.topic, self.version, &self.body))
+        self.forms.ws[frame.index()].get_or_init(|| match frame {
+            Frame::Patch => ws::patch(
+                self.patch()
+                    .expect("a patch is sent only when there is one"),
+            ),
+            _ => ws::message(frame, &self.topic, self.version, &self.body),
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! tungstenite stream whose frames this module writes: a document goes out in fragments of at
 //! most [`FRAGMENT`] bytes (see there why), however large it is.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -71,6 +71,9 @@ enum ClientMessage {
         topics: Vec<String>,
         #[serde(default)]
         since: Option<u64>,
+        /// Changes as `patch` messages where the client holds the base.
+        #[serde(default)]
+        delta: bool,
     },
     Unsubscribe {
         topics: Vec<String>,
@@ -248,6 +251,8 @@ impl Budget {
 #[derive(Default)]
 struct Held {
     versions: HashMap<Arc<str>, u64>,
+    /// Subscribed topics whose changes go as patches.
+    delta: HashSet<Arc<str>>,
     /// Unsubscribed topics with a version in `versions`, oldest first.
     released: VecDeque<Arc<str>>,
 }
@@ -273,6 +278,7 @@ impl Held {
     }
 
     fn unsubscribed(&mut self, topic: &str) {
+        self.delta.remove(topic);
         let Some((topic, _)) = self.versions.get_key_value(topic) else {
             return;
         };
@@ -315,6 +321,10 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
                 break;
             }
             Some((enc, frame)) = subs.next(), if !subs.is_empty() => {
+                let patch = frame == Frame::Update
+                    && held.delta.contains(&*enc.topic)
+                    && enc.patches(held.version(&enc.topic));
+                let frame = if patch { Frame::Patch } else { frame };
                 let text = Bytes::from(enc.ws(frame).clone());
                 if frame == Frame::Snapshot && !budget.spend(text.len()) {
                     let closes = metrics.ws_budget_closes.fetch_add(1, Relaxed) + 1;
@@ -341,6 +351,7 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
                 } else {
                     (text, StreamForm::Identity)
                 };
+                let form = if patch { StreamForm::Patch } else { form };
                 metrics.wrote(form, payload.len());
                 Some(Outgoing::Document(payload))
             }
@@ -441,7 +452,11 @@ async fn handle(
         }
     };
     match msg {
-        ClientMessage::Subscribe { topics, since } => {
+        ClientMessage::Subscribe {
+            topics,
+            since,
+            delta,
+        } => {
             if topics.is_empty() {
                 metrics.client_errors.fetch_add(1, Relaxed);
                 let err = ApiError::BadRequest("subscribe names no topic".into());
@@ -452,6 +467,11 @@ async fn handle(
             let since = since.unwrap_or(0);
             for topic in topics {
                 if subs.contains(topic.as_str()) {
+                    if delta {
+                        held.delta.insert(Arc::from(topic.as_str()));
+                    } else {
+                        held.delta.remove(topic.as_str());
+                    }
                     continue;
                 }
                 if subs.len() >= state.max_topics {
@@ -479,6 +499,9 @@ async fn handle(
                 // Nothing the client holds already, by its word or because it was sent here.
                 let snapshot = current.version > since.max(held.version(&topic));
                 held.subscribed(&topic);
+                if delta {
+                    held.delta.insert(Arc::from(topic.as_str()));
+                }
                 metrics.subscriptions.fetch_add(1, Relaxed);
                 subs.insert(Arc::from(topic.as_str()), rx, current, snapshot);
             }

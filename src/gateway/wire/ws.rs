@@ -33,6 +33,15 @@ pub fn message(frame: Frame, topic: &str, version: u64, body: &Bytes) -> Utf8Byt
     Utf8Bytes::try_from(b.freeze()).expect("JSON is UTF-8")
 }
 
+/// The `patch` message: `{"type": "patch", "topic", "base", "version", "patch"}`, from the
+/// object of [`crate::gateway::hub::Encoded::patch`].
+pub fn patch(change: &Bytes) -> Utf8Bytes {
+    let mut b = BytesMut::with_capacity(change.len() + 16);
+    b.extend_from_slice(br#"{"type":"patch","#);
+    b.extend_from_slice(&change[1..]);
+    Utf8Bytes::try_from(b.freeze()).expect("JSON is UTF-8")
+}
+
 /// An `error` message: `{"type": "error", "code", "message", "topic"}`.
 pub fn error(code: &str, message: &str, topic: Option<&str>) -> Message {
     let v = serde_json::json!({"type": "error", "code": code, "message": message, "topic": topic});
