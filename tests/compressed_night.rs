@@ -1,7 +1,8 @@
 //! A simulated count night (`apura demo`, a fixed seed) followed by a client that decodes gzip
-//! SSE and one that inflates permessage-deflate WebSocket messages (Python's `websockets`):
-//! every document version either received is exactly the one GET served at that version, and
-//! each ends with GET's last document of every topic.
+//! SSE, one that inflates permessage-deflate WebSocket messages (Python's `websockets`) and one
+//! that applies patches (gzip SSE with `&delta=1`): every document version each received (or
+//! made) is exactly the one GET served at that version, and each ends with GET's last document
+//! of every topic.
 
 #[path = "compression/clients.rs"]
 mod clients;
@@ -89,7 +90,7 @@ fn check(client: &str, received: &[(String, u64, serde_json::Value)], served: &S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_sse_and_deflate_websocket_carry_exactly_the_documents_get_serves() {
+async fn gzip_sse_deflate_websocket_and_patches_carry_exactly_the_documents_get_serves() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let night = Duration::from_secs(30);
@@ -130,6 +131,8 @@ async fn gzip_sse_and_deflate_websocket_carry_exactly_the_documents_get_serves()
     let topics = TOPICS.join(",");
     let mut sse = RawSse::open(addr, &format!("/events?topics={topics}"), "gzip", false).await;
     assert!(sse.gzip(), "{}", sse.head);
+    let delta_path = format!("/events?topics={topics}&delta=1");
+    let mut delta = RawSse::open(addr, &delta_path, "gzip", false).await;
     let url = format!("ws://{addr}/ws");
     let seconds = (night.as_secs() + 60).to_string();
     let mut py = PythonWs::spawn(&["follow", &url, &topics, &seconds, "0"]);
@@ -151,10 +154,9 @@ async fn gzip_sse_and_deflate_websocket_carry_exactly_the_documents_get_serves()
 
     // The whole night, then a little more: the count is over and every topic holds still.
     let end = tokio::time::Instant::now() + night + Duration::from_secs(5);
-    sse.until(night + Duration::from_secs(10), |_| {
-        tokio::time::Instant::now() >= end
-    })
-    .await;
+    let over = |_: &str| tokio::time::Instant::now() >= end;
+    let wait = night + Duration::from_secs(10);
+    tokio::join!(sse.until(wait, over), delta.until(wait, over));
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     poller.await.unwrap();
@@ -167,6 +169,13 @@ async fn gzip_sse_and_deflate_websocket_carry_exactly_the_documents_get_serves()
     let mut whole = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&sse.body[..]), &mut whole)
         .expect("a whole gzip stream: final block, CRC-32 and length right");
+    assert!(
+        delta.until_end(Duration::from_secs(10)).await,
+        "the delta stream ends"
+    );
+    let mut whole_delta = String::new();
+    let mut gz = flate2::read::GzDecoder::new(&delta.body[..]);
+    std::io::Read::read_to_string(&mut gz, &mut whole_delta).unwrap();
     let (ws, closed) = ws_messages.await.unwrap();
     assert_eq!(closed, 1012);
 
@@ -184,6 +193,38 @@ async fn gzip_sse_and_deflate_websocket_carry_exactly_the_documents_get_serves()
             (topic, m["version"].as_u64().unwrap(), m["document"].clone())
         })
         .collect();
+    // The patch client: every patch applies to the version it holds, giving the next one.
+    let mut held: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut patches = 0;
+    let mut delta_docs = Vec::new();
+    for (event, id, data) in events(&whole_delta) {
+        let message: serde_json::Value = serde_json::from_str(&data).unwrap();
+        let topic = message["topic"].as_str().unwrap().to_string();
+        let doc = if event == "patch" {
+            let base = held
+                .get(&topic)
+                .expect("a patch comes after the topic's document");
+            assert_eq!(
+                base["version"], message["base"],
+                "{topic}: a patch of the version held"
+            );
+            let patch: json_patch::Patch =
+                serde_json::from_value(message["patch"].clone()).unwrap();
+            let mut doc = base.clone();
+            json_patch::patch(&mut doc, &patch).unwrap();
+            patches += 1;
+            doc
+        } else {
+            message
+        };
+        held.insert(topic.clone(), doc.clone());
+        delta_docs.push((topic, id, doc));
+    }
+    assert!(
+        patches * 2 > delta_docs.len(),
+        "{patches} patches of {}",
+        delta_docs.len()
+    );
     let versions = served.lock().unwrap().len();
     assert!(
         versions > 3 * TOPICS.len(),
@@ -191,10 +232,16 @@ async fn gzip_sse_and_deflate_websocket_carry_exactly_the_documents_get_serves()
     );
     let sse_compared = check("gzip SSE", &sse_docs, &served);
     let ws_compared = check("deflate WebSocket", &ws_docs, &served);
+    let delta_compared = check("delta SSE", &delta_docs, &served);
     println!(
         "{versions} versions served by GET; gzip SSE {} received, {sse_compared} compared; \
-         deflate WebSocket {} received, {ws_compared} compared",
+         deflate WebSocket {} received, {ws_compared} compared; delta SSE {} received \
+         ({patches} patches), {delta_compared} compared; wire bytes: gzip SSE {}, delta gzip \
+         SSE {}",
         sse_docs.len(),
-        ws_docs.len()
+        ws_docs.len(),
+        delta_docs.len(),
+        sse.wire,
+        delta.wire
     );
 }
