@@ -2,9 +2,10 @@
 """Bytes on the wire of one subscriber, per stream form, over the same simulated minutes.
 
 Starts `apura demo` (a fixed seed), then, side by side on the same gateway for the same time,
-subscribes a page's set of topics four times: SSE identity (no Accept-Encoding), SSE gzip
+subscribes a page's set of topics in every form: SSE identity (no Accept-Encoding), SSE gzip
 (Accept-Encoding: gzip, as every browser sends), WebSocket plain and WebSocket with
-permessage-deflate (Python's `websockets`, Debian's python3-websockets). Every byte read from
+permessage-deflate (Python's `websockets`, Debian's python3-websockets), and both compressed
+forms again with deltas (`&delta=1`, `"delta": true`). Every byte read from
 each socket is counted, response heads and framing included. The gzip stream is decoded and the
 WebSocket messages parsed as they come, and both must carry the same versions as identity.
 
@@ -43,11 +44,11 @@ class Counter:
         self.versions[topic] = max(version, self.versions.get(topic, 0))
 
 
-async def sse(port, topics, gzip, counter, stop):
+async def sse(port, topics, gzip, counter, stop, delta=False):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     accept = "Accept-Encoding: gzip, deflate, br\r\n" if gzip else ""
-    writer.write(f"GET /events?topics={','.join(topics)} HTTP/1.1\r\nHost: bench\r\n{accept}\r\n"
-                 .encode())
+    query = f"topics={','.join(topics)}" + ("&delta=1" if delta else "")
+    writer.write(f"GET /events?{query} HTTP/1.1\r\nHost: bench\r\n{accept}\r\n".encode())
     raw = b""
     while b"\r\n\r\n" not in raw:
         raw += await reader.read(65536)
@@ -96,20 +97,20 @@ def counting_protocol(counter):
     return Counting
 
 
-async def ws(port, topics, deflate, counter, stop):
+async def ws(port, topics, deflate, counter, stop, delta=False):
     async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None,
                                   compression="deflate" if deflate else None,
                                   create_protocol=counting_protocol(counter)) as conn:
         negotiated = [e.name for e in conn.extensions]
         assert negotiated == (["permessage-deflate"] if deflate else []), negotiated
-        await conn.send(json.dumps({"type": "subscribe", "topics": topics}))
+        await conn.send(json.dumps({"type": "subscribe", "topics": topics, "delta": delta}))
         while not stop.is_set():
             try:
                 message = await asyncio.wait_for(conn.recv(), 0.5)
             except asyncio.TimeoutError:
                 continue
             m = json.loads(message)
-            if m.get("type") in ("snapshot", "update"):
+            if m.get("type") in ("snapshot", "update", "patch"):
                 counter.saw(m["topic"], m["version"])
 
 
@@ -121,7 +122,8 @@ def free_port():
 
 async def measure(port, seconds):
     stop = asyncio.Event()
-    forms = ["SSE identity", "SSE gzip", "WebSocket", "WebSocket permessage-deflate"]
+    forms = ["SSE identity", "SSE gzip", "SSE gzip + deltas", "WebSocket",
+             "WebSocket permessage-deflate", "WebSocket permessage-deflate + deltas"]
     counters = {(name, form): Counter() for name in SETS for form in forms}
     tasks = []
     for name, topics in SETS.items():
@@ -129,8 +131,10 @@ async def measure(port, seconds):
         tasks += [
             sse(port, topics, False, c("SSE identity"), stop),
             sse(port, topics, True, c("SSE gzip"), stop),
+            sse(port, topics, True, c("SSE gzip + deltas"), stop, delta=True),
             ws(port, topics, False, c("WebSocket"), stop),
             ws(port, topics, True, c("WebSocket permessage-deflate"), stop),
+            ws(port, topics, True, c("WebSocket permessage-deflate + deltas"), stop, delta=True),
         ]
     running = [asyncio.create_task(t) for t in tasks]
     await asyncio.sleep(seconds)
