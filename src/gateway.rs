@@ -8,6 +8,7 @@ pub mod hub;
 pub mod listener;
 pub mod ordered;
 pub mod sse;
+pub mod wire;
 pub mod ws;
 
 use std::net::SocketAddr;

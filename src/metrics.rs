@@ -6,6 +6,37 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::bus::now_millis;
 
+/// The forms a stream's bytes take on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamForm {
+    /// SSE frames and WebSocket messages as they are.
+    Identity,
+    /// SSE with `Content-Encoding: gzip`.
+    Gzip,
+    /// WebSocket messages compressed with permessage-deflate.
+    Deflate,
+    /// `patch` events and messages, whatever their encoding.
+    Patch,
+}
+
+impl StreamForm {
+    const ALL: [StreamForm; 4] = [
+        StreamForm::Identity,
+        StreamForm::Gzip,
+        StreamForm::Deflate,
+        StreamForm::Patch,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            StreamForm::Identity => "identity",
+            StreamForm::Gzip => "gzip",
+            StreamForm::Deflate => "deflate",
+            StreamForm::Patch => "patch",
+        }
+    }
+}
+
 /// Every counter and gauge of one process. Connections carry no client addresses.
 #[derive(Default)]
 pub struct Metrics {
@@ -19,6 +50,8 @@ pub struct Metrics {
     /// Frames written to SSE and WebSocket subscribers.
     pub deliveries: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// `bytes_sent` by the form the bytes took, in [`StreamForm::ALL`]'s order.
+    stream_bytes: [AtomicU64; 4],
     pub get_requests: AtomicU64,
     pub not_modified: AtomicU64,
     /// Client mistakes: unknown topics, malformed messages, too many topics.
@@ -93,6 +126,25 @@ impl Metrics {
     /// City results refused for one reason so far.
     pub fn city_rejections(&self, reason: &str) -> u64 {
         read(&self.city_rejections, reason)
+    }
+
+    /// Count `n` bytes written to a streaming subscriber in `form`.
+    pub fn wrote(&self, form: StreamForm, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Relaxed);
+        let i = StreamForm::ALL
+            .iter()
+            .position(|f| *f == form)
+            .expect("a form");
+        self.stream_bytes[i].fetch_add(n as u64, Relaxed);
+    }
+
+    /// Bytes written in `form` so far.
+    pub fn stream_bytes(&self, form: StreamForm) -> u64 {
+        let i = StreamForm::ALL
+            .iter()
+            .position(|f| *f == form)
+            .expect("a form");
+        self.stream_bytes[i].load(Relaxed)
     }
 
     /// Remember the publication time of a document if it is the newest seen.
@@ -305,6 +357,18 @@ impl Metrics {
             "gauge",
             format!("{age:.3}"),
         );
+        let _ = writeln!(
+            out,
+            "# HELP apura_stream_bytes_total Bytes written to streaming subscribers by the form they took (identity: SSE and WebSocket as they are; gzip: SSE with Content-Encoding gzip; deflate: WebSocket with permessage-deflate; patch: patch events and messages, in any of those).\n# TYPE apura_stream_bytes_total counter"
+        );
+        for form in StreamForm::ALL {
+            let n = self.stream_bytes(form);
+            let _ = writeln!(
+                out,
+                "apura_stream_bytes_total{{form=\"{}\"}} {n}",
+                form.label()
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP apura_feed_errors_total Feed files rejected or not fetched, by kind (fetch: http_status, network, too_large, file; content: malformed, invalid, stale; not_found: the file is not there; startup: the municipality list or configuration could not be loaded, retried; accepted with cities kept from the previous file: missing_cities).\n# TYPE apura_feed_errors_total counter"

@@ -10,6 +10,8 @@
 //! it), each frame one chunk leaving in one vectored write; the connection closes when the
 //! stream ends (`Connection: close`).
 
+mod proxy;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +38,8 @@ use super::AppState;
 use super::admission::{ClientAddr, Refusal, Ticket};
 use super::listener::{TimeoutListener, TimeoutStream, is_transient};
 use super::sse::{self, EventsQuery};
+use super::wire::sse as wire;
+use proxy::{Proxy, proxy_header};
 
 /// A request head larger than this is refused with 431 (nginx's default allows 8 KiB a line
 /// and 32 KiB in all; browsers send well under 8 KiB).
@@ -294,80 +298,12 @@ fn look(buf: &[u8]) -> Look {
     }
 }
 
-/// What a PROXY protocol header gave.
-#[derive(Debug, PartialEq)]
-enum Proxy {
-    More,
-    Invalid,
-    /// The header's length, and the client's address (none: the proxy's own connection, a
-    /// health check, or an address family without one).
-    Done(usize, Option<IpAddr>),
-}
-
-/// Parse a PROXY protocol header, version 1 (text) or 2 (binary), at the start of `buf`
-/// (<https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>).
-fn proxy_header(buf: &[u8]) -> Proxy {
-    const V2: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-    const V1: &[u8] = b"PROXY ";
-    /// Longest version 1 line, CRLF included.
-    const V1_MAX: usize = 107;
-    if buf.first() == Some(&b'\r') {
-        let n = buf.len().min(12);
-        if buf[..n] != V2[..n] {
-            return Proxy::Invalid;
-        }
-        if buf.len() < 16 {
-            return Proxy::More;
-        }
-        let (version_command, family) = (buf[12], buf[13]);
-        let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
-        if version_command >> 4 != 2 || len > HEAD_LIMIT {
-            return Proxy::Invalid;
-        }
-        if buf.len() < 16 + len {
-            return Proxy::More;
-        }
-        let body = &buf[16..16 + len];
-        let addr = match (version_command & 0xf, family >> 4) {
-            // LOCAL: the proxy's own connection.
-            (0, _) => None,
-            (1, 1) if len >= 12 => Some(IpAddr::from(<[u8; 4]>::try_from(&body[..4]).unwrap())),
-            (1, 2) if len >= 36 => Some(IpAddr::from(<[u8; 16]>::try_from(&body[..16]).unwrap())),
-            (1, 0 | 3) => None,
-            _ => return Proxy::Invalid,
-        };
-        return Proxy::Done(16 + len, addr);
-    }
-    let n = buf.len().min(V1.len());
-    if buf[..n] != V1[..n] {
-        return Proxy::Invalid;
-    }
-    let Some(end) = buf.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
-        return if buf.len() >= V1_MAX {
-            Proxy::Invalid
-        } else {
-            Proxy::More
-        };
-    };
-    let Ok(line) = std::str::from_utf8(&buf[..end]) else {
-        return Proxy::Invalid;
-    };
-    let fields: Vec<&str> = line.split(' ').collect();
-    let addr = match fields.as_slice() {
-        ["PROXY", "UNKNOWN", ..] => None,
-        ["PROXY", "TCP4" | "TCP6", source, _, _, _] => match source.parse::<IpAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => return Proxy::Invalid,
-        },
-        _ => return Proxy::Invalid,
-    };
-    Proxy::Done(end + 2, addr)
-}
-
 /// What a stream request asks for.
 struct OpenStream {
     query: EventsQuery,
     last_event_id: Option<String>,
+    /// `Accept-Encoding` allows gzip.
+    gzip: bool,
 }
 
 /// A plain `GET /events?…` over HTTP/1.1 with a query serde can read; anything unusual (an
@@ -382,11 +318,13 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
         rest => rest.strip_prefix('?')?,
     };
     let mut last_event_id = None;
+    let mut gzip = false;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "upgrade" | "content-length" | "transfer-encoding" | "expect" => return None,
             "last-event-id" => last_event_id = Some(std::str::from_utf8(h.value).ok()?.into()),
+            "accept-encoding" => gzip |= super::wire::accepts_gzip([h.value]),
             _ => {}
         }
     }
@@ -394,6 +332,7 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
     Some(OpenStream {
         query,
         last_event_id,
+        gzip,
     })
 }
 
@@ -405,6 +344,10 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
         req.query.topics.as_deref().unwrap_or(""),
         since,
         client,
+        sse::Form {
+            gzip: req.gzip,
+            delta: req.query.delta(),
+        },
     ) {
         Ok(frames) => frames,
         Err(e) => {
@@ -412,11 +355,8 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             return;
         }
     };
-    let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    for (name, value) in sse::HEADERS.iter().chain(&CORS_HEADERS) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    let encoding = req.gzip.then_some(&wire::GZIP);
+    let head = wire::response_head(CORS_HEADERS.iter().chain(encoding));
     if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }
@@ -433,7 +373,7 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             _ = &mut gone => return,
             frame = frames.next() => match frame {
                 Some(bytes) => {
-                    if write_chunk(&mut wr, &bytes).await.is_err() {
+                    if wire::write_chunk(&mut wr, &bytes).await.is_err() {
                         return;
                     }
                 }
@@ -442,23 +382,9 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
         }
     }
     // The last chunk, then the end of the connection.
-    if wr.write_all(b"0\r\n\r\n").await.is_ok() {
+    if wr.write_all(wire::LAST_CHUNK).await.is_ok() {
         let _ = wr.shutdown().await;
     }
-}
-
-/// Write one frame as an HTTP/1.1 chunk: size line, the shared bytes, CRLF, in one vectored
-/// write (no copy of the frame).
-async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut size = [0u8; 18];
-    let len = {
-        let mut cursor = &mut size[..];
-        write!(cursor, "{:x}\r\n", frame.len())?;
-        18 - cursor.len()
-    };
-    let mut chunk = Buf::chain(Buf::chain(&size[..len], frame), &b"\r\n"[..]);
-    wr.write_all_buf(&mut chunk).await
 }
 
 /// Write a whole response (an error: small) and close the connection.

@@ -4,21 +4,20 @@
 //! subscriber that falls behind does not queue anything; when it next reads it gets the latest
 //! document, which is always a correct answer because results are state, not a log.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
-use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use axum::http::HeaderValue;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use super::wire::Forms;
+pub use super::wire::Frame;
 use crate::bus::Document;
 use crate::metrics::Metrics;
 
-/// One version of one topic with every encoding the endpoints send. Each encoding is built at
-/// most once, on first use, and the same bytes are shared by every subscriber; cold topics of
-/// the long tail never build the streaming ones.
+/// One version of one topic, and every form of it the endpoints send (see [`super::wire`]).
 #[derive(Debug)]
 pub struct Encoded {
     pub topic: Arc<str>,
@@ -28,27 +27,9 @@ pub struct Encoded {
     pub body: Bytes,
     /// `"<version>"`.
     pub etag: HeaderValue,
-    gzip: OnceLock<Bytes>,
-    sse_snapshot: OnceLock<Bytes>,
-    sse_update: OnceLock<Bytes>,
-    ws_snapshot: OnceLock<Utf8Bytes>,
-    ws_update: OnceLock<Utf8Bytes>,
-}
-
-/// Which of the two streaming messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    Snapshot,
-    Update,
-}
-
-impl Frame {
-    fn name(self) -> &'static str {
-        match self {
-            Frame::Snapshot => "snapshot",
-            Frame::Update => "update",
-        }
-    }
+    /// The version this one replaced in the hub, and its body: what a patch applies to.
+    pub base: Option<(u64, Bytes)>,
+    pub(super) forms: Forms,
 }
 
 impl Encoded {
@@ -60,64 +41,17 @@ impl Encoded {
             body: doc.json.clone(),
             etag: HeaderValue::from_str(&format!("\"{}\"", doc.version))
                 .expect("a number is a valid header"),
-            gzip: OnceLock::new(),
-            sse_snapshot: OnceLock::new(),
-            sse_update: OnceLock::new(),
-            ws_snapshot: OnceLock::new(),
-            ws_update: OnceLock::new(),
+            base: None,
+            forms: Forms::default(),
         }
     }
 
-    /// The body, gzip-compressed.
-    pub fn gzip(&self) -> &Bytes {
-        self.gzip.get_or_init(|| {
-            use std::io::Write;
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(self.body.len() / 4),
-                flate2::Compression::default(),
-            );
-            enc.write_all(&self.body).expect("writing to memory");
-            Bytes::from(enc.finish().expect("writing to memory"))
-        })
-    }
-
-    /// The SSE frame: `event:`, `id:` (the version) and one `data:` line (the JSON has no raw
-    /// newlines: serde_json escapes them).
-    pub fn sse(&self, frame: Frame) -> &Bytes {
-        let cell = match frame {
-            Frame::Snapshot => &self.sse_snapshot,
-            Frame::Update => &self.sse_update,
-        };
-        cell.get_or_init(|| {
-            let head = format!("event: {}\nid: {}\ndata: ", frame.name(), self.version);
-            let mut b = BytesMut::with_capacity(head.len() + self.body.len() + 2);
-            b.extend_from_slice(head.as_bytes());
-            b.extend_from_slice(&self.body);
-            b.extend_from_slice(b"\n\n");
-            b.freeze()
-        })
-    }
-
-    /// The WebSocket message: `{"type", "topic", "version", "document"}`, UTF-8 JSON text.
-    pub fn ws(&self, frame: Frame) -> &Utf8Bytes {
-        let cell = match frame {
-            Frame::Snapshot => &self.ws_snapshot,
-            Frame::Update => &self.ws_update,
-        };
-        cell.get_or_init(|| {
-            let head = format!(
-                "{{\"type\":\"{}\",\"topic\":{},\"version\":{},\"document\":",
-                frame.name(),
-                serde_json::to_string(&*self.topic).expect("a string serializes"),
-                self.version
-            );
-            let mut b = BytesMut::with_capacity(head.len() + self.body.len() + 1);
-            b.extend_from_slice(head.as_bytes());
-            b.extend_from_slice(&self.body);
-            b.extend_from_slice(b"}");
-            // Validated once here; every send then shares these bytes.
-            Utf8Bytes::try_from(b.freeze()).expect("JSON is UTF-8")
-        })
+    /// The version after `previous`, which it replaces.
+    fn after(doc: &Document, previous: &Encoded) -> Self {
+        Encoded {
+            base: Some((previous.version, previous.body.clone())),
+            ..Encoded::new(doc)
+        }
     }
 }
 
@@ -166,7 +100,7 @@ impl Hub {
             if tx.borrow().version >= doc.version {
                 return false;
             }
-            let newer = store_quietly(&tx, Arc::new(Encoded::new(doc)));
+            let newer = store_quietly(&tx, doc);
             if newer {
                 self.applied(doc);
             }
@@ -176,7 +110,7 @@ impl Hub {
         let mut newer = true;
         self.topics
             .entry(doc.topic.clone())
-            .and_modify(|tx| newer = store_quietly(tx, enc.clone()))
+            .and_modify(|tx| newer = store_quietly(tx, doc))
             .or_insert_with(|| watch::channel(enc.clone()).0);
         if newer {
             self.applied(doc);
@@ -245,11 +179,11 @@ impl Hub {
 
 /// Replace a channel's value with a newer one without notifying its receivers (they are woken
 /// by [`Hub::publish_cycle`]). Returns whether it was newer.
-fn store_quietly(tx: &watch::Sender<Arc<Encoded>>, enc: Arc<Encoded>) -> bool {
+fn store_quietly(tx: &watch::Sender<Arc<Encoded>>, doc: &Document) -> bool {
     let mut newer = false;
     tx.send_if_modified(|cur| {
-        if enc.version > cur.version {
-            *cur = enc;
+        if doc.version > cur.version {
+            *cur = Arc::new(Encoded::after(doc, cur));
             newer = true;
         }
         false
@@ -288,23 +222,5 @@ mod tests {
         assert!(hub.subscribe("nope").is_none());
         assert!(hub.get("nope").is_none());
         assert_eq!(hub.len(), 1);
-    }
-
-    #[test]
-    fn encodings_carry_the_version_and_the_same_body() {
-        let enc = Encoded::new(&doc("brazil", 7));
-        let sse = std::str::from_utf8(enc.sse(Frame::Update)).unwrap();
-        assert!(sse.starts_with("event: update\nid: 7\ndata: {\"version\":7,"));
-        assert!(sse.ends_with("}\n\n"));
-        let ws: serde_json::Value = serde_json::from_str(enc.ws(Frame::Snapshot)).unwrap();
-        assert_eq!(ws["type"], "snapshot");
-        assert_eq!(ws["topic"], "brazil");
-        assert_eq!(ws["version"], 7);
-        assert_eq!(ws["document"]["topic"], "brazil");
-        assert_eq!(enc.etag, "\"7\"");
-        let mut d = flate2::read::GzDecoder::new(&enc.gzip()[..]);
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut d, &mut out).unwrap();
-        assert_eq!(out, enc.body);
     }
 }

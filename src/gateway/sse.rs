@@ -1,5 +1,6 @@
 //! `GET /events?topics=a,b`: Server-Sent Events, many topics on one stream.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,9 +20,10 @@ use tokio_stream::wrappers::WatchStream;
 use super::AppState;
 use super::admission::ClientAddr;
 use super::http::ApiError;
-use super::hub::Encoded;
+use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
-use crate::metrics::Metrics;
+use super::wire::sse::{self as wire, Piece};
+use crate::metrics::{Metrics, StreamForm};
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -29,16 +31,26 @@ pub struct EventsQuery {
     /// Resume point for a first connect, where the browser cannot set `Last-Event-ID`.
     #[serde(rename = "lastEventId")]
     pub last_event_id: Option<String>,
+    /// `1` (or `true`): changes as `patch` events where the client holds the base.
+    pub delta: Option<String>,
 }
 
-/// The response headers of a stream (CORS headers are added by the router's layer, or by the
-/// front door, see [`super::front`]).
-pub const HEADERS: [(&str, &str); 3] = [
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    // Tell nginx-style proxies not to buffer the stream.
-    ("x-accel-buffering", "no"),
-];
+impl EventsQuery {
+    pub fn delta(&self) -> bool {
+        matches!(self.delta.as_deref(), Some("1" | "true"))
+    }
+}
+
+pub use super::wire::sse::HEADERS;
+
+/// How a stream is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Form {
+    /// gzip-compressed (the request's `Accept-Encoding` allows it).
+    pub gzip: bool,
+    /// Changes as patches (`&delta=1`).
+    pub delta: bool,
+}
 
 /// A topic name and its channel.
 pub type TopicReceiver = (Arc<str>, watch::Receiver<Arc<Encoded>>);
@@ -127,23 +139,35 @@ pub async fn events(
     })?;
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let since = resume_point(header, &query);
-    let body = open(&state, query.topics.as_deref().unwrap_or(""), since, client)?;
+    let gzip = super::http::accepts_gzip(&headers);
+    let body = open(
+        &state,
+        query.topics.as_deref().unwrap_or(""),
+        since,
+        client,
+        Form {
+            gzip,
+            delta: query.delta(),
+        },
+    )?;
     let mut resp = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
-    for (name, value) in HEADERS {
+    let encoding = gzip.then_some(&wire::GZIP);
+    for (name, value) in HEADERS.iter().chain(encoding) {
         resp.headers_mut()
-            .insert(name, HeaderValue::from_static(value));
+            .insert(*name, HeaderValue::from_static(value));
     }
     Ok(resp)
 }
 
 /// Admit a stream from `client` and build what it sends: `retry:`, then the frames of `topics`
 /// after version `since` with heartbeats between them, until shutdown ends it with a randomised
-/// `retry:`. The request is checked first: an invalid one spends none of the admission budget.
+/// `retry:`; gzip-compressed with `gzip` (see [`wire`]). The request is checked first: an invalid one spends none of the admission budget.
 pub fn open(
     state: &AppState,
     topics: &str,
     since: u64,
     client: IpAddr,
+    form: Form,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
@@ -164,32 +188,50 @@ pub fn open(
         subscriptions: subs.len() as i64,
     };
 
-    let first = Bytes::from(format!("retry: {}\n\n", state.sse_retry.as_millis()));
+    let first = Piece::Retry(state.sse_retry.as_millis() as u64);
     let mut frames = Ordered::new(state.hub.complete());
     for (topic, mut rx) in subs {
         let current = rx.borrow_and_update().clone();
         let snapshot = current.version > since;
         frames.insert(topic, rx, current, snapshot);
     }
-    let frames = frames.map(|(enc, frame)| enc.sse(frame).clone());
-    let heartbeats =
-        WatchStream::from_changes(state.heartbeat.clone()).map(|_| Bytes::from_static(b":\n\n"));
-    // On shutdown the stream ends at a random moment of the drain period, with a random
-    // `retry:` so its client comes back at a time of its own.
-    let drain_ms = state.drain.as_millis().max(1) as u64;
-    let farewell = stream::once(async move {
-        let retry = rand::random_range(1_000..1_000 + 2 * drain_ms);
-        Bytes::from(format!("retry: {retry}\n\n"))
+    // With deltas, the version of each topic this stream sent last: an update whose base it is
+    // goes as a patch.
+    let mut sent: Option<HashMap<Arc<str>, u64>> = form.delta.then(HashMap::new);
+    let frames = frames.map(move |(enc, frame)| {
+        let Some(sent) = sent.as_mut() else {
+            return Piece::Document(enc, frame);
+        };
+        let held = sent.insert(enc.topic.clone(), enc.version);
+        let patch = frame == Frame::Update && held.is_some_and(|v| enc.patches(v));
+        Piece::Document(enc, if patch { Frame::Patch } else { frame })
     });
+    let heartbeats = WatchStream::from_changes(state.heartbeat.clone()).map(|_| Piece::Heartbeat);
+    // On shutdown the stream ends at a random moment of the drain period, with a random
+    // `retry:` so its client comes back at a time of its own; a gzip stream is then finished.
+    let drain_ms = state.drain.as_millis().max(1) as u64;
+    let farewell = stream::iter([
+        Piece::Retry(rand::random_range(1_000..1_000 + 2 * drain_ms)),
+        Piece::End,
+    ]);
     let live = stream::select(frames, heartbeats)
         .take_until(state.closing())
         .chain(farewell);
-    Ok(stream::once(async { first }).chain(live).map(move |frame| {
-        let _alive = &guard;
-        metrics
-            .deliveries
-            .fetch_add(u64::from(frame.len() > 4), Relaxed);
-        metrics.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
-        frame
-    }))
+    let mut encoder = wire::Encoder::new(form.gzip);
+    let encoding = encoder.form();
+    Ok(stream::once(async { first })
+        .chain(live)
+        .filter_map(move |piece| {
+            let _alive = &guard;
+            let bytes = encoder.encode(&piece);
+            let form = match piece {
+                Piece::Document(_, Frame::Patch) => StreamForm::Patch,
+                _ => encoding,
+            };
+            if let Piece::Document(..) = piece {
+                metrics.deliveries.fetch_add(1, Relaxed);
+            }
+            metrics.wrote(form, bytes.len());
+            std::future::ready((!bytes.is_empty()).then_some(bytes))
+        }))
 }

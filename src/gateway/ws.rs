@@ -4,7 +4,7 @@
 //! tungstenite stream whose frames this module writes: a document goes out in fragments of at
 //! most [`FRAGMENT`] bytes (see there why), however large it is.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -20,8 +20,7 @@ use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
@@ -30,9 +29,13 @@ use super::admission::ClientAddr;
 use super::http::ApiError;
 use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
+use super::wire::permessage::{self, Inbound};
+use super::wire::ws::{self as wire, FRAGMENT};
+use crate::metrics::StreamForm;
 
-/// A WebSocket on an upgraded HTTP connection.
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// A WebSocket on an upgraded HTTP connection, client messages inflated when permessage-deflate
+/// was negotiated.
+type Socket = WebSocketStream<Inbound<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Read buffer per socket. tungstenite's default is 128 KiB; client messages here are short
 /// JSON commands (a longer one grows the buffer to its size), and a node holds hundreds of
@@ -40,13 +43,6 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 const READ_BUFFER: usize = 512;
 /// Write buffer target: 0 writes each frame through at once instead of batching 128 KiB.
 const WRITE_BUFFER: usize = 0;
-/// Largest frame sent: a longer message goes out as a text frame and continuation frames of
-/// this size (RFC 6455 §5.4; browsers and client libraries reassemble them). tungstenite copies
-/// every frame into the connection's write buffer, and that buffer keeps its largest size for
-/// the connection's life: sent whole, the 1 MB cities index or a 2 MB city would leave every
-/// socket that once carried it holding as much. In 16 KiB fragments a socket holds at most 16
-/// KiB, and a 2 MB document costs 128 writes instead of one, against copying 2 MB anyway.
-pub const FRAGMENT: usize = 16 << 10;
 /// Bytes tungstenite may buffer for a client that does not read: one fragment, and the control
 /// frames (pongs, a close) that may be queued behind it.
 const MAX_WRITE_BUFFER: usize = 2 * FRAGMENT;
@@ -75,6 +71,9 @@ enum ClientMessage {
         topics: Vec<String>,
         #[serde(default)]
         since: Option<u64>,
+        /// Changes as `patch` messages where the client holds the base.
+        #[serde(default)]
+        delta: bool,
     },
     Unsubscribe {
         topics: Vec<String>,
@@ -102,9 +101,12 @@ pub async fn upgrade(
     if let Err(e) = state.admission.admit(&state.metrics, client) {
         return e.into_response();
     }
+    let extensions = parts.headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+    let deflate = permessage::negotiate(extensions.iter().map(HeaderValue::as_bytes));
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
     };
+    let compressed = deflate.is_some();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -114,20 +116,22 @@ pub async fn upgrade(
                     .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .max_message_size(Some(MAX_MESSAGE))
                     .max_frame_size(Some(MAX_MESSAGE));
-                let io = TokioIo::new(upgraded);
+                let io = Inbound::new(TokioIo::new(upgraded), compressed, MAX_MESSAGE);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection(socket, state).await;
+                connection(socket, state, compressed).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
-    Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .expect("a valid response")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(deflate) = deflate {
+        resp = resp.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate);
+    }
+    resp.body(Body::empty()).expect("a valid response")
 }
 
 /// Why an opening handshake is refused.
@@ -190,36 +194,6 @@ fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refus
     Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a header"))
 }
 
-fn error_message(code: &str, message: &str, topic: Option<&str>) -> Message {
-    let v = serde_json::json!({"type": "error", "code": code, "message": message, "topic": topic});
-    Message::Text(Utf8Bytes::from(v.to_string()))
-}
-
-/// Send one text message, in fragments of at most [`FRAGMENT`] bytes. `text` is UTF-8; a
-/// fragment may end inside a character, which RFC 6455 allows (only the whole message must be
-/// valid).
-async fn send_text(socket: &mut Socket, mut text: Bytes) -> Result<(), tungstenite::Error> {
-    let mut opcode = Data::Text;
-    while text.len() > FRAGMENT {
-        let fragment = text.split_to(FRAGMENT);
-        socket
-            .feed(Message::Frame(WireFrame::message(
-                fragment,
-                OpCode::Data(opcode),
-                false,
-            )))
-            .await?;
-        opcode = Data::Continue;
-    }
-    socket
-        .send(Message::Frame(WireFrame::message(
-            text,
-            OpCode::Data(opcode),
-            true,
-        )))
-        .await
-}
-
 /// Close after a client's mistake: send the Close frame, then read (and drop) what the client
 /// still sends until its Close comes back or [`CLOSE_LINGER`] passes.
 async fn close_after_error(socket: &mut Socket, code: CloseCode, reason: &'static str) {
@@ -277,6 +251,8 @@ impl Budget {
 #[derive(Default)]
 struct Held {
     versions: HashMap<Arc<str>, u64>,
+    /// Subscribed topics whose changes go as patches.
+    delta: HashSet<Arc<str>>,
     /// Unsubscribed topics with a version in `versions`, oldest first.
     released: VecDeque<Arc<str>>,
 }
@@ -302,6 +278,7 @@ impl Held {
     }
 
     fn unsubscribed(&mut self, topic: &str) {
+        self.delta.remove(topic);
         let Some((topic, _)) = self.versions.get_key_value(topic) else {
             return;
         };
@@ -320,7 +297,8 @@ enum Outgoing {
     Control(Message),
 }
 
-async fn connection(mut socket: Socket, state: AppState) {
+/// Serve one WebSocket; with `compressed`, documents go out compressed (permessage-deflate).
+async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     metrics.ws_connections_total.fetch_add(1, Relaxed);
@@ -343,6 +321,10 @@ async fn connection(mut socket: Socket, state: AppState) {
                 break;
             }
             Some((enc, frame)) = subs.next(), if !subs.is_empty() => {
+                let patch = frame == Frame::Update
+                    && held.delta.contains(&*enc.topic)
+                    && enc.patches(held.version(&enc.topic));
+                let frame = if patch { Frame::Patch } else { frame };
                 let text = Bytes::from(enc.ws(frame).clone());
                 if frame == Frame::Snapshot && !budget.spend(text.len()) {
                     let closes = metrics.ws_budget_closes.fetch_add(1, Relaxed) + 1;
@@ -364,8 +346,14 @@ async fn connection(mut socket: Socket, state: AppState) {
                 }
                 held.sent(&enc);
                 metrics.deliveries.fetch_add(1, Relaxed);
-                metrics.bytes_sent.fetch_add(text.len() as u64, Relaxed);
-                Some(Outgoing::Document(text))
+                let (payload, form) = if compressed {
+                    (enc.ws_deflate(frame).clone(), StreamForm::Deflate)
+                } else {
+                    (text, StreamForm::Identity)
+                };
+                let form = if patch { StreamForm::Patch } else { form };
+                metrics.wrote(form, payload.len());
+                Some(Outgoing::Document(payload))
             }
             changed = heartbeat.changed(), if beating => {
                 if changed.is_err() {
@@ -395,7 +383,7 @@ async fn connection(mut socket: Socket, state: AppState) {
                 }
                 Some(Ok(Message::Binary(_))) => {
                     metrics.client_errors.fetch_add(1, Relaxed);
-                    Some(Outgoing::Control(error_message("bad_request", "send JSON text messages", None)))
+                    Some(Outgoing::Control(wire::error("bad_request", "send JSON text messages", None)))
                 }
                 Some(Ok(Message::Pong(_))) => { unanswered_pings = 0; None }
                 // tungstenite answers pings itself.
@@ -429,7 +417,9 @@ async fn connection(mut socket: Socket, state: AppState) {
             },
         };
         let sent = match outgoing {
-            Some(Outgoing::Document(text)) => send_text(&mut socket, text).await,
+            Some(Outgoing::Document(payload)) => {
+                wire::send_message(&mut socket, payload, compressed).await
+            }
             Some(Outgoing::Control(msg)) => socket.send(msg).await,
             None => Ok(()),
         };
@@ -458,23 +448,30 @@ async fn handle(
         Err(e) => {
             metrics.client_errors.fetch_add(1, Relaxed);
             let detail = format!("malformed message: {e}");
-            return socket
-                .send(error_message("bad_request", &detail, None))
-                .await;
+            return socket.send(wire::error("bad_request", &detail, None)).await;
         }
     };
     match msg {
-        ClientMessage::Subscribe { topics, since } => {
+        ClientMessage::Subscribe {
+            topics,
+            since,
+            delta,
+        } => {
             if topics.is_empty() {
                 metrics.client_errors.fetch_add(1, Relaxed);
                 let err = ApiError::BadRequest("subscribe names no topic".into());
                 return socket
-                    .send(error_message(err.code(), &err.to_string(), None))
+                    .send(wire::error(err.code(), &err.to_string(), None))
                     .await;
             }
             let since = since.unwrap_or(0);
             for topic in topics {
                 if subs.contains(topic.as_str()) {
+                    if delta {
+                        held.delta.insert(Arc::from(topic.as_str()));
+                    } else {
+                        held.delta.remove(topic.as_str());
+                    }
                     continue;
                 }
                 if subs.len() >= state.max_topics {
@@ -484,7 +481,7 @@ async fn handle(
                         max: state.max_topics,
                     };
                     socket
-                        .send(error_message(err.code(), &err.to_string(), Some(&topic)))
+                        .send(wire::error(err.code(), &err.to_string(), Some(&topic)))
                         .await?;
                     continue;
                 }
@@ -494,7 +491,7 @@ async fn handle(
                         topic.chars().filter(|c| !c.is_control()).take(80).collect();
                     let err = ApiError::UnknownTopic(shown.clone());
                     socket
-                        .send(error_message(err.code(), &err.to_string(), Some(&shown)))
+                        .send(wire::error(err.code(), &err.to_string(), Some(&shown)))
                         .await?;
                     continue;
                 };
@@ -502,6 +499,9 @@ async fn handle(
                 // Nothing the client holds already, by its word or because it was sent here.
                 let snapshot = current.version > since.max(held.version(&topic));
                 held.subscribed(&topic);
+                if delta {
+                    held.delta.insert(Arc::from(topic.as_str()));
+                }
                 metrics.subscriptions.fetch_add(1, Relaxed);
                 subs.insert(Arc::from(topic.as_str()), rx, current, snapshot);
             }

@@ -1,0 +1,245 @@
+//! The bytes on the wire: how one document version is framed for each endpoint, in every form
+//! it is sent. Each form is built at most once per version, on first use, and the same bytes are
+//! shared by every connection that sends it; cold topics of the long tail never build the
+//! streaming ones.
+//!
+//! - [`sse`]: Server-Sent Events frames, the stream's fixed pieces (`retry:`, heartbeats) and the
+//!   HTTP/1.1 chunks the front door writes them in; identity or gzip.
+//! - [`ws`]: WebSocket text messages and the frames they leave in; plain or compressed with
+//!   [`permessage`]-deflate.
+//!
+//! Compressed forms are compressed once per version, each piece on its own: raw deflate from a
+//! fresh state ending in a sync flush ([`deflate`]), so that a piece needs no byte sent before
+//! it and the same bytes serve every connection, whatever it was sent earlier. A connection
+//! keeps no compressor (hundreds of KB each); the cost is a little ratio against compressing
+//! a whole stream with one state.
+
+pub mod permessage;
+pub mod sse;
+pub mod ws;
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::hub::Encoded;
+
+/// Which streaming message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    Snapshot,
+    Update,
+    /// The change from the version before (see [`Encoded::patch`]), for a subscriber that asked
+    /// for deltas and holds that version.
+    Patch,
+}
+
+impl Frame {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Frame::Snapshot => "snapshot",
+            Frame::Update => "update",
+            Frame::Patch => "patch",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Frame::Snapshot => 0,
+            Frame::Update => 1,
+            Frame::Patch => 2,
+        }
+    }
+}
+
+/// The forms of one document version, each built on first use.
+#[derive(Debug, Default)]
+pub struct Forms {
+    gzip: OnceLock<Bytes>,
+    sse: [OnceLock<Bytes>; 3],
+    sse_gzip: [OnceLock<sse::Segment>; 3],
+    ws: [OnceLock<Utf8Bytes>; 3],
+    ws_deflate: [OnceLock<Bytes>; 3],
+    /// `{"topic", "base", "version", "patch"}`, when a patch is worth sending.
+    patch: OnceLock<Option<Bytes>>,
+}
+
+impl Encoded {
+    /// The body, gzip-compressed: the GET answer to a client that accepts gzip.
+    pub fn gzip(&self) -> &Bytes {
+        self.forms.gzip.get_or_init(|| {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(self.body.len() / 4),
+                flate2::Compression::default(),
+            );
+            enc.write_all(&self.body).expect("writing to memory");
+            Bytes::from(enc.finish().expect("writing to memory"))
+        })
+    }
+
+    /// The SSE frame (see [`sse::frame`]); a patch's data is [`Encoded::patch`].
+    pub fn sse(&self, frame: Frame) -> &Bytes {
+        self.forms.sse[frame.index()].get_or_init(|| {
+            let data = match frame {
+                Frame::Patch => self
+                    .patch()
+                    .expect("a patch is sent only when there is one"),
+                _ => &self.body,
+            };
+            sse::frame(frame, self.version, data)
+        })
+    }
+
+    /// The change from the version this one replaced, computed once: `{"topic", "base",
+    /// "version", "patch"}`, `patch` an RFC 6902 JSON Patch that turns the `base` document into
+    /// this one. `None` for a first version, or when the patch is not smaller than the document
+    /// (a subscriber then gets the document whole).
+    pub fn patch(&self) -> Option<&Bytes> {
+        self.forms
+            .patch
+            .get_or_init(|| {
+                let (base, before) = self.base.as_ref()?;
+                let before: serde_json::Value = serde_json::from_slice(before).ok()?;
+                let after: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+                let patch = json_patch::diff(&before, &after);
+                let message = serde_json::json!({
+                    "topic": &*self.topic,
+                    "base": base,
+                    "version": self.version,
+                    "patch": patch,
+                });
+                let bytes = Bytes::from(message.to_string());
+                (bytes.len() < self.body.len()).then_some(bytes)
+            })
+            .as_ref()
+    }
+
+    /// Whether a subscriber that holds `held` of this topic can be sent the patch.
+    pub fn patches(&self, held: u64) -> bool {
+        self.base.as_ref().is_some_and(|(base, _)| *base == held) && self.patch().is_some()
+    }
+
+    /// The SSE frame as a segment of a gzip stream (see [`sse::Segment`]).
+    pub fn sse_gzip(&self, frame: Frame) -> &sse::Segment {
+        self.forms.sse_gzip[frame.index()].get_or_init(|| sse::Segment::compress(self.sse(frame)))
+    }
+
+    /// The WebSocket message compressed for permessage-deflate (see [`permessage::compress`]).
+    pub fn ws_deflate(&self, frame: Frame) -> &Bytes {
+        self.forms.ws_deflate[frame.index()]
+            .get_or_init(|| Bytes::from(permessage::compress(self.ws(frame).as_bytes())))
+    }
+
+    /// The WebSocket message (see [`ws::message`] and [`ws::patch`]).
+    pub fn ws(&self, frame: Frame) -> &Utf8Bytes {
+        self.forms.ws[frame.index()].get_or_init(|| match frame {
+            Frame::Patch => ws::patch(
+                self.patch()
+                    .expect("a patch is sent only when there is one"),
+            ),
+            _ => ws::message(frame, &self.topic, self.version, &self.body),
+        })
+    }
+}
+
+/// `data` as raw deflate compressed from a fresh state, ending in a sync flush (an empty stored
+/// block, `00 00 ff ff`): byte-aligned, so that it can follow any other such piece in one
+/// deflate stream, and decodable without any byte before it.
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut compressor = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    loop {
+        let consumed = compressor.total_in() as usize;
+        compressor
+            .compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+            .expect("compressing to memory");
+        // Done once every byte is in and the flush left room to spare.
+        if compressor.total_in() as usize == data.len() && out.len() < out.capacity() {
+            return out;
+        }
+        out.reserve(out.capacity().max(64));
+    }
+}
+
+/// Whether an `Accept-Encoding` header (its values, as sent) allows gzip: `gzip` or `*`, not
+/// refused with `q=0`.
+pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    values
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bus::Document;
+    use crate::documents::Draft;
+
+    pub(crate) fn encoded(topic: &str, version: u64) -> Encoded {
+        let draft = Draft {
+            topic: topic.into(),
+            body: Bytes::from(format!(r#"{{"topic":"{topic}"}}"#)),
+        };
+        Encoded::new(&Document::stamp(&draft, version, 1000 + version as i64))
+    }
+
+    #[test]
+    fn encodings_carry_the_version_and_the_same_body() {
+        let enc = encoded("brazil", 7);
+        let sse = std::str::from_utf8(enc.sse(Frame::Update)).unwrap();
+        assert!(sse.starts_with("event: update\nid: 7\ndata: {\"version\":7,"));
+        assert!(sse.ends_with("}\n\n"));
+        let ws: serde_json::Value = serde_json::from_str(enc.ws(Frame::Snapshot)).unwrap();
+        assert_eq!(ws["type"], "snapshot");
+        assert_eq!(ws["topic"], "brazil");
+        assert_eq!(ws["version"], 7);
+        assert_eq!(ws["document"]["topic"], "brazil");
+        assert_eq!(enc.etag, "\"7\"");
+        let mut d = flate2::read::GzDecoder::new(&enc.gzip()[..]);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut d, &mut out).unwrap();
+        assert_eq!(out, enc.body);
+    }
+
+    /// Raw deflate inflated (a piece ending in a sync flush: no final block).
+    pub(super) fn inflate(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 << 20);
+        flate2::Decompress::new(false)
+            .decompress_vec(raw, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn compressed_forms_inflate_back_to_the_plain_ones() {
+        let enc = encoded("mayors-sp-sao-paulo", 9);
+        for frame in [Frame::Snapshot, Frame::Update] {
+            let segment = &enc.sse_gzip(frame).bytes;
+            assert!(segment.ends_with(&permessage::TAIL));
+            assert_eq!(inflate(segment), enc.sse(frame).to_vec());
+            let mut message = enc.ws_deflate(frame).to_vec();
+            assert!(!message.ends_with(&permessage::TAIL));
+            message.extend_from_slice(&permessage::TAIL);
+            assert_eq!(inflate(&message), enc.ws(frame).as_bytes());
+        }
+    }
+
+    #[test]
+    fn gzip_negotiation_honours_q_zero() {
+        assert!(!accepts_gzip([]));
+        assert!(accepts_gzip([&b"br, gzip;q=0.8"[..]]));
+        assert!(!accepts_gzip([&b"gzip;q=0, br"[..]]));
+        assert!(accepts_gzip([&b"deflate"[..], &b"*"[..]]));
+    }
+}

@@ -1,0 +1,241 @@
+//! Server-Sent Events on the wire: one frame per document version, `retry:` lines, heartbeat
+//! comments, and the HTTP/1.1 chunks the front door sends them in.
+//!
+//! A client whose `Accept-Encoding` allows gzip gets the stream as one gzip member
+//! (`Content-Encoding: gzip`): the 10-byte header, then every piece as a [`Segment`] (each frame
+//! compressed once per version and shared), and on a clean end (the drain) an empty final block
+//! and the trailer, the CRC-32 and length of everything sent, combined from the pieces' own.
+
+use std::io;
+use std::sync::{Arc, LazyLock};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crc32fast::Hasher;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Frame;
+use crate::gateway::hub::Encoded;
+use crate::metrics::StreamForm;
+
+/// The response headers of a stream (CORS headers are added by the router's layer, or by the
+/// front door).
+pub const HEADERS: [(&str, &str); 4] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    // Tell nginx-style proxies not to buffer the stream.
+    ("x-accel-buffering", "no"),
+    ("vary", "accept-encoding"),
+];
+/// The header of a gzip stream, beside [`HEADERS`].
+pub const GZIP: (&str, &str) = ("content-encoding", "gzip");
+
+/// The gzip member header (RFC 1952 §2.3): deflate, no flags, no time, unknown system.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// An empty final block with fixed Huffman codes: the end of a deflate stream.
+const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// One piece of a gzip stream: raw deflate that needs no byte before it (see
+/// [`super::deflate`]), with the CRC-32 and length of what it inflates to.
+#[derive(Debug)]
+pub struct Segment {
+    pub bytes: Bytes,
+    crc: u32,
+    len: u64,
+}
+
+impl Segment {
+    pub fn compress(data: &[u8]) -> Segment {
+        Segment {
+            bytes: Bytes::from(super::deflate(data)),
+            crc: crc32fast::hash(data),
+            len: data.len() as u64,
+        }
+    }
+
+    /// `data` (under 64 KiB) as a stored block, uncompressed: for the few bytes a connection
+    /// sends of its own (a `retry:` line), which are not worth a compressor.
+    fn stored(data: &[u8]) -> Segment {
+        let len = u16::try_from(data.len()).expect("a short piece");
+        let mut b = BytesMut::with_capacity(5 + data.len());
+        // BFINAL 0, BTYPE 00, padded to the byte (RFC 1951 §3.2.4), then LEN and NLEN.
+        b.put_u8(0);
+        b.put_u16_le(len);
+        b.put_u16_le(!len);
+        b.extend_from_slice(data);
+        Segment {
+            bytes: b.freeze(),
+            crc: crc32fast::hash(data),
+            len: data.len() as u64,
+        }
+    }
+}
+
+/// The heartbeat as a gzip segment, shared by every stream.
+static HEARTBEAT_GZIP: LazyLock<Segment> = LazyLock::new(|| Segment::compress(HEARTBEAT));
+
+/// What a stream sends, before it is encoded.
+pub enum Piece {
+    Retry(u64),
+    Document(Arc<Encoded>, Frame),
+    Heartbeat,
+    /// The clean end of the stream.
+    End,
+}
+
+/// How one stream is encoded, and the little state gzip needs per connection: whether its
+/// header is out, and the CRC-32 and length of everything sent.
+pub enum Encoder {
+    Identity,
+    Gzip { started: bool, sent: Hasher },
+}
+
+impl Encoder {
+    pub fn new(gzip: bool) -> Self {
+        if gzip {
+            Encoder::Gzip {
+                started: false,
+                sent: Hasher::new(),
+            }
+        } else {
+            Encoder::Identity
+        }
+    }
+
+    pub fn form(&self) -> StreamForm {
+        match self {
+            Encoder::Identity => StreamForm::Identity,
+            Encoder::Gzip { .. } => StreamForm::Gzip,
+        }
+    }
+
+    /// The bytes of `piece` on this stream (empty: nothing to send).
+    pub fn encode(&mut self, piece: &Piece) -> Bytes {
+        let (started, sent) = match self {
+            Encoder::Identity => {
+                return match piece {
+                    Piece::Retry(ms) => retry(*ms),
+                    Piece::Document(enc, frame) => enc.sse(*frame).clone(),
+                    Piece::Heartbeat => Bytes::from_static(HEARTBEAT),
+                    Piece::End => Bytes::new(),
+                };
+            }
+            Encoder::Gzip { started, sent } => (started, sent),
+        };
+        let own;
+        let segment = match piece {
+            Piece::Retry(ms) => {
+                own = Segment::stored(&retry(*ms));
+                &own
+            }
+            Piece::Document(enc, frame) => enc.sse_gzip(*frame),
+            Piece::Heartbeat => &HEARTBEAT_GZIP,
+            Piece::End => {
+                let mut end = BytesMut::with_capacity(18);
+                if !std::mem::replace(started, true) {
+                    end.extend_from_slice(&GZIP_HEADER);
+                }
+                end.extend_from_slice(&FINAL_BLOCK);
+                end.put_u32_le(sent.clone().finalize());
+                // ISIZE: the length modulo 2^32.
+                end.put_u32_le(sent.total_len() as u32);
+                return end.freeze();
+            }
+        };
+        sent.combine(&Hasher::new_with_initial_len(segment.crc, segment.len));
+        if std::mem::replace(started, true) {
+            return segment.bytes.clone();
+        }
+        let mut first = BytesMut::with_capacity(GZIP_HEADER.len() + segment.bytes.len());
+        first.extend_from_slice(&GZIP_HEADER);
+        first.extend_from_slice(&segment.bytes);
+        first.freeze()
+    }
+}
+
+/// A heartbeat: a comment line, which keeps proxies from closing an idle stream.
+pub const HEARTBEAT: &[u8] = b":\n\n";
+
+/// The SSE frame of a document version: `event:`, `id:` (the version) and one `data:` line
+/// (the JSON has no raw newlines: serde_json escapes them).
+pub fn frame(frame: Frame, version: u64, body: &[u8]) -> Bytes {
+    let head = format!("event: {}\nid: {}\ndata: ", frame.name(), version);
+    let mut b = BytesMut::with_capacity(head.len() + body.len() + 2);
+    b.extend_from_slice(head.as_bytes());
+    b.extend_from_slice(body);
+    b.extend_from_slice(b"\n\n");
+    b.freeze()
+}
+
+/// `retry: <ms>`: the reconnection delay the client should use.
+pub fn retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// The head of a stream's response as the front door writes it, `extra` headers included: the
+/// body is chunked and the connection closes when the stream ends.
+pub fn response_head<'a>(extra: impl IntoIterator<Item = &'a (&'a str, &'a str)>) -> String {
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in HEADERS.iter().chain(extra) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    head
+}
+
+/// The chunk that ends a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Write one frame as an HTTP/1.1 chunk: size line, the shared bytes, CRLF, in one vectored
+/// write (no copy of the frame).
+pub async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut size = [0u8; 18];
+    let len = {
+        let mut cursor = &mut size[..];
+        write!(cursor, "{:x}\r\n", frame.len())?;
+        18 - cursor.len()
+    };
+    let mut chunk = Buf::chain(Buf::chain(&size[..len], frame), &b"\r\n"[..]);
+    wr.write_all_buf(&mut chunk).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::wire::tests::encoded;
+
+    #[test]
+    fn a_gzip_stream_decodes_to_the_identity_stream_and_checks_out() {
+        let (a, b) = (
+            Arc::new(encoded("brazil", 4)),
+            Arc::new(encoded("state-sp", 5)),
+        );
+        let pieces = [
+            Piece::Retry(3000),
+            Piece::Document(a.clone(), Frame::Snapshot),
+            Piece::Document(b.clone(), Frame::Snapshot),
+            Piece::Heartbeat,
+            Piece::Document(a, Frame::Update),
+            Piece::Retry(1234),
+            Piece::End,
+        ];
+        let (mut identity, mut gzip) = (Encoder::new(false), Encoder::new(true));
+        let plain: Vec<u8> = pieces.iter().flat_map(|p| identity.encode(p)).collect();
+        let packed: Vec<u8> = pieces.iter().flat_map(|p| gzip.encode(p)).collect();
+        assert!(String::from_utf8_lossy(&plain).ends_with("retry: 1234\n\n"));
+        // GzDecoder checks the trailer's CRC-32 and length.
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn an_empty_gzip_stream_is_still_whole() {
+        let packed = Encoder::new(true).encode(&Piece::End);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+    }
+}
