@@ -14,6 +14,8 @@ use common::wait_ready;
 
 /// How long a streaming example is read.
 const STREAM_FOR: Duration = Duration::from_secs(3);
+/// How long any other example may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 struct Example {
     line: usize,
@@ -67,16 +69,13 @@ fn blocks(readme: &str) -> Vec<Block> {
     out
 }
 
-/// Run `script` in bash; a streaming one for [`STREAM_FOR`] only. Its output, without `\r`.
+/// Run `script` in bash; a streaming one for [`STREAM_FOR`] only, any other for at most
+/// [`ANSWER_WITHIN`] (a line that hangs fails). Its output, without `\r`.
 fn shell(script: &str, streaming: bool) -> (bool, String) {
-    let mut cmd = if streaming {
-        let mut c = Command::new("timeout");
-        c.arg(STREAM_FOR.as_secs().to_string()).arg("bash");
-        c
-    } else {
-        Command::new("bash")
-    };
-    let out = cmd
+    let limit = if streaming { STREAM_FOR } else { ANSWER_WITHIN };
+    let out = Command::new("timeout")
+        .arg(limit.as_secs().to_string())
+        .arg("bash")
         .args(["-euo", "pipefail", "-c", script])
         .output()
         .expect("bash runs");
