@@ -23,11 +23,16 @@
 //   staleAfter       ms without a connection after which status says 'stale' (10000)
 //   missingRetry     ms before asking again for a topic the gateway did not know (10000): a
 //                    gateway that has just started knows no topic until its first publication
+//   deltas           ask the streams for changes as RFC 6902 patches (true): applied to the
+//                    version held only when it is the patch's base, else the document is fetched
+//                    whole by GET; false: every change comes whole
 //   fetch, EventSource, WebSocket, setTimeout, clearTimeout, now, random: injectable for tests.
 //
 // Guarantees: documents reach callbacks only with a version newer than the last one delivered for
 // that topic; a reconnect resumes from the versions already held (SSE `lastEventId`, WS `since`,
-// GET `If-None-Match`), so only what changed meanwhile is sent again.
+// GET `If-None-Match`), so only what changed meanwhile is sent again. A patch never reaches
+// callbacks half applied or applied to another version: it builds a new document (sharing nothing
+// with the ones callers hold) from the client's own copy of its base, or is replaced by a GET.
 
 export const DEFAULTS = Object.freeze({
   transport: 'auto',
@@ -40,6 +45,7 @@ export const DEFAULTS = Object.freeze({
   upgradeAfter: 300000,
   staleAfter: 10000,
   missingRetry: 10000,
+  deltas: true,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -105,6 +111,164 @@ export class VersionBook {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// JSON Patch (RFC 6902) over JSON Pointer (RFC 6901): what a `patch` event carries.
+
+/** A patch that cannot be applied: a bad operation or pointer, a missing target, a failed test. */
+export class PatchError extends Error {
+  constructor(message) {
+    super(`apura: ${message}`);
+    this.name = 'PatchError';
+  }
+}
+
+const hasOwn = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
+
+/** Set an own property, `__proto__` included (a plain assignment would change the prototype). */
+function setKey(obj, key, value) {
+  if (key === '__proto__') {
+    Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
+  } else {
+    obj[key] = value;
+  }
+}
+
+/** A deep copy of a JSON value: nothing mutable is shared with the original. */
+export function cloneJson(value) {
+  if (Array.isArray(value)) return value.map(cloneJson);
+  if (value === null || typeof value !== 'object') return value;
+  const out = {};
+  for (const k of Object.keys(value)) setKey(out, k, cloneJson(value[k]));
+  return out;
+}
+
+/** JSON equality: same type, arrays in order, objects with the same keys and values. */
+export function jsonEqual(a, b) {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) return a.length === b.length && a.every((x, i) => jsonEqual(x, b[i]));
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => hasOwn(b, k) && jsonEqual(a[k], b[k]));
+}
+
+/** The reference tokens of a JSON Pointer (`~1` is `/`, `~0` is `~`). */
+export function parsePointer(pointer) {
+  if (pointer === '') return [];
+  if (typeof pointer !== 'string' || pointer[0] !== '/') throw new PatchError(`not a JSON Pointer: ${JSON.stringify(pointer)}`);
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((t) => {
+      if (/~(?![01])/.test(t)) throw new PatchError(`bad escape in ${JSON.stringify(pointer)}`);
+      return t.replace(/~1/g, '/').replace(/~0/g, '~');
+    });
+}
+
+/** The index `token` names in `arr`; `-` (past the end) and `length` itself only when `adding`. */
+function arrayIndex(arr, token, adding) {
+  if (adding && token === '-') return arr.length;
+  if (!/^(0|[1-9][0-9]*)$/.test(token)) throw new PatchError(`not an array index: ${JSON.stringify(token)}`);
+  const i = Number(token);
+  if (i > arr.length || (!adding && i === arr.length)) throw new PatchError(`index ${i} out of bounds (${arr.length})`);
+  return i;
+}
+
+/** The value at `tokens` in `doc`; throws when it does not exist. */
+function getAt(doc, tokens) {
+  let node = doc;
+  for (const t of tokens) {
+    if (Array.isArray(node)) node = node[arrayIndex(node, t, false)];
+    else if (node !== null && typeof node === 'object' && hasOwn(node, t)) node = node[t];
+    else throw new PatchError(`no such member: /${tokens.join('/')}`);
+  }
+  return node;
+}
+
+/** The container holding the last token of `tokens`, which must exist and be an array or object. */
+function parentOf(doc, tokens) {
+  const parent = getAt(doc, tokens.slice(0, -1));
+  if (parent === null || typeof parent !== 'object') throw new PatchError(`not a container: /${tokens.slice(0, -1).join('/')}`);
+  return parent;
+}
+
+function addAt(doc, tokens, value) {
+  if (!tokens.length) return value;
+  const parent = parentOf(doc, tokens);
+  const key = tokens.at(-1);
+  if (Array.isArray(parent)) parent.splice(arrayIndex(parent, key, true), 0, value);
+  else setKey(parent, key, value);
+  return doc;
+}
+
+function removeAt(doc, tokens) {
+  if (!tokens.length) throw new PatchError('cannot remove the whole document');
+  const parent = parentOf(doc, tokens);
+  const key = tokens.at(-1);
+  if (Array.isArray(parent)) parent.splice(arrayIndex(parent, key, false), 1);
+  else if (hasOwn(parent, key)) delete parent[key];
+  else throw new PatchError(`no such member to remove: /${tokens.join('/')}`);
+  return doc;
+}
+
+/** Replace an existing value in place, so that an object keeps the order of its keys. */
+function replaceAt(doc, tokens, value) {
+  if (!tokens.length) return value;
+  const parent = parentOf(doc, tokens);
+  const key = tokens.at(-1);
+  if (Array.isArray(parent)) parent[arrayIndex(parent, key, false)] = value;
+  else if (hasOwn(parent, key)) setKey(parent, key, value);
+  else throw new PatchError(`no such member to replace: /${tokens.join('/')}`);
+  return doc;
+}
+
+/** Apply one operation to `doc` in place; returns the document (a new root for path ""). */
+function applyOp(doc, op) {
+  if (op === null || typeof op !== 'object') throw new PatchError('an operation is not an object');
+  const path = parsePointer(op.path);
+  const value = () => {
+    if (!hasOwn(op, 'value')) throw new PatchError(`${op.op} without a value`);
+    return cloneJson(op.value);
+  };
+  switch (op.op) {
+    case 'add':
+      return addAt(doc, path, value());
+    case 'remove':
+      return removeAt(doc, path);
+    case 'replace':
+      return replaceAt(doc, path, value());
+    case 'move': {
+      const from = parsePointer(op.from);
+      if (op.path.startsWith(op.from + '/')) throw new PatchError(`cannot move ${op.from} into itself`);
+      const v = getAt(doc, from);
+      if (op.from === op.path) return doc;
+      return addAt(removeAt(doc, from), path, v);
+    }
+    case 'copy':
+      return addAt(doc, path, cloneJson(getAt(doc, parsePointer(op.from))));
+    case 'test':
+      if (!jsonEqual(getAt(doc, path), value())) throw new PatchError(`test failed at ${op.path}`);
+      return doc;
+    default:
+      throw new PatchError(`unknown operation ${JSON.stringify(op.op)}`);
+  }
+}
+
+/**
+ * The document `patch` (RFC 6902, an array of operations) makes of `doc`: a new one, sharing
+ * nothing with `doc`, which is left as it was. Throws a PatchError if any operation fails: a patch
+ * applies whole or not at all.
+ */
+export function applyPatch(doc, patch) {
+  if (!Array.isArray(patch)) throw new PatchError('a patch is an array of operations');
+  let out = cloneJson(doc);
+  for (const op of patch) out = applyOp(out, op);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topics and URLs.
+
 const CITY_TOPIC = /^(mayors|councillors|zones)-[a-z]{2}-[a-z0-9]+(-[a-z0-9]+)*$/;
 
 /** The GET path of a topic's document, per the contract; throws for a malformed topic. */
@@ -121,9 +285,10 @@ export function joinUrl(base, path) {
   return base.replace(/\/+$/, '') + path;
 }
 
-/** The SSE URL for `topics`, resuming after version `since` (omitted when 0). */
-export function eventsUrl(base, topics, since = 0) {
-  const url = joinUrl(base, '/events?topics=' + topics.map(encodeURIComponent).join(','));
+/** The SSE URL for `topics`, with deltas when `delta`, resuming after version `since` (omitted when 0). */
+export function eventsUrl(base, topics, since = 0, delta = false) {
+  let url = joinUrl(base, '/events?topics=' + topics.map(encodeURIComponent).join(','));
+  if (delta) url += '&delta=1';
   return since > 0 ? `${url}&lastEventId=${since}` : url;
 }
 
@@ -193,18 +358,24 @@ export async function pollOnce({ fetch, baseUrl, topics, versionOf, onDoc, timeo
 // never reconnects by itself; the client decides when and how to try again.
 
 function sseTransport(ctx) {
-  const es = new ctx.env.EventSource(eventsUrl(ctx.baseUrl, ctx.topics(), ctx.since));
+  const es = new ctx.env.EventSource(eventsUrl(ctx.baseUrl, ctx.topics(), ctx.since, ctx.options.deltas));
   let done = false;
-  const onMessage = (e) => {
-    let doc;
+  const parse = (e) => {
     try {
-      doc = JSON.parse(e.data);
+      return JSON.parse(e.data);
     } catch {
-      return;
+      return undefined;
     }
-    ctx.onDoc(doc, Number(e.lastEventId));
+  };
+  const onMessage = (e) => {
+    const doc = parse(e);
+    if (doc !== undefined) ctx.onDoc(doc, Number(e.lastEventId));
   };
   for (const name of ['snapshot', 'update', 'message']) es.addEventListener(name, onMessage);
+  es.addEventListener('patch', (e) => {
+    const change = parse(e);
+    if (change !== undefined) ctx.onPatch(change);
+  });
   es.addEventListener('open', () => ctx.onOpen());
   es.addEventListener('error', (e) => {
     if (e && typeof e.data === 'string') {
@@ -245,7 +416,8 @@ function wsTransport(ctx) {
       removed.forEach((t) => subscribed.delete(t));
     }
     if (added.length) {
-      send({ type: 'subscribe', topics: added, since: ctx.resumePoint(added) });
+      const msg = { type: 'subscribe', topics: added, since: ctx.resumePoint(added) };
+      send(ctx.options.deltas ? { ...msg, delta: true } : msg);
       added.forEach((t) => subscribed.add(t));
     }
   };
@@ -272,6 +444,7 @@ function wsTransport(ctx) {
       return;
     }
     if (msg.type === 'snapshot' || msg.type === 'update') ctx.onDoc(msg.document, Number(msg.version), msg.topic);
+    else if (msg.type === 'patch') ctx.onPatch(msg);
     else if (msg.type === 'error') {
       if (msg.topic) subscribed.delete(msg.topic); // not subscribed: a later sync asks again
       ctx.onServerError(msg);
@@ -397,6 +570,8 @@ export class ApuraClient {
     this.kindIndex = 0;
     this.failures = 0; // consecutive failed attempts of the current transport, gateway reachable
     this.book = new VersionBook();
+    this.bases = new Map(); // topic -> {version, doc}: the client's own copy patches apply to
+    this.refetching = new Map(); // topic -> the newest version a refused patch announced
     this.subs = new Map(); // topic -> Set of callbacks
     this.missing = new Set(); // topics the gateway said it does not know, left out for now
     this.reported = new Set(); // missing topics already reported by an 'error' event
@@ -579,6 +754,7 @@ export class ApuraClient {
       resumePoint: (ts) => this.book.resumePoint(ts),
       onOpen: () => current() && this.onOpen(attempt),
       onDoc: (doc, hint, topic) => current() && this.onDoc(attempt, doc, hint, topic),
+      onPatch: (change) => current() && this.onPatch(attempt, change),
       onFail: (why) => current() && this.onFail(attempt, why),
       onServerError: (err) => this.onServerError(err),
     };
@@ -606,14 +782,85 @@ export class ApuraClient {
     this.apply(doc, hint, topic, attempt.kind);
   }
 
-  apply(doc, hint, topicHint, via) {
+  onPatch(attempt, change) {
+    this.proven.add(attempt.kind);
+    this.succeed(attempt);
+    this.applyChange(change, attempt.kind);
+  }
+
+  /**
+   * Deliver a document built by a `patch` event from the copy held at its `base`; if that is not
+   * the version held, or the patch does not apply, fetch the document whole instead.
+   */
+  applyChange(change, via) {
+    const topic = change?.topic;
+    const version = Number(change?.version);
+    if (!this.subs.has(topic) || !Number.isFinite(version)) return false;
+    const held = this.book.version(topic);
+    if (held !== undefined && version <= held) return false; // nothing newer than what we have
+    let doc;
+    try {
+      const base = this.bases.get(topic);
+      if (held === undefined || base?.version !== held || Number(change.base) !== held) {
+        throw new PatchError(`patch from ${change.base}, holding ${held ?? 'nothing'}`);
+      }
+      doc = applyPatch(base.doc, change.patch);
+      if (doc === null || typeof doc !== 'object' || (doc.version !== undefined && Number(doc.version) !== version)) {
+        throw new PatchError(`patch to ${version} gave version ${doc?.version}`);
+      }
+    } catch (error) {
+      this.refetch(topic, version, error.message);
+      return false;
+    }
+    return this.apply(cloneJson(doc), version, topic, via, doc);
+  }
+
+  /**
+   * A patch was refused: GET the topic whole. If that does not bring a version at least as new
+   * as the patch's (the GET failed, or answered from behind), open the stream again: it resumes
+   * from the versions held and sends this topic whole.
+   */
+  async refetch(topic, version, why) {
+    if (this.closed) return;
+    this.emit('debug', { event: 'patch-refused', topic, version, why });
+    const pending = this.refetching.get(topic);
+    this.refetching.set(topic, Math.max(version, pending ?? 0));
+    if (pending !== undefined) return; // one GET per topic at a time
+    await pollOnce({
+      fetch: this.env.fetch,
+      env: this.env,
+      baseUrl: this.baseUrl,
+      topics: [topic],
+      versionOf: (t) => this.book.version(t),
+      onDoc: (doc, hint, t) => this.apply(doc, hint, t, 'probe'),
+      timeout: this.options.pollTimeout,
+    });
+    const wanted = this.refetching.get(topic);
+    this.refetching.delete(topic);
+    if (this.closed || !this.subs.has(topic) || (this.book.version(topic) ?? 0) >= wanted) return;
+    this.emit('debug', { event: 'resubscribe', topic, version: wanted });
+    if (this.conn && this.attempt?.succeeded && !this.timers.has('reconnect')) {
+      this.setTimer('restart', 0, () => {
+        this.dropConn();
+        this.connect();
+      });
+    }
+  }
+
+  /**
+   * Hand `doc` to the callbacks if it is newer than the version held. `patched` is the client's
+   * own copy when `doc` was built by a patch (the next patch applies to it).
+   */
+  apply(doc, hint, topicHint, via, patched = null) {
     if (!doc || typeof doc !== 'object') return false;
     const topic = doc.topic ?? topicHint;
     const version = Number(doc.version ?? hint);
     if (!this.subs.has(topic)) return false;
     if (!this.book.accept(topic, version, doc)) return false;
+    if (this.options.deltas) this.bases.set(topic, { version, doc: patched ?? cloneJson(doc) });
     this.reported.delete(topic);
     const meta = { topic, version, via };
+    if (patched) meta.patched = true;
     for (const cb of [...this.subs.get(topic)]) safeCall(cb, doc, meta);
     this.emit('document', doc, meta);
     return true;

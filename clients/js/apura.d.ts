@@ -32,6 +32,12 @@ export interface ApuraOptions {
   staleAfter?: number;
   /** Milliseconds before asking again for a topic the gateway did not know (10000). */
   missingRetry?: number;
+  /**
+   * Ask the streams for changes as RFC 6902 patches (SSE `&delta=1`, WebSocket `"delta": true`),
+   * applied to the version held only when it is their `base`; otherwise the document is fetched
+   * whole by GET (`via: 'probe'`). `false`: every change comes whole. Default `true`.
+   */
+  deltas?: boolean;
   /** Injectable for tests and for Node.js (which has `fetch` but no `EventSource`). */
   fetch?: typeof fetch;
   EventSource?: new (url: string) => EventSource;
@@ -58,6 +64,30 @@ export interface DocumentMeta {
   topic: Topic;
   version: number;
   via: 'sse' | 'ws' | 'poll' | 'probe' | 'cache';
+  /** True when the client built this version by applying a `patch` event to the previous one. */
+  patched?: boolean;
+}
+
+/** One RFC 6902 operation. */
+export interface PatchOperation {
+  op: 'add' | 'remove' | 'replace' | 'move' | 'copy' | 'test';
+  /** A JSON Pointer (RFC 6901). */
+  path: string;
+  /** For `move` and `copy`. */
+  from?: string;
+  /** For `add`, `replace` and `test`. */
+  value?: unknown;
+}
+
+/** A `patch` event (SSE `event: patch`, WebSocket `{"type": "patch", …}`). */
+export interface PatchMessage {
+  type?: 'patch';
+  topic: Topic;
+  /** The version the patch applies to. */
+  base: number;
+  /** The version it makes. */
+  version: number;
+  patch: PatchOperation[];
 }
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stale' | 'closed';
@@ -126,6 +156,7 @@ export const DEFAULTS: Readonly<{
   upgradeAfter: number;
   staleAfter: number;
   missingRetry: number;
+  deltas: boolean;
 }>;
 
 export interface BackoffOptions {
@@ -156,8 +187,8 @@ export class VersionBook {
 /** The GET path of a topic's document; throws for a malformed topic. */
 export function topicPath(topic: Topic): string;
 export function joinUrl(base: string, path: string): string;
-/** The SSE URL for `topics`, resuming after version `since`. */
-export function eventsUrl(base: string, topics: Topic[], since?: number): string;
+/** The SSE URL for `topics`, resuming after version `since`, with `&delta=1` when `delta`. */
+export function eventsUrl(base: string, topics: Topic[], since?: number, delta?: boolean): string;
 /** The WebSocket URL. */
 export function wsUrl(base: string): string;
 /** The version in an ETag header (`"42"` or `W/"42"`). */
@@ -183,3 +214,19 @@ export function pollOnce(args: {
   reachable: boolean;
   missing: Array<{ topic: Topic; status: 404; body?: unknown }>;
 }>;
+
+/** A patch that cannot be applied: a bad operation or pointer, a missing target, a failed `test`. */
+export class PatchError extends Error {
+  name: 'PatchError';
+}
+/**
+ * The document `patch` makes of `doc`: a new one sharing nothing with `doc`, which is left as it
+ * was. Throws a {@link PatchError} if any operation fails (all or nothing).
+ */
+export function applyPatch<T = unknown>(doc: unknown, patch: PatchOperation[]): T;
+/** The reference tokens of a JSON Pointer (`~1` is `/`, `~0` is `~`). */
+export function parsePointer(pointer: string): string[];
+/** A deep copy of a JSON value. */
+export function cloneJson<T>(value: T): T;
+/** Equality of JSON values (objects by keys, whatever their order). */
+export function jsonEqual(a: unknown, b: unknown): boolean;

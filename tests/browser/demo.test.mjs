@@ -19,13 +19,14 @@ after(async () => {
   console.log(`\n${passed}/${results.length} browser checks passed`);
 });
 
-async function openPage(url, viewport = DESKTOP) {
+async function openPage(url, viewport = DESKTOP, beforeGoto = () => {}) {
   browser ??= await launchBrowser();
   const context = await browser.newContext({ viewport, locale: 'pt-BR', timezoneId: 'America/Sao_Paulo' });
   cleanups.push(() => context.close());
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
+  beforeGoto(page);
   await page.goto(url);
   return page;
 }
@@ -45,6 +46,62 @@ async function waitCountMoves(page, before, timeout = 60_000) {
     { timeout, polling: 200 },
   );
   return counted(page);
+}
+
+/**
+ * In the page: wait for `want` documents the client built from patches (within `ms`), GET each
+ * one's topic at once and compare, key order aside, when GET still serves that version; then the
+ * same for São Paulo's mayor race as rendered, with its % counted on screen.
+ */
+function patchesAgainstGet(page, want, ms = 30_000) {
+  return page.evaluate(async ({ want, ms }) => {
+    const { client, state } = window.apura;
+    const path = (t) => (t === 'brazil' ? 'brazil.json' : t.startsWith('state-') ? `states/${t.slice(6)}.json` : `cities/${t}.json`);
+    const canon = (v) => JSON.stringify(v, (k, x) => (x && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(Object.keys(x).sort().map((key) => [key, x[key]])) : x));
+    const get = async (topic) => (await fetch(new URL(path(topic), client.baseUrl), { cache: 'no-store' })).json();
+    const checks = [];
+    await new Promise((resolve) => {
+      const done = () => (off(), clearTimeout(timer), resolve());
+      const timer = setTimeout(done, ms);
+      const off = client.on('document', (doc, meta) => {
+        if (!meta.patched) return;
+        const text = canon(doc);
+        checks.push(get(meta.topic).then((got) => ({
+          topic: meta.topic, version: meta.version, same: got.version === meta.version ? canon(got) === text : null,
+        })));
+        if (checks.length >= want) done();
+      });
+    });
+    const patched = await Promise.all(checks);
+    let shown = null;
+    for (let i = 0; i < 20 && !shown; i++) {
+      const held = state.mayor;
+      const got = await get(held.topic);
+      if (got.version === held.version) {
+        shown = {
+          version: held.version,
+          same: canon(got) === canon(held),
+          pct: Number(document.querySelector('#city-pct').dataset.value),
+          getPct: got.progress.percent,
+        };
+      }
+    }
+    return { patched, shown };
+  }, { want, ms });
+}
+
+/** Assert what `patchesAgainstGet` found. */
+function assertPatchesLikeGet({ patched, shown }, want) {
+  assert.ok(patched.length >= want, `${patched.length} patched documents, wanted ${want}`);
+  const compared = patched.filter((p) => p.same !== null);
+  assert.ok(compared.length > 0, 'a patched document compared with GET at its version');
+  assert.deepEqual(patched.filter((p) => p.same === false), [], 'patched documents that differ from GET');
+  assert.ok(shown, 'the mayor race as shown compared with GET at its version');
+  assert.ok(shown.same, 'the mayor race as shown is what GET serves');
+  assert.equal(shown.pct, shown.getPct, '% counted on screen');
+  return `${patched.length} patched documents (${[...new Set(patched.map((p) => p.topic))].join(', ')}), ` +
+    `${compared.length} equal to GET at their version; São Paulo shows ${shown.pct}% like GET`;
 }
 
 async function waitStatus(page, states, transport, timeout) {
@@ -147,6 +204,11 @@ test('live page over SSE: search, live mayor race, national view, outage and res
     return `${before}% → ${afterValue}% counted`;
   });
 
+  await check('deltas: the stream asks for them, the page applies patches, and shows what GET serves', async () => {
+    assert.ok(streams.length > 0 && streams.every((u) => new URL(u).searchParams.get('delta') === '1'), `delta=1 in ${streams}`);
+    return assertPatchesLikeGet(await patchesAgainstGet(page, 4), 4);
+  });
+
   await check('progress beside counted votes never reads "0,0%"', async () => {
     await page.waitForFunction(() => document.querySelector('#br-capitals .cap-leader .who'), null, { timeout: 30_000 });
     const cards = await page.$$eval('#br-capitals li', (lis) => lis.map((li) => ({
@@ -226,14 +288,23 @@ test('live page over SSE: search, live mayor race, national view, outage and res
     assert.deepEqual(page.errors, []);
   });
 
-  await check('WebSocket transport (?transport=ws): connects and updates', async () => {
-    const ws = await openPage(`${demo.url}/?transport=ws#/sp/sao-paulo`);
+  await check('WebSocket transport (?transport=ws): connects and updates, with deltas', async () => {
+    const sent = [];
+    let patches = 0;
+    const ws = await openPage(`${demo.url}/?transport=ws#/sp/sao-paulo`, DESKTOP, (p) => p.on('websocket', (socket) => {
+      socket.on('framesent', (f) => sent.push(JSON.parse(f.payload)));
+      socket.on('framereceived', (f) => (patches += JSON.parse(f.payload).type === 'patch'));
+    }));
     const s = await waitStatus(ws, ['connected'], 'ws', 20_000);
     await ws.waitForFunction(() => document.querySelector('#city-pct').dataset.value !== undefined, null, { timeout: 15_000 });
     const before = await counted(ws);
     const v = await waitCountMoves(ws, before);
+    const subscribes = sent.filter((m) => m.type === 'subscribe');
+    assert.ok(subscribes.length > 0 && subscribes.every((m) => m.delta === true), `delta: true in ${JSON.stringify(subscribes)}`);
+    const applied = assertPatchesLikeGet(await patchesAgainstGet(ws, 2), 2);
+    assert.ok(patches >= 2, `${patches} patch messages received`);
     assert.deepEqual(ws.errors, []);
-    return `${s.label}; ${before}% → ${v}% counted`;
+    return `${s.label}; ${before}% → ${v}% counted; ${patches} patch messages; ${applied}`;
   });
 });
 

@@ -107,7 +107,7 @@ test('after upgradeAfter on fallback polling, streams are tried again', async ()
   const streams = FakeEventSource.instances.length;
   await clock.advance(60000);
   assert.equal(FakeEventSource.instances.length, streams + 1, 'an upgrade attempt');
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil', 'from 0: a full snapshot proves the stream');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil&delta=1', 'from 0: a full snapshot proves the stream');
   FakeEventSource.last.open();
   FakeEventSource.last.send('snapshot', doc('brazil', 5));
   assert.equal(client.transport, 'sse');
@@ -141,12 +141,12 @@ test('SSE refused for an unknown topic: reported, left out, the stream retried w
   client.on('error', (e) => errors.push(e));
   client.subscribe(['brazil', 'mayors-sp-nowhere'], () => {});
   await clock.advance(0);
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-sp-nowhere');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-sp-nowhere&delta=1');
   FakeEventSource.last.fail(); // the gateway answered 404 to the whole stream
   await clock.advance(0);
   assert.deepEqual(errors.map((e) => [e.code, e.topic]), [['unknown_topic', 'mayors-sp-nowhere']]);
   assert.equal(FakeEventSource.instances.length, 2, 'retried at once');
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil&delta=1');
   assert.equal(client.transport, 'sse', 'not a reason to fall back');
   client.close();
 });
@@ -181,7 +181,7 @@ test('a topic the gateway does not know yet (warming up) is asked for again and 
   ready = true;
   await clock.advance(10000);
   assert.equal(FakeEventSource.instances.length, streams + 1, 'asked again after missingRetry');
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,state-sp');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,state-sp&delta=1');
   FakeEventSource.last.open();
   FakeEventSource.last.send('snapshot', doc('brazil', 3));
   assert.deepEqual(seen, ['brazil']);

@@ -28,7 +28,7 @@ test('SSE: the first stream has no lastEventId; the reconnect carries the highes
   const { client, clock, statuses } = makeClient({ transport: 'sse' });
   client.subscribe('mayors-sp-sao-paulo', () => {});
   await clock.advance(0);
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=mayors-sp-sao-paulo');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=mayors-sp-sao-paulo&delta=1');
   const es = FakeEventSource.last;
   es.open();
   es.send('snapshot', doc('mayors-sp-sao-paulo', 7));
@@ -37,7 +37,7 @@ test('SSE: the first stream has no lastEventId; the reconnect carries the highes
   es.fail();
   assert.ok(es.closed, 'the native retry is switched off');
   await clock.advance(statuses.at(-1).delay);
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=mayors-sp-sao-paulo&lastEventId=9');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=mayors-sp-sao-paulo&delta=1&lastEventId=9');
   client.close();
 });
 
@@ -53,7 +53,7 @@ test('SSE with several topics resumes from the lowest of their versions, so none
   FakeEventSource.last.send('snapshot', doc('mayors-sp-sao-paulo', 9));
   FakeEventSource.last.fail();
   await clock.advance(statuses.at(-1).delay);
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-sp-sao-paulo&lastEventId=9');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-sp-sao-paulo&delta=1&lastEventId=9');
   client.close();
 });
 
@@ -69,12 +69,12 @@ test('SSE: a new topic opens one new stream for all topics, from 0 since the new
   await clock.advance(0);
   assert.ok(first.closed);
   assert.equal(FakeEventSource.instances.length, 2);
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,councillors-sp-sao-paulo,mayors-sp-sao-paulo');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,councillors-sp-sao-paulo,mayors-sp-sao-paulo&delta=1');
   off();
   client.subscribe('mayors-rj-rio-de-janeiro', () => {});
   await clock.advance(0);
   assert.equal(FakeEventSource.instances.length, 3);
-  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-rj-rio-de-janeiro');
+  assert.equal(FakeEventSource.last.url, 'http://gw.test/events?topics=brazil,mayors-rj-rio-de-janeiro&delta=1');
   assert.equal(statuses.filter((s) => s.state === 'reconnecting').length, 0, 'a topic change is no outage');
   client.close();
 });
@@ -86,14 +86,14 @@ test('WebSocket: subscribe carries since; after a reconnect since is the highest
   let ws = FakeWebSocket.last;
   assert.equal(ws.url, 'ws://gw.test/ws');
   ws.open();
-  assert.deepEqual(ws.sent, [{ type: 'subscribe', topics: ['brazil'], since: 0 }]);
+  assert.deepEqual(ws.sent, [{ type: 'subscribe', topics: ['brazil'], since: 0, delta: true }]);
   ws.receive({ type: 'snapshot', topic: 'brazil', version: 20, document: doc('brazil', 20) });
   ws.receive({ type: 'update', topic: 'brazil', version: 23, document: doc('brazil', 23) });
   ws.fail();
   await clock.advance(statuses.at(-1).delay);
   ws = FakeWebSocket.last;
   ws.open();
-  assert.deepEqual(ws.sent, [{ type: 'subscribe', topics: ['brazil'], since: 23 }]);
+  assert.deepEqual(ws.sent, [{ type: 'subscribe', topics: ['brazil'], since: 23, delta: true }]);
   assert.equal(statuses.at(-1).state, 'connected', 'a resumed socket is connected even if nothing changed');
   client.close();
 });
@@ -109,7 +109,7 @@ test('WebSocket: topic changes are messages on the open socket, not a new connec
   off();
   assert.equal(FakeWebSocket.instances.length, 1);
   assert.deepEqual(ws.sent.slice(1), [
-    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 0 },
+    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 0, delta: true },
     { type: 'unsubscribe', topics: ['mayors-sp-sao-paulo'] },
   ]);
   client.close();
@@ -131,9 +131,9 @@ test('WebSocket: a topic subscribed again shows the document held at once and re
   assert.equal(seen.length, 2);
   assert.deepEqual(seen[1], [30, 'cache']);
   assert.deepEqual(ws.sent.slice(1), [
-    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 0 },
+    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 0, delta: true },
     { type: 'unsubscribe', topics: ['mayors-sp-sao-paulo'] },
-    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 30 },
+    { type: 'subscribe', topics: ['mayors-sp-sao-paulo'], since: 30, delta: true },
   ]);
   client.close();
 });
@@ -153,7 +153,7 @@ test('WebSocket: an error for an unknown topic is reported and the topic left ou
   assert.deepEqual(FakeWebSocket.last.sent[0].topics, ['brazil']);
   // Asked again later (a city may be published after the page subscribed), on the same socket.
   await clock.advance(10000);
-  assert.deepEqual(FakeWebSocket.last.sent.at(-1), { type: 'subscribe', topics: ['mayors-sp-nowhere'], since: 0 });
+  assert.deepEqual(FakeWebSocket.last.sent.at(-1), { type: 'subscribe', topics: ['mayors-sp-nowhere'], since: 0, delta: true });
   FakeWebSocket.last.receive({ type: 'error', code: 'unknown_topic', message: 'no such topic', topic: 'mayors-sp-nowhere' });
   assert.equal(errors.length, 1, 'reported once, not at every retry');
   client.close();
