@@ -1,6 +1,7 @@
 //! `apura run`: ingest and gateway in one process on the embedded bus, for a real or recorded feed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let listener = args.gateway.bind()?;
     serve_embedded(args.feed, args.gateway, listener, shutdown).await
 }
+
+/// How often the embedded process gives freed heap back to the system.
+const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(5);
 
 /// Ingest `feed` and serve it on `listener` through an embedded bus until `shutdown`. The
 /// gateway serves at once; the ingest starts as soon as what it needs loads (the municipality
@@ -79,8 +83,21 @@ pub async fn serve_embedded(
             s2.cancel();
         }
     });
+    tracker.spawn(release_memory_every(RELEASE_MEMORY_EVERY, shutdown.clone()));
     tracker.close();
     let served = gateway::serve(&gateway_args, hub, listener, shutdown).await;
     tracker.wait().await;
     served
+}
+
+/// Every `period`, give the heap freed since back to the system. Each cycle parses the national
+/// files and renders thousands of documents, on whichever threads run then, and frees the last
+/// cycle's; the allocator keeps what it freed for later, and a process that read the councillor
+/// file grew by tens of megabytes a minute.
+async fn release_memory_every(period: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
+        let _ = tokio::task::spawn_blocking(gateway::admission::release_memory).await;
+    }
 }

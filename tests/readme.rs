@@ -88,6 +88,31 @@ fn shell(script: &str, streaming: bool) -> (bool, String) {
     )
 }
 
+/// What an example's output contradicts in its comment: each piece between `…` must be in it,
+/// each piece starting with `no ` must not.
+fn what_is_wrong(ex: &Example, ok: bool, output: &str) -> Vec<String> {
+    let lower = output.to_lowercase();
+    let mut wrong = Vec::new();
+    if !ok {
+        wrong.push("the command failed".to_string());
+    }
+    for piece in ex
+        .expect
+        .split('…')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let p = piece.to_lowercase();
+        match p.strip_prefix("no ") {
+            Some(absent) if lower.contains(absent) => wrong.push(format!("has `{absent}`")),
+            Some(_) => {}
+            None if !lower.contains(&p) => wrong.push(format!("lacks `{piece}`")),
+            None => {}
+        }
+    }
+    wrong
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_curl_example_of_the_readme_does_what_its_comment_says() {
     let readme =
@@ -118,25 +143,7 @@ async fn every_curl_example_of_the_readme_does_what_its_comment_says() {
             script.push(ex.command.clone());
             let script = script.join("\n").replace("localhost:8080", &here);
             let (ok, output) = shell(&script, ex.command.contains("curl -N"));
-            let lower = output.to_lowercase();
-            let mut wrong = Vec::new();
-            if !ok {
-                wrong.push("the command failed".to_string());
-            }
-            for piece in ex
-                .expect
-                .split('…')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-            {
-                let p = piece.to_lowercase();
-                match p.strip_prefix("no ") {
-                    Some(absent) if lower.contains(absent) => wrong.push(format!("has `{absent}`")),
-                    Some(_) => {}
-                    None if !lower.contains(&p) => wrong.push(format!("lacks `{piece}`")),
-                    None => {}
-                }
-            }
+            let wrong = what_is_wrong(ex, ok, &output);
             let shown: String = output.chars().take(300).collect();
             if wrong.is_empty() {
                 eprintln!("ok   README:{} {}  → {}", ex.line, ex.command, ex.expect);
@@ -152,4 +159,69 @@ async fn every_curl_example_of_the_readme_does_what_its_comment_says() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The README's recorded-files block, run as written in an empty folder with the built `apura`
+/// first on the PATH: `apura simulate --write` writes the files, `apura run` serves them (on a
+/// free port given by `APURA_LISTEN`), and the block's `curl` example holds against it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_recorded_files_example_of_the_readme_serves_documents() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .split("```sh")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|code| code.contains("apura simulate --write"))
+        .expect("the README's recorded-files block")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let [write, run, example] = block[..] else {
+        panic!("three lines, write, run and curl: {block:?}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_apura"))
+        .parent()
+        .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let bash = |line: &str| {
+        let mut c = tokio::process::Command::new("bash");
+        c.args(["-euo", "pipefail", "-c", line])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true);
+        c
+    };
+    let written = bash(write).output().await.unwrap();
+    assert!(
+        written.status.success(),
+        "{write}: {}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+
+    let addr = free_addr();
+    let command = run.strip_suffix('&').expect("run in the background").trim();
+    let mut served = bash(&format!("exec {command}"))
+        .env("APURA_LISTEN", addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(addr).await;
+    let (command, expect) = example.split_once("# →").expect("an example");
+    let ex = Example {
+        line: 0,
+        command: command.trim().to_string(),
+        expect: expect.trim().to_string(),
+    };
+    let (ok, output) = shell(
+        &ex.command.replace("localhost:8080", &addr.to_string()),
+        false,
+    );
+    let wrong = what_is_wrong(&ex, ok, &output);
+    served.kill().await.unwrap();
+    assert!(wrong.is_empty(), "{}: {wrong:?}\n{output}", ex.command);
 }

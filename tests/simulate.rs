@@ -316,6 +316,8 @@ fn real_municipality_lists_play() {
             rate_limit: 100,
             block_for: Duration::from_secs(600).into(),
             second_round: false,
+            write: None,
+            at: 100.0,
         };
         let sim = apura::simulate::Simulator::new(SimConfig::from_args(&args).unwrap());
         assert_eq!(sim.municipalities().len(), 5_570, "{file}");

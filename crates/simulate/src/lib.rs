@@ -15,6 +15,7 @@
 //! - `files`: the feed's JSON, rendered once per tick.
 //! - `http`: what both servers share: a file as served, conditional GET and gzip, errors.
 //! - `server`: the consolidated layout's HTTP endpoints, and serving either layout.
+//! - `snapshot`: one moment's consolidated files written to a folder (`--write`).
 //! - [`tse`]: the TSE layout rendered from the same count model, and its server.
 //!
 //! Time is cut into ticks: tick `k = floor(elapsed / interval)`, clamped to the last tick
@@ -30,6 +31,7 @@ mod http;
 mod json;
 mod server;
 mod shares;
+pub mod snapshot;
 pub mod tse;
 
 use std::net::SocketAddr;
@@ -106,12 +108,25 @@ impl ManualClock {
     }
 }
 
-/// `apura simulate`: load the configuration, bind `--listen`, serve until `shutdown`.
+/// `apura simulate`: load the configuration, bind `--listen`, serve until `shutdown`; or, with
+/// `--write DIR`, write the files of one moment into `DIR` and return.
 pub async fn serve(
     args: &SimulateArgs,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let config = SimConfig::from_args(args)?;
+    if let Some(dir) = &args.write {
+        let (path, at) = (dir.clone(), args.at);
+        let written =
+            tokio::task::spawn_blocking(move || snapshot::write(config, &path, at)).await??;
+        tracing::info!(
+            dir = %dir.display(),
+            tick = written.tick,
+            files = written.files,
+            "snapshot written"
+        );
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -154,6 +169,14 @@ pub struct SimulateArgs {
     /// (election 9427) over another `--duration`.
     #[arg(long, env = "APURA_SIM_SECOND_ROUND")]
     pub second_round: bool,
+    /// Write the consolidated files of one moment (`mayors.json`, `councillors.json`,
+    /// `municipalities.json`, `zones/`) into this folder and exit, instead of serving: recorded
+    /// files for `apura run --feed DIR/mayors.json --municipalities DIR/municipalities.json`.
+    #[arg(long, value_name = "DIR")]
+    pub write: Option<PathBuf>,
+    /// With `--write`: the moment, in percent of the night (100: the final result).
+    #[arg(long, value_name = "PERCENT", default_value_t = 100.0)]
+    pub at: f64,
 }
 
 /// What a simulator plays: checked and loaded from [`SimulateArgs`] by [`SimConfig::from_args`].
@@ -207,6 +230,15 @@ impl SimConfig {
         }
         if args.layout == Layout::Tse && args.rate_limit == 0 {
             problems.push("--rate-limit must be at least 1".to_string());
+        }
+        if args.write.is_some() && args.layout != Layout::Consolidated {
+            problems.push("--write writes the consolidated layout only".to_string());
+        }
+        if !(0.0..=100.0).contains(&args.at) {
+            problems.push(format!(
+                "--at must be a percent from 0 to 100, not {}",
+                args.at
+            ));
         }
         if args.second_round && args.layout != Layout::Tse {
             problems.push("--second-round needs --layout tse".to_string());
