@@ -32,6 +32,7 @@ RUNS="${RUNS:-3}"                      # repetitions of get/fanout/nchan; median
 SUBS="${SUBS:-19000}"                  # one process each side: under 20,000 open files
 HOLD="${HOLD:-60s}"
 COMPRESS="${COMPRESS:-0}"              # fanout: 0 identity streams, 1 compressed (fanoutz-N), "0 1" both
+FANOUT_ARGS="${FANOUT_ARGS:-}"         # fanout: extra apura-load flags, e.g. "--hot-share 1" (one topic)
 CONNECT_RATE="${CONNECT_RATE:-2000}"   # new subscribers per second, all workers together
 C50_SUBS="${C50_SUBS:-50000}"
 C50_PROCS="${C50_PROCS:-4}"
@@ -273,7 +274,8 @@ phase_fanout() {
             if [ "$z" = 1 ]; then label="fanoutz-$i" flags=(--compress); fi
             # A fresh gateway per run: memory per connection is measured from a clean baseline.
             start_gateways 1
-            load "$label" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" "${flags[@]}"
+            # shellcheck disable=SC2086 # FANOUT_ARGS is a list of words
+            load "$label" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" "${flags[@]}" $FANOUT_ARGS
             stop_gateways
         done
     done
@@ -358,7 +360,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do
