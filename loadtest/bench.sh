@@ -2,7 +2,9 @@
 # The issue-6 scenario on this machine, every run bounded in time and stopping by itself:
 #
 #   get        GET of one city document: apura vs nginx serving the same bytes (wrk, same settings)
-#   fanout     $SUBS subscribers (half SSE, half WebSocket) on ONE apura gateway process
+#   fanout     $SUBS subscribers (half SSE, half WebSocket) on ONE apura gateway process;
+#              COMPRESS="0 1" runs it with identity streams, then compressed ones (gzip SSE,
+#              permessage-deflate WebSocket), each on a fresh gateway, in every run
 #   nchan      the same $SUBS subscribers and message size on nginx + nchan
 #   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
 #              (nchan twice: published_at stamped per message, and per cycle)
@@ -29,6 +31,8 @@ PHASES="${PHASES:-get fanout nchan compare50k scale}"
 RUNS="${RUNS:-3}"                      # repetitions of get/fanout/nchan; medians are reported
 SUBS="${SUBS:-19000}"                  # one process each side: under 20,000 open files
 HOLD="${HOLD:-60s}"
+COMPRESS="${COMPRESS:-0}"              # fanout: 0 identity streams, 1 compressed (fanoutz-N), "0 1" both
+FANOUT_ARGS="${FANOUT_ARGS:-}"         # fanout: extra apura-load flags, e.g. "--hot-share 1" (one topic)
 CONNECT_RATE="${CONNECT_RATE:-2000}"   # new subscribers per second, all workers together
 C50_SUBS="${C50_SUBS:-50000}"
 C50_PROCS="${C50_PROCS:-4}"
@@ -262,12 +266,18 @@ phase_get() {
 
 phase_fanout() {
     start_stack "$SIM_INTERVAL"
-    local i
+    local i z label flags
     for i in $(seq "$RUNS"); do
-        # A fresh gateway per run: memory per connection is measured from a clean baseline.
-        start_gateways 1
-        load "fanout-$i" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
-        stop_gateways
+        for z in $COMPRESS; do
+            # 1: the same run with compressed streams (fanoutz-N), right after the plain one.
+            label="fanout-$i" flags=()
+            if [ "$z" = 1 ]; then label="fanoutz-$i" flags=(--compress); fi
+            # A fresh gateway per run: memory per connection is measured from a clean baseline.
+            start_gateways 1
+            # shellcheck disable=SC2086 # FANOUT_ARGS is a list of words
+            load "$label" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" "${flags[@]}" $FANOUT_ARGS
+            stop_gateways
+        done
     done
     stop_stack
 }
@@ -350,7 +360,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do

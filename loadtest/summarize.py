@@ -65,6 +65,7 @@ METRICS = [
     ("min coverage of a cycle", ("fanout", "coverage_min"), "", False),
     ("deliveries/s (hold mean)", ("deliveries", "per_second_hold_mean"), "", False),
     ("deliveries/s (peak second)", ("deliveries", "per_second_hold_peak"), "", False),
+    ("bytes received by the subscribers (payload)", ("deliveries", "bytes"), "", True),
     ("server RSS MiB (end of hold)", ("server", "rss_mib_hold"), "", True),
     ("server RSS KiB / connection", ("server", "rss_kib_per_connection"), "", True),
     ("server RSS KiB / connection over baseline", ("server", "rss_kib_per_connection_over_baseline"), "", True),
@@ -138,6 +139,34 @@ def main(out):
         if nch:
             cols.append((f"nginx+nchan, stamped per message ({len(nch)} runs)", nch))
         parts.append(f"## Fan-out, {subs:,} subscribers, one server process (medians)\n\n" + table(cols))
+
+    fz = reports("fanoutz-*.json")
+    if fz:
+        subs = dig(fz[0], "config", "sse") + dig(fz[0], "config", "ws")
+        cols = [(f"apura, compressed streams ({len(fz)} runs)", fz)]
+        if fan:
+            cols.append((f"apura, identity ({len(fan)} runs)", fan))
+        lines = [f"## Compressed streams (gzip SSE, permessage-deflate WebSocket), {subs:,} subscribers, "
+                 "one gateway (medians)", "", table(cols)]
+        by_run = {dig(r, "label").split("-")[-1]: r for r in fan}
+        rows = []
+        for z in fz:
+            p = by_run.get(dig(z, "label").split("-")[-1])
+            if p is None:
+                continue
+            rows.append([dig(r, "server", k) for r in (p, z)
+                         for k in ("cpu_us_per_delivery_hold", "rss_kib_per_connection_over_baseline")])
+        if rows:
+            lines += ["", "Per run, the compressed run right after the identity one on a fresh gateway:", "",
+                      "| run | CPU µs / delivery identity | compressed | ratio | RSS KiB / connection over baseline identity | compressed | ratio |",
+                      "|---|---|---|---|---|---|---|"]
+            for n, (pc, pm, zc, zm) in enumerate(rows, 1):
+                lines.append(f"| {n} | {fmt(pc)} | {fmt(zc)} | {ratio(zc, pc)} | {fmt(pm)} | {fmt(zm)} | {ratio(zm, pm)} |")
+            if len(rows) > 1:
+                m = [med([r[i] for r in rows]) for i in range(4)]
+                lines.append(f"| **median** | **{fmt(m[0])}** | **{fmt(m[2])}** | **{ratio(m[2], m[0])}** "
+                             f"| **{fmt(m[1])}** | **{fmt(m[3])}** | **{ratio(m[3], m[1])}** |")
+        parts.append("\n".join(lines))
 
     a50, n50, c50 = reports("apura-50k.json"), reports("nchan-50k.json"), reports("nchan-50k-cycle.json")
     if a50 or n50:

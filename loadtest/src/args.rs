@@ -54,6 +54,10 @@ pub struct RunArgs {
         default_value = r#"{"type":"subscribe","topics":["{topic}"],"since":0}"#
     )]
     pub ws_subscribe: String,
+    /// Ask for compressed streams: SSE with `Accept-Encoding: gzip`, WebSocket offering
+    /// `permessage-deflate` without context takeover; what arrives is inflated before it is read.
+    #[arg(long)]
+    pub compress: bool,
     /// GET path of the pollers; `{topic}` is replaced by the topic.
     #[arg(long, default_value = "/cities/{topic}.json")]
     pub get_path: String,

@@ -21,6 +21,10 @@ pub struct Head {
     pub content_length: Option<usize>,
     pub etag: Option<String>,
     pub close: bool,
+    /// `Content-Encoding`, lowercased.
+    pub content_encoding: Option<String>,
+    /// `Sec-WebSocket-Extensions`, lowercased.
+    pub ws_extensions: Option<String>,
 }
 
 /// Read more bytes into `buf`, at least [`READ_CHUNK`] of room; `Ok(0)` at end of stream.
@@ -74,6 +78,10 @@ pub fn parse_head(raw: &[u8]) -> anyhow::Result<Head> {
             head.chunked = value.to_ascii_lowercase().contains("chunked");
         } else if name.eq_ignore_ascii_case("content-length") {
             head.content_length = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            head.content_encoding = Some(value.to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            head.ws_extensions = Some(value.to_ascii_lowercase());
         } else if name.eq_ignore_ascii_case("etag") {
             head.etag = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("connection") {

@@ -10,6 +10,7 @@ mod args;
 mod delivery;
 mod get;
 mod http;
+mod inflate;
 mod net;
 mod plot;
 mod proc;
@@ -22,6 +23,7 @@ mod stats;
 mod topics;
 mod worker;
 mod ws;
+mod wsz;
 
 use std::process::ExitCode;
 

@@ -370,6 +370,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
             "sources": crate::net::parse_sources(&args.sources).map(|s| s.len()).unwrap_or(0),
             "sse_path": args.sse_path,
             "ws_path": args.ws_path,
+            "compress": args.compress,
             "topics": topics,
             "hot_topic": args.hot_topic,
             "hot_share": args.hot_share,

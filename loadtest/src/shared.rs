@@ -30,6 +30,8 @@ pub struct Shared {
     pub sse_path: String,
     pub ws_path: String,
     pub ws_subscribe: Option<String>,
+    /// Compressed streams (gzip SSE, permessage-deflate WebSocket).
+    pub compress: bool,
     pub get_path: String,
     pub seed: u64,
     pub handshake_timeout: Duration,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::delivery::{Event, Failure, scan_published_at, scan_version};
 use crate::http::{Dechunk, READ_CHUNK, read_head, read_more};
+use crate::inflate::Gunzip;
 use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
 
@@ -66,8 +67,13 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         let mut s = crate::net::connect_from(sub.source, target)
             .await
             .map_err(|_| Failure::Connect)?;
+        let accept_encoding = if shared.compress {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{accept_encoding}\r\n"
         );
         use tokio::io::AsyncWriteExt;
         s.write_all(req.as_bytes())
@@ -77,12 +83,14 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         let head = read_head(&mut s, &mut raw)
             .await
             .map_err(|_| Failure::Handshake)?;
-        if head.status != 200 {
+        let gzip = head.content_encoding.as_deref() == Some("gzip");
+        // Asked for gzip and did not get it: the run would not measure what it says.
+        if head.status != 200 || gzip != shared.compress {
             return Err(Failure::Handshake);
         }
-        Ok((s, raw, head.chunked, started))
+        Ok((s, raw, head.chunked, started, gzip))
     };
-    let (mut s, mut raw, chunked, started) =
+    let (mut s, mut raw, chunked, started, gzip) =
         match tokio::time::timeout(shared.handshake_timeout, handshake).await {
             Ok(Ok(x)) => x,
             Ok(Err(f)) => return shared.failed(f),
@@ -93,6 +101,8 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     let mut dechunk = Dechunk::default();
     let mut payload: Vec<u8> = Vec::new();
     let mut parser = Parser::default();
+    let mut gunzip = gzip.then(Gunzip::default);
+    let mut inflated: Vec<u8> = Vec::new();
     let mut received_at = connected_us;
     loop {
         // Bytes that came with the head are parsed before the first read.
@@ -110,7 +120,18 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         } else {
             &mut raw
         };
-        parser.parse(buf, |ev| {
+        let text = match gunzip.as_mut() {
+            Some(g) => {
+                if g.feed(buf, &mut inflated).is_err() {
+                    shared.error(|c| c.protocol_errors += 1);
+                    break;
+                }
+                buf.clear();
+                &mut inflated
+            }
+            None => buf,
+        };
+        parser.parse(text, |ev| {
             shared.event(Stream::Sse, ev, connected_us, received_at)
         });
         if chunked && dechunk.done() {

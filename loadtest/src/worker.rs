@@ -62,6 +62,7 @@ pub fn main(args: RunArgs, id: usize) -> anyhow::Result<()> {
         sse_path: args.sse_path.clone(),
         ws_path: args.ws_path.clone(),
         ws_subscribe: Some(args.ws_subscribe.clone()).filter(|s| !s.is_empty()),
+        compress: args.compress,
         get_path: args.get_path.clone(),
         seed: args.seed,
         handshake_timeout: args.handshake_timeout,
@@ -153,6 +154,8 @@ pub async fn run(plan: WorkerPlan, mut shared: Shared) -> anyhow::Result<()> {
         let s = shared.clone();
         if is_sse {
             tasks.spawn(crate::sse::subscriber(s, sub));
+        } else if shared.compress {
+            tasks.spawn(crate::wsz::subscriber(s, sub));
         } else {
             tasks.spawn(crate::ws::subscriber(s, sub));
         }

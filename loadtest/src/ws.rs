@@ -28,7 +28,7 @@ pub fn config() -> WebSocketConfig {
 
 /// What a text message is: apura says `"type":"snapshot"|"update"|"error"` near the start;
 /// nchan sends the bare document (no type: classified by its age).
-fn classify(text: &[u8]) -> Option<Event> {
+pub fn classify(text: &[u8]) -> Option<Event> {
     let head = &text[..text.len().min(48)];
     if memmem::find(head, b"\"type\":\"error\"").is_some() {
         return None;
