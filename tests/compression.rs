@@ -84,12 +84,7 @@ async fn sse_with_gzip_carries_the_same_events_in_a_fraction_of_the_bytes_and_en
     let (identity, gzip) = (streams[0].wire, streams[2].wire);
     assert!(gzip * 10 < identity, "gzip {gzip} B, identity {identity} B");
 
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&gw.url("/metrics")).await;
     let gz = metric(&text, "apura_stream_bytes_total{form=\"gzip\"}").unwrap();
     let id = metric(&text, "apura_stream_bytes_total{form=\"identity\"}").unwrap();
     assert!(gz > 0.0 && id > 4.0 * gz, "gzip {gz}, identity {id}");
@@ -175,12 +170,7 @@ async fn python_websockets_negotiates_permessage_deflate_and_gets_the_documents(
     );
     assert!(py.succeeded().await);
 
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&gw.url("/metrics")).await;
     let deflate = metric(&text, "apura_stream_bytes_total{form=\"deflate\"}").unwrap();
     assert!(
         deflate > 0.0 && deflate < 3.0 * 3000.0,

@@ -90,12 +90,7 @@ async fn sse_with_delta_sends_patches_from_the_version_held_and_whole_updates_ot
     assert_eq!(events(&plain.text())[1].0, "update");
     assert!(v5 > v4);
 
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&gw.url("/metrics")).await;
     let patch = metric(&text, "apura_stream_bytes_total{form=\"patch\"}").unwrap();
     assert!(patch > 0.0 && patch < 1000.0, "{patch} bytes of patches");
 }

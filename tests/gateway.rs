@@ -317,14 +317,7 @@ async fn unknown_topics_allocate_no_channel() {
         );
     }
     assert_eq!(gw.hub.len(), before);
-    let metrics = client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw.url("/metrics")).await;
     assert!(
         metrics.contains(&format!("apura_topics {before}\n")),
         "{metrics}"
@@ -389,7 +382,6 @@ async fn graceful_shutdown_ends_streams_and_closes_websockets_with_service_resta
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let stack = Stack::start(&cities()).await;
-    let client = reqwest::Client::new();
     assert_eq!(status(&stack.url("/healthz")).await, 200);
     assert_eq!(status(&stack.url("/readyz")).await, 200);
     let _sse = Sse::connect(
@@ -397,14 +389,7 @@ async fn health_readiness_and_metrics() {
         None,
     )
     .await;
-    let m = client
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&stack.url("/metrics")).await;
     for needle in [
         "apura_sse_connections 1\n",
         "apura_ws_connections 0\n",

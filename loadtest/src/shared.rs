@@ -101,6 +101,33 @@ impl Shared {
         }
     }
 
+    /// Read more of a `stream` connection into `raw`, unless `stop` comes first: the bytes
+    /// read, or `None` once it ended (stopped; closed by the server or broken, counted).
+    pub async fn read_on<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        stream: Stream,
+        s: &mut R,
+        raw: &mut Vec<u8>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<usize> {
+        let n = tokio::select! {
+            biased;
+            _ = stop.changed() => return None,
+            n = crate::http::read_more(s, raw) => n,
+        };
+        match n {
+            Ok(0) => {
+                self.closed_by_server(stream, stop);
+                None
+            }
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.broken(stream, stop);
+                None
+            }
+        }
+    }
+
     pub fn bytes(&self, n: usize) {
         self.rec.lock().expect("recorder lock").counters.bytes += n as u64;
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::delivery::{Event, Failure, scan_published_at, scan_version};
-use crate::http::{Dechunk, READ_CHUNK, read_head, read_more};
+use crate::http::{Dechunk, READ_CHUNK, read_head};
 use crate::inflate::Gunzip;
 use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
@@ -138,23 +138,14 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             shared.closed_by_server(Stream::Sse, &stop);
             break;
         }
-        let n = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            n = read_more(&mut s, &mut raw) => n,
+        let Some(n) = shared
+            .read_on(Stream::Sse, &mut s, &mut raw, &mut stop)
+            .await
+        else {
+            break;
         };
         received_at = now_us();
-        match n {
-            Ok(0) => {
-                shared.closed_by_server(Stream::Sse, &stop);
-                break;
-            }
-            Ok(n) => shared.bytes(n),
-            Err(_) => {
-                shared.broken(Stream::Sse, &stop);
-                break;
-            }
-        }
+        shared.bytes(n);
     }
     shared.closed();
 }

@@ -12,7 +12,7 @@ use flate2::Decompress;
 use tokio::io::AsyncWriteExt;
 
 use crate::delivery::{Event, Failure};
-use crate::http::{READ_CHUNK, read_head, read_more};
+use crate::http::{READ_CHUNK, read_head};
 use crate::inflate::inflate_message;
 use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
@@ -221,23 +221,14 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             pos += frame.payload.end;
         }
         raw.drain(..pos);
-        let n = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            n = read_more(&mut s, &mut raw) => n,
-        };
-        received_at = now_us();
-        match n {
-            Ok(0) => {
-                shared.closed_by_server(Stream::Ws, &stop);
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                shared.broken(Stream::Ws, &stop);
-                break;
-            }
+        if shared
+            .read_on(Stream::Ws, &mut s, &mut raw, &mut stop)
+            .await
+            .is_none()
+        {
+            break;
         }
+        received_at = now_us();
     }
     shared.closed();
 }

@@ -2,21 +2,16 @@
 // stream gzip-compressed and its WebSocket negotiates permessage-deflate, and both carry the same
 // documents as GET.
 
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { check, launchBrowser, results, startDemo } from './harness.mjs';
+import { check, cleanUpAfterAll, launchBrowser, startDemo } from './harness.mjs';
 
 const TOPICS = ['brazil', 'state-sp', 'mayors-sp-sao-paulo'];
 const path = (t) => (t === 'brazil' ? '/brazil.json' : t.startsWith('state-') ? `/states/${t.slice(6)}.json` : `/cities/${t}.json`);
 
 let browser;
 const cleanups = [];
-after(async () => {
-  for (const fn of cleanups.reverse()) await fn().catch(() => {});
-  await browser?.close();
-  const passed = results.filter((r) => r.ok).length;
-  console.log(`\n${passed}/${results.length} compression checks passed`);
-});
+cleanUpAfterAll(cleanups, () => browser, 'compression');
 
 /**
  * In the page: follow `topics` for `ms` over `transport` ('sse' or 'ws'); for every document

@@ -1,10 +1,10 @@
 // demo.test.mjs — end to end: the web demo in headless Chromium against a live `apura demo`.
 
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, launchBrowser, repoRoot, results, screenshot, startDemo, startProxy } from './harness.mjs';
+import { check, cleanUpAfterAll, launchBrowser, repoRoot, screenshot, startDemo, startProxy } from './harness.mjs';
 
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 375, height: 812 };
@@ -12,12 +12,7 @@ const SP = 'mayors-sp-sao-paulo';
 
 let browser;
 const cleanups = [];
-after(async () => {
-  for (const fn of cleanups.reverse()) await fn().catch(() => {});
-  await browser?.close();
-  const passed = results.filter((r) => r.ok).length;
-  console.log(`\n${passed}/${results.length} browser checks passed`);
-});
+cleanUpAfterAll(cleanups, () => browser, 'browser');
 
 async function openPage(url, viewport = DESKTOP, beforeGoto = () => {}) {
   browser ??= await launchBrowser();

@@ -1,5 +1,6 @@
 // harness.mjs — starts `apura demo` on a free port, a cuttable TCP proxy in front of it, and headless Chromium.
 
+import { after } from 'node:test';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
@@ -151,6 +152,19 @@ export async function screenshot(target, name) {
 
 /** Run one named check, print PASS/FAIL for the log, rethrow failures. */
 export const results = [];
+
+/**
+ * A test file's clean-up, once its tests are done: `cleanups` last first, then the browser that
+ * `browser()` answers, then how many checks passed.
+ */
+export function cleanUpAfterAll(cleanups, browser, label) {
+  after(async () => {
+    for (const fn of cleanups.reverse()) await fn().catch(() => {});
+    await browser()?.close();
+    const passed = results.filter((r) => r.ok).length;
+    console.log(`\n${passed}/${results.length} ${label} checks passed`);
+  });
+}
 export async function check(name, fn) {
   const started = Date.now();
   try {
