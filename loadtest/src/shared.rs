@@ -53,6 +53,25 @@ impl Shared {
         self.rec.lock().expect("recorder lock").error(now_us(), f);
     }
 
+    /// Wait for a subscriber's `handshake`, at most `--handshake-timeout`: what it answers, or
+    /// `None` with the failure counted.
+    pub async fn handshake<T>(
+        &self,
+        handshake: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(x)) => Some(x),
+            Ok(Err(f)) => {
+                self.failed(f);
+                None
+            }
+            Err(_) => {
+                self.failed(Failure::Connect);
+                None
+            }
+        }
+    }
+
     pub fn failed(&self, f: Failure) {
         self.error(|c| match f {
             Failure::Connect => c.connect_failed += 1,

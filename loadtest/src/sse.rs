@@ -90,12 +90,9 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         }
         Ok((s, raw, head.chunked, started, gzip))
     };
-    let (mut s, mut raw, chunked, started, gzip) =
-        match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(f)) => return shared.failed(f),
-            Err(_) => return shared.failed(Failure::Connect),
-        };
+    let Some((mut s, mut raw, chunked, started, gzip)) = shared.handshake(handshake).await else {
+        return;
+    };
     let connected_us = shared.established(started);
     let mut stop = shared.stop.clone();
     let mut dechunk = Dechunk::default();

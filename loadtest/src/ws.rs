@@ -64,10 +64,8 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         }
         Ok((ws, started))
     };
-    let (mut ws, started) = match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-        Ok(Ok(x)) => x,
-        Ok(Err(f)) => return shared.failed(f),
-        Err(_) => return shared.failed(Failure::Connect),
+    let Some((mut ws, started)) = shared.handshake(handshake).await else {
+        return;
     };
     let connected_us = shared.established(started);
     let mut stop = shared.stop.clone();

@@ -163,12 +163,9 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         }
         Ok((s, raw, started))
     };
-    let (mut s, mut raw, started) =
-        match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(f)) => return shared.failed(f),
-            Err(_) => return shared.failed(Failure::Connect),
-        };
+    let Some((mut s, mut raw, started)) = shared.handshake(handshake).await else {
+        return;
+    };
     let connected_us = shared.established(started);
     let mut stop = shared.stop.clone();
     let mut assembler = Assembler::default();
