@@ -39,6 +39,28 @@ pub fn ensure_loopback(what: &str, ip: IpAddr) -> anyhow::Result<()> {
 }
 
 /// Connect to `target` from `source` (port chosen by the kernel).
+/// Open a stream: connect from `source`, send `request`, read the response head. The stream,
+/// the bytes read after the head, and the head; the failure as a subscriber counts it.
+pub async fn open_stream(
+    source: Ipv4Addr,
+    target: SocketAddr,
+    request: &str,
+) -> Result<(TcpStream, Vec<u8>, crate::http::Head), crate::delivery::Failure> {
+    use crate::delivery::Failure;
+    use tokio::io::AsyncWriteExt;
+    let mut s = connect_from(source, target)
+        .await
+        .map_err(|_| Failure::Connect)?;
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|_| Failure::Handshake)?;
+    let mut raw = Vec::with_capacity(crate::http::READ_CHUNK);
+    let head = crate::http::read_head(&mut s, &mut raw)
+        .await
+        .map_err(|_| Failure::Handshake)?;
+    Ok((s, raw, head))
+}
+
 pub async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     // Lets a new run reuse ports whose previous sockets still sit in TIME_WAIT.

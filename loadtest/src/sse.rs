@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::delivery::{Event, Failure, scan_published_at, scan_version};
-use crate::http::{Dechunk, READ_CHUNK, read_head};
+use crate::http::Dechunk;
 use crate::inflate::Gunzip;
 use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
@@ -64,9 +64,6 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     let target = shared.target;
     let handshake = async {
         let started = now_us();
-        let mut s = crate::net::connect_from(sub.source, target)
-            .await
-            .map_err(|_| Failure::Connect)?;
         let accept_encoding = if shared.compress {
             "Accept-Encoding: gzip\r\n"
         } else {
@@ -75,14 +72,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{accept_encoding}\r\n"
         );
-        use tokio::io::AsyncWriteExt;
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|_| Failure::Handshake)?;
-        let mut raw = Vec::with_capacity(READ_CHUNK);
-        let head = read_head(&mut s, &mut raw)
-            .await
-            .map_err(|_| Failure::Handshake)?;
+        let (s, raw, head) = crate::net::open_stream(sub.source, target, &req).await?;
         let gzip = head.content_encoding.as_deref() == Some("gzip");
         // Asked for gzip and did not get it: the run would not measure what it says.
         if head.status != 200 || gzip != shared.compress {

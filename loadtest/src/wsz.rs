@@ -12,7 +12,6 @@ use flate2::Decompress;
 use tokio::io::AsyncWriteExt;
 
 use crate::delivery::{Event, Failure};
-use crate::http::{READ_CHUNK, read_head};
 use crate::inflate::inflate_message;
 use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
@@ -135,21 +134,12 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     let target = shared.target;
     let handshake = async {
         let started = now_us();
-        let mut s = crate::net::connect_from(sub.source, target)
-            .await
-            .map_err(|_| Failure::Connect)?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Extensions: {OFFER}\r\n\r\n"
         );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|_| Failure::Handshake)?;
-        let mut raw = Vec::with_capacity(READ_CHUNK);
-        let head = read_head(&mut s, &mut raw)
-            .await
-            .map_err(|_| Failure::Handshake)?;
+        let (mut s, raw, head) = crate::net::open_stream(sub.source, target, &req).await?;
         let deflate = head
             .ws_extensions
             .as_deref()
