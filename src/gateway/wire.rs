@@ -13,6 +13,11 @@
 //! it and the same bytes serve every connection, whatever it was sent earlier. A connection
 //! keeps no compressor (hundreds of KB each); the cost is a little ratio against compressing
 //! a whole stream with one state.
+//!
+//! Only a frame's data (the document, or the patch) goes through the compressor, once per
+//! version: the gzip SSE frame and the permessage-deflate message are that one [`Segment`]
+//! between their own few bytes of head and tail, sent as stored blocks. A topic followed on
+//! both transports is compressed once, not twice.
 
 pub mod permessage;
 pub mod sse;
@@ -20,7 +25,7 @@ pub mod ws;
 
 use std::sync::OnceLock;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, FlushCompress};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -59,7 +64,10 @@ impl Frame {
 pub struct Forms {
     gzip: OnceLock<Bytes>,
     sse: [OnceLock<Bytes>; 3],
-    sse_gzip: [OnceLock<sse::Segment>; 3],
+    /// The frame's data compressed, shared by both transports: the document (snapshot and
+    /// update), and the patch object after its opening brace.
+    data_deflate: [OnceLock<Segment>; 2],
+    sse_gzip: [OnceLock<Segment>; 3],
     ws: [OnceLock<Utf8Bytes>; 3],
     ws_deflate: [OnceLock<Bytes>; 3],
     /// `{"topic", "base", "version", "patch"}`, when a patch is worth sending.
@@ -122,15 +130,54 @@ impl Encoded {
         self.base.as_ref().is_some_and(|(base, _)| *base == held) && self.patch().is_some()
     }
 
-    /// The SSE frame as a segment of a gzip stream (see [`sse::Segment`]).
-    pub fn sse_gzip(&self, frame: Frame) -> &sse::Segment {
-        self.forms.sse_gzip[frame.index()].get_or_init(|| sse::Segment::compress(self.sse(frame)))
+    /// The data of `frame` compressed once, whichever transport asks first: the document, or
+    /// for a patch the object after its `{` (which both wrappers open with their own head).
+    fn data_deflate(&self, frame: Frame) -> &Segment {
+        let patch = frame == Frame::Patch;
+        self.forms.data_deflate[usize::from(patch)].get_or_init(|| {
+            if patch {
+                let change = self
+                    .patch()
+                    .expect("a patch is sent only when there is one");
+                Segment::compress(&change[1..])
+            } else {
+                Segment::compress(&self.body)
+            }
+        })
     }
 
-    /// The WebSocket message compressed for permessage-deflate (see [`permessage::compress`]).
+    /// The SSE frame as a segment of a gzip stream: its head, the shared compressed data, its
+    /// tail.
+    pub fn sse_gzip(&self, frame: Frame) -> &Segment {
+        self.forms.sse_gzip[frame.index()].get_or_init(|| {
+            let mut head = sse::head(frame, self.version).into_bytes();
+            if frame == Frame::Patch {
+                head.push(b'{');
+            }
+            Segment::join(&[
+                &Segment::stored(&head),
+                self.data_deflate(frame),
+                &Segment::stored(sse::TAIL),
+            ])
+        })
+    }
+
+    /// The WebSocket message compressed for permessage-deflate (RFC 7692 §7.2.1): its head, the
+    /// shared compressed data, its tail; a message that ends with the data drops the data's
+    /// last four bytes (`00 00 ff ff`), which the client adds back.
     pub fn ws_deflate(&self, frame: Frame) -> &Bytes {
-        self.forms.ws_deflate[frame.index()]
-            .get_or_init(|| Bytes::from(permessage::compress(self.ws(frame).as_bytes())))
+        self.forms.ws_deflate[frame.index()].get_or_init(|| {
+            let data = self.data_deflate(frame);
+            let message = match frame {
+                Frame::Patch => Segment::join(&[&Segment::stored(ws::PATCH_HEAD), data]),
+                _ => Segment::join(&[
+                    &Segment::stored(ws::head(frame, &self.topic, self.version).as_bytes()),
+                    data,
+                    &Segment::stored(ws::TAIL),
+                ]),
+            };
+            permessage::message(message.bytes)
+        })
     }
 
     /// The WebSocket message (see [`ws::message`] and [`ws::patch`]).
@@ -145,6 +192,75 @@ impl Encoded {
     }
 }
 
+/// Compression levels, by the size of what is compressed. Small documents (a city's mayor race,
+/// most versions of a count night) at level 1: as small within a few percent, and each one
+/// compressed in about two thirds of the time. Large ones (a capital's councillors, a state) at
+/// level 6: level 1 makes them 40–50 % larger and they go to the most readers. Measured on
+/// the demo's documents (BENCHMARKS.md, "Compression level").
+const FAST_LEVEL: u32 = 1;
+const BEST_LEVEL: u32 = 6;
+/// Below this many bytes, [`FAST_LEVEL`].
+const SMALL: usize = 4 << 10;
+
+/// A piece of a deflate stream that needs no byte before it and ends on a byte boundary (after
+/// a sync flush or a stored block), so that pieces concatenated are one valid stream; with the
+/// CRC-32 and length of what it inflates to, which a gzip trailer needs.
+#[derive(Debug)]
+pub struct Segment {
+    pub bytes: Bytes,
+    crc: u32,
+    len: u64,
+}
+
+impl Segment {
+    /// `data` compressed (see [`deflate`]).
+    pub fn compress(data: &[u8]) -> Segment {
+        Segment {
+            bytes: Bytes::from(deflate(data)),
+            crc: crc32fast::hash(data),
+            len: data.len() as u64,
+        }
+    }
+
+    /// `data` (under 64 KiB) as a stored block, uncompressed: for the few bytes around a
+    /// compressed document, or that a connection sends of its own, which are not worth a
+    /// compressor.
+    pub fn stored(data: &[u8]) -> Segment {
+        let len = u16::try_from(data.len()).expect("a short piece");
+        let mut b = BytesMut::with_capacity(5 + data.len());
+        // BFINAL 0, BTYPE 00, padded to the byte (RFC 1951 §3.2.4), then LEN and NLEN.
+        b.put_u8(0);
+        b.put_u16_le(len);
+        b.put_u16_le(!len);
+        b.extend_from_slice(data);
+        Segment {
+            bytes: b.freeze(),
+            crc: crc32fast::hash(data),
+            len: data.len() as u64,
+        }
+    }
+
+    /// Pieces one after the other, as one piece.
+    pub fn join(parts: &[&Segment]) -> Segment {
+        let mut bytes = BytesMut::with_capacity(parts.iter().map(|p| p.bytes.len()).sum());
+        let mut crc = crc32fast::Hasher::new();
+        for part in parts {
+            bytes.extend_from_slice(&part.bytes);
+            crc.combine(&part.hasher());
+        }
+        Segment {
+            bytes: bytes.freeze(),
+            crc: crc.clone().finalize(),
+            len: crc.total_len(),
+        }
+    }
+
+    /// What the piece inflates to, as a CRC-32 state to combine with the pieces around it.
+    pub fn hasher(&self) -> crc32fast::Hasher {
+        crc32fast::Hasher::new_with_initial_len(self.crc, self.len)
+    }
+}
+
 /// `data` as raw deflate compressed from a fresh state, ending in a sync flush (an empty stored
 /// block, `00 00 ff ff`): byte-aligned, so that it can follow any other such piece in one
 /// deflate stream, and decodable without any byte before it.
@@ -156,12 +272,18 @@ impl Encoded {
 /// fan-out").
 pub fn deflate(data: &[u8]) -> Vec<u8> {
     thread_local! {
-        static COMPRESSOR: std::cell::RefCell<Compress> =
-            std::cell::RefCell::new(Compress::new(Compression::default(), false));
+        static FAST: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::new(FAST_LEVEL), false));
+        static BEST: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::new(BEST_LEVEL), false));
     }
-    COMPRESSOR.with_borrow_mut(|compressor| {
+    let compressor = if data.len() < SMALL { &FAST } else { &BEST };
+    compressor.with_borrow_mut(|compressor| {
         compressor.reset();
-        let mut out = Vec::with_capacity(data.len() / 4 + 64);
+        // Room for the worst case (stored blocks and the flush), so that one call does it all:
+        // a call that fills the buffer exactly cannot tell whether the flush is complete, and
+        // the next would add an empty block.
+        let mut out = Vec::with_capacity(data.len() + data.len() / 1024 + 64);
         loop {
             let consumed = compressor.total_in() as usize;
             compressor
@@ -169,6 +291,7 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
                 .expect("compressing to memory");
             // Done once every byte is in and the flush left room to spare.
             if compressor.total_in() as usize == data.len() && out.len() < out.capacity() {
+                out.shrink_to_fit();
                 return out;
             }
             out.reserve(out.capacity().max(64));
@@ -233,17 +356,58 @@ pub(crate) mod tests {
         out
     }
 
+    /// Version 10 of a city, with a patch from version 9 (one count changed).
+    fn with_patch() -> Encoded {
+        let version = |version: u64, lead: u32| {
+            let candidates = (0..40)
+                .map(|i| {
+                    format!(
+                        r#"{{"name":"Candidate {i}","votes":{}}}"#,
+                        (i == 0) as u32 * lead + i
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let draft = Draft {
+                topic: "mayors-sp-sao-paulo".into(),
+                body: Bytes::from(format!(
+                    r#"{{"topic":"mayors-sp-sao-paulo","candidates":[{candidates}]}}"#
+                )),
+            };
+            Encoded::new(&Document::stamp(&draft, version, 1000 + version as i64))
+        };
+        let first = version(9, 1200);
+        Encoded {
+            base: Some((first.version, first.body.clone())),
+            ..version(10, 1300)
+        }
+    }
+
     #[test]
     fn compressed_forms_inflate_back_to_the_plain_ones() {
-        let enc = encoded("mayors-sp-sao-paulo", 9);
-        for frame in [Frame::Snapshot, Frame::Update] {
+        let enc = with_patch();
+        assert!(enc.patch().is_some(), "the test needs a patch");
+        for frame in [Frame::Snapshot, Frame::Update, Frame::Patch] {
             let segment = &enc.sse_gzip(frame).bytes;
-            assert!(segment.ends_with(&permessage::TAIL));
-            assert_eq!(inflate(segment), enc.sse(frame).to_vec());
+            assert_eq!(inflate(segment), enc.sse(frame).to_vec(), "{frame:?}");
             let mut message = enc.ws_deflate(frame).to_vec();
             assert!(!message.ends_with(&permessage::TAIL));
             message.extend_from_slice(&permessage::TAIL);
-            assert_eq!(inflate(&message), enc.ws(frame).as_bytes());
+            assert_eq!(inflate(&message), enc.ws(frame).as_bytes(), "{frame:?}");
+        }
+    }
+
+    /// The document is compressed once: the gzip SSE frame and the permessage-deflate message
+    /// carry the same compressed bytes of it, between their own heads and tails.
+    #[test]
+    fn both_transports_carry_one_compression_of_the_document() {
+        let enc = with_patch();
+        for frame in [Frame::Update, Frame::Patch] {
+            let data = &enc.data_deflate(frame).bytes;
+            let inner = &data[..data.len() - permessage::TAIL.len()];
+            let contains = |haystack: &[u8]| haystack.windows(inner.len()).any(|w| w == inner);
+            assert!(contains(&enc.sse_gzip(frame).bytes), "{frame:?}: SSE");
+            assert!(contains(enc.ws_deflate(frame)), "{frame:?}: WebSocket");
         }
     }
 

@@ -16,7 +16,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -76,13 +76,15 @@ fn accept(offer: &str) -> Option<String> {
     Some(answer)
 }
 
-/// A message compressed on its own, as permessage-deflate sends it: raw deflate from a fresh
-/// state, ending in a sync flush whose last four bytes are removed.
-pub fn compress(message: &[u8]) -> Vec<u8> {
-    let mut out = super::deflate(message);
-    debug_assert!(out.ends_with(&TAIL));
-    out.truncate(out.len() - TAIL.len());
-    out
+/// A message compressed on its own (deflate pieces that need nothing before them), as
+/// permessage-deflate sends it: a message that ends in a sync flush loses its last four bytes,
+/// which the client adds back (§7.2.1); one that ends in a stored block is sent as it is (the
+/// four bytes the client adds are then an empty stored block).
+pub fn message(mut deflated: Bytes) -> Bytes {
+    if deflated.ends_with(&TAIL) {
+        deflated.truncate(deflated.len() - TAIL.len());
+    }
+    deflated
 }
 
 /// A client message inflated: `Err` if it is not valid deflate data; more than `limit` bytes are
@@ -367,6 +369,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Inbound<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compress(data: &[u8]) -> Bytes {
+        message(Bytes::from(super::super::deflate(data)))
+    }
 
     fn offer(v: &str) -> Option<String> {
         negotiate([v.as_bytes()])

@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crc32fast::Hasher;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::Frame;
+use super::{Frame, Segment};
 use crate::gateway::hub::Encoded;
 use crate::metrics::StreamForm;
 
@@ -33,42 +33,6 @@ pub const GZIP: (&str, &str) = ("content-encoding", "gzip");
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// An empty final block with fixed Huffman codes: the end of a deflate stream.
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
-
-/// One piece of a gzip stream: raw deflate that needs no byte before it (see
-/// [`super::deflate`]), with the CRC-32 and length of what it inflates to.
-#[derive(Debug)]
-pub struct Segment {
-    pub bytes: Bytes,
-    crc: u32,
-    len: u64,
-}
-
-impl Segment {
-    pub fn compress(data: &[u8]) -> Segment {
-        Segment {
-            bytes: Bytes::from(super::deflate(data)),
-            crc: crc32fast::hash(data),
-            len: data.len() as u64,
-        }
-    }
-
-    /// `data` (under 64 KiB) as a stored block, uncompressed: for the few bytes a connection
-    /// sends of its own (a `retry:` line), which are not worth a compressor.
-    fn stored(data: &[u8]) -> Segment {
-        let len = u16::try_from(data.len()).expect("a short piece");
-        let mut b = BytesMut::with_capacity(5 + data.len());
-        // BFINAL 0, BTYPE 00, padded to the byte (RFC 1951 §3.2.4), then LEN and NLEN.
-        b.put_u8(0);
-        b.put_u16_le(len);
-        b.put_u16_le(!len);
-        b.extend_from_slice(data);
-        Segment {
-            bytes: b.freeze(),
-            crc: crc32fast::hash(data),
-            len: data.len() as u64,
-        }
-    }
-}
 
 /// The heartbeat as a gzip segment, shared by every stream.
 static HEARTBEAT_GZIP: LazyLock<Segment> = LazyLock::new(|| Segment::compress(HEARTBEAT));
@@ -141,7 +105,7 @@ impl Encoder {
                 return end.freeze();
             }
         };
-        sent.combine(&Hasher::new_with_initial_len(segment.crc, segment.len));
+        sent.combine(&segment.hasher());
         if std::mem::replace(started, true) {
             return segment.bytes.clone();
         }
@@ -158,13 +122,21 @@ pub const HEARTBEAT: &[u8] = b":\n\n";
 /// The SSE frame of a document version: `event:`, `id:` (the version) and one `data:` line
 /// (the JSON has no raw newlines: serde_json escapes them).
 pub fn frame(frame: Frame, version: u64, body: &[u8]) -> Bytes {
-    let head = format!("event: {}\nid: {}\ndata: ", frame.name(), version);
-    let mut b = BytesMut::with_capacity(head.len() + body.len() + 2);
+    let head = head(frame, version);
+    let mut b = BytesMut::with_capacity(head.len() + body.len() + TAIL.len());
     b.extend_from_slice(head.as_bytes());
     b.extend_from_slice(body);
-    b.extend_from_slice(b"\n\n");
+    b.extend_from_slice(TAIL);
     b.freeze()
 }
+
+/// What comes before a frame's data: `event:`, `id:`, and `data: `.
+pub fn head(frame: Frame, version: u64) -> String {
+    format!("event: {}\nid: {}\ndata: ", frame.name(), version)
+}
+
+/// What ends a frame, after its data.
+pub const TAIL: &[u8] = b"\n\n";
 
 /// `retry: <ms>`: the reconnection delay the client should use.
 pub fn retry(ms: u64) -> Bytes {

@@ -19,25 +19,36 @@ pub const FRAGMENT: usize = 16 << 10;
 /// The message of a document version: `{"type", "topic", "version", "document"}`, UTF-8 JSON
 /// text.
 pub fn message(frame: Frame, topic: &str, version: u64, body: &Bytes) -> Utf8Bytes {
-    let head = format!(
-        "{{\"type\":\"{}\",\"topic\":{},\"version\":{},\"document\":",
-        frame.name(),
-        serde_json::to_string(topic).expect("a string serializes"),
-        version
-    );
-    let mut b = BytesMut::with_capacity(head.len() + body.len() + 1);
+    let head = head(frame, topic, version);
+    let mut b = BytesMut::with_capacity(head.len() + body.len() + TAIL.len());
     b.extend_from_slice(head.as_bytes());
     b.extend_from_slice(body);
-    b.extend_from_slice(b"}");
+    b.extend_from_slice(TAIL);
     // Validated once here; every send then shares these bytes.
     Utf8Bytes::try_from(b.freeze()).expect("JSON is UTF-8")
 }
 
+/// What comes before a message's document.
+pub fn head(frame: Frame, topic: &str, version: u64) -> String {
+    format!(
+        "{{\"type\":\"{}\",\"topic\":{},\"version\":{},\"document\":",
+        frame.name(),
+        serde_json::to_string(topic).expect("a string serializes"),
+        version
+    )
+}
+
+/// What ends a message, after its document.
+pub const TAIL: &[u8] = b"}";
+
+/// What a `patch` message puts in place of the opening brace of the patch object.
+pub const PATCH_HEAD: &[u8] = br#"{"type":"patch","#;
+
 /// The `patch` message: `{"type": "patch", "topic", "base", "version", "patch"}`, from the
 /// object of [`crate::gateway::hub::Encoded::patch`].
 pub fn patch(change: &Bytes) -> Utf8Bytes {
-    let mut b = BytesMut::with_capacity(change.len() + 16);
-    b.extend_from_slice(br#"{"type":"patch","#);
+    let mut b = BytesMut::with_capacity(change.len() + PATCH_HEAD.len());
+    b.extend_from_slice(PATCH_HEAD);
     b.extend_from_slice(&change[1..]);
     Utf8Bytes::try_from(b.freeze()).expect("JSON is UTF-8")
 }
