@@ -8,5 +8,6 @@ for f in "$HERE"/k6/*.js; do
     echo "node --check $(basename "$f"): ok"
 done
 bash -n "$HERE/bench.sh"
+bash -n "$HERE/freshness-cold-start.sh"
 python3 -m py_compile "$HERE/summarize.py" "$HERE/wire_bytes.py"
 cargo test --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"

@@ -316,6 +316,7 @@ fn real_municipality_lists_play() {
             rate_limit: 100,
             block_for: Duration::from_secs(600).into(),
             second_round: false,
+            missing_office: None,
             write: None,
             at: 100.0,
         };

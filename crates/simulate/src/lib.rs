@@ -75,6 +75,28 @@ pub struct TseOptions {
     pub block_for: Duration,
     /// Play the second round after the first.
     pub second_round: bool,
+    /// An office whose files are never published: every one of them answers 404, in every
+    /// city (a cold start with one office missing).
+    pub missing_office: Option<MissingOffice>,
+}
+
+/// An office whose unified files the TSE layout can leave unpublished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MissingOffice {
+    /// The mayor files (cargo 11), zones included.
+    Mayor,
+    /// The councillor files (cargo 13).
+    Councillor,
+}
+
+impl MissingOffice {
+    /// The authority's office code.
+    pub fn cargo(self) -> u32 {
+        match self {
+            MissingOffice::Mayor => 11,
+            MissingOffice::Councillor => 13,
+        }
+    }
 }
 
 impl Default for TseOptions {
@@ -84,6 +106,7 @@ impl Default for TseOptions {
             rate_limit: 100,
             block_for: Duration::from_secs(600),
             second_round: false,
+            missing_office: None,
         }
     }
 }
@@ -169,6 +192,10 @@ pub struct SimulateArgs {
     /// (election 9427) over another `--duration`.
     #[arg(long, env = "APURA_SIM_SECOND_ROUND")]
     pub second_round: bool,
+    /// TSE layout: never publish this office's files; every one answers 404, in every city
+    /// (the progress files still show the count).
+    #[arg(long, env = "APURA_SIM_MISSING_OFFICE", value_enum)]
+    pub missing_office: Option<MissingOffice>,
     /// Write the consolidated files of one moment (`mayors.json`, `councillors.json`,
     /// `municipalities.json`, `zones/`) into this folder and exit, instead of serving: recorded
     /// files for `apura run --feed DIR/mayors.json --municipalities DIR/municipalities.json`.
@@ -243,6 +270,9 @@ impl SimConfig {
         if args.second_round && args.layout != Layout::Tse {
             problems.push("--second-round needs --layout tse".to_string());
         }
+        if args.missing_office.is_some() && args.layout != Layout::Tse {
+            problems.push("--missing-office needs --layout tse".to_string());
+        }
         let municipalities = match &args.municipalities {
             None => None,
             Some(path) => match load_list(path) {
@@ -266,6 +296,7 @@ impl SimConfig {
                 rate_limit: args.rate_limit,
                 block_for: args.block_for.into(),
                 second_round: args.second_round,
+                missing_office: args.missing_office,
             },
             clock: None,
         })

@@ -73,6 +73,9 @@ impl Simulator {
         cargo: u32,
         zone: Option<&str>,
     ) -> Option<(u8, usize, RaceKey)> {
+        if self.tse_options.missing_office.map(|m| m.cargo()) == Some(cargo) {
+            return None;
+        }
         let layout = self.tse_layout();
         let round = layout.election_round(election)?;
         let idx = *layout.by_code.get(code)?;
