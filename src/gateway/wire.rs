@@ -20,6 +20,7 @@
 //! both transports is compressed once, not twice.
 
 pub mod permessage;
+pub mod quick;
 pub mod sse;
 pub mod ws;
 
@@ -192,15 +193,9 @@ impl Encoded {
     }
 }
 
-/// Compression levels, by the size of what is compressed. Small documents (a city's mayor race,
-/// most versions of a count night) at level 1: as small within a few percent, and each one
-/// compressed in about two thirds of the time. Large ones (a capital's councillors, a state) at
-/// level 6: level 1 makes them 40–50 % larger and they go to the most readers. Measured on
-/// the demo's documents (BENCHMARKS.md, "Compression level").
-const FAST_LEVEL: u32 = 1;
-const BEST_LEVEL: u32 = 6;
-/// Below this many bytes, [`FAST_LEVEL`].
-const SMALL: usize = 4 << 10;
+/// The level of pieces larger than [`quick::MAX`] (smaller ones go to [`quick`]): a capital's
+/// councillors, a state, the national roll-up, sent to the most readers.
+const LEVEL: u32 = 6;
 
 /// A piece of a deflate stream that needs no byte before it and ends on a byte boundary (after
 /// a sync flush or a stored block), so that pieces concatenated are one valid stream; with the
@@ -265,20 +260,21 @@ impl Segment {
 /// block, `00 00 ff ff`): byte-aligned, so that it can follow any other such piece in one
 /// deflate stream, and decodable without any byte before it.
 ///
-/// The compressor is the thread's own, reset before each piece (the same bytes as a new one):
+/// Pieces up to [`quick::MAX`] bytes go to [`quick`]. Larger ones to a compressor at [`LEVEL`],
+/// the thread's own, reset before each piece (the same bytes as a new one):
 /// a new compressor allocates and clears some 300 KB of tables per frame, which at 19,000
 /// subscribers over ~2,800 topics (five deliveries per compressed frame) made compressed
 /// streams cost 1.46× the CPU per delivery of identity ones (BENCHMARKS.md, "Compressed
 /// fan-out").
 pub fn deflate(data: &[u8]) -> Vec<u8> {
-    thread_local! {
-        static FAST: std::cell::RefCell<Compress> =
-            std::cell::RefCell::new(Compress::new(Compression::new(FAST_LEVEL), false));
-        static BEST: std::cell::RefCell<Compress> =
-            std::cell::RefCell::new(Compress::new(Compression::new(BEST_LEVEL), false));
+    if data.len() <= quick::MAX {
+        return quick::deflate(data);
     }
-    let compressor = if data.len() < SMALL { &FAST } else { &BEST };
-    compressor.with_borrow_mut(|compressor| {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::new(LEVEL), false));
+    }
+    COMPRESSOR.with_borrow_mut(|compressor| {
         compressor.reset();
         // Room for the worst case (stored blocks and the flush), so that one call does it all:
         // a call that fills the buffer exactly cannot tell whether the flush is complete, and
@@ -432,6 +428,9 @@ mod reuse {
         let fresh = |data: &'static [u8]| std::thread::spawn(move || deflate(data)).join().unwrap();
         let a = br#"{"topic":"mayors-sp-sao-paulo","candidates":[{"name":"A","votes":1200}]}"#;
         let b = br#"{"topic":"brazil","progress":{"percent":41.5},"states":[]}"#;
+        // Larger than what goes to the quick encoder.
+        let (a, b) = (a.repeat(100).leak(), b.repeat(100).leak());
+        assert!(a.len() > quick::MAX && b.len() > quick::MAX);
         for data in [&a[..], &b[..], &a[..]] {
             assert_eq!(deflate(data), fresh(data));
         }
