@@ -636,10 +636,7 @@ fn wants_openmetrics(accept: &str) -> bool {
     accept.split(',').any(|range| {
         let mut parts = range.split(';').map(str::trim);
         parts.next() == Some("application/openmetrics-text")
-            && !parts.any(|p| {
-                p.replace(' ', "").starts_with("q=0")
-                    && p.trim_end_matches(['0', '.']).ends_with("q=")
-            })
+            && !parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()) == Some(0.0))
     })
 }
 
@@ -830,4 +827,42 @@ fn bump(counters: &Mutex<Vec<(String, u64)>>, label: &str) {
 fn read(counters: &Mutex<Vec<(String, u64)>>, label: &str) -> u64 {
     let counters = counters.lock().expect("metrics poisoned");
     counters.iter().find(|(k, _)| k == label).map_or(0, |e| e.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_only_for_a_scraper_that_asks_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert!(wants_openmetrics(prometheus));
+        assert!(wants_openmetrics("application/openmetrics-text"));
+        assert!(!wants_openmetrics("text/plain, */*"));
+        assert!(!wants_openmetrics(
+            "application/openmetrics-text; q=0, text/plain"
+        ));
+    }
+
+    #[test]
+    fn a_counter_family_drops_total_in_openmetrics_and_keeps_it_in_text() {
+        let m = Metrics::default();
+        m.sse_connections.store(2, Relaxed);
+        m.sse_connections_opened.store(5, Relaxed);
+        m.delivered(StreamKind::Ws, Some(now_millis() - 20));
+        let families = m.families(&[]);
+        let om = openmetrics(&families);
+        assert!(om.contains("# TYPE apura_sse_connections gauge\napura_sse_connections 2\n"));
+        assert!(om.contains(
+            "# TYPE apura_sse_connections_opened counter\napura_sse_connections_opened_total 5\n"
+        ));
+        assert!(om.contains("# TYPE apura_build info\napura_build_info{version=\""));
+        assert!(om.contains("apura_delivery_lag_seconds_bucket{kind=\"ws\",le=\"+Inf\"} 1\n"));
+        assert!(om.ends_with("# EOF\n"));
+        let text = text(&families);
+        assert!(text.contains(
+            "# TYPE apura_sse_connections_opened_total counter\napura_sse_connections_opened_total 5\n"
+        ));
+        assert!(text.contains("apura_delivery_lag_seconds_count{kind=\"ws\"} 1\n"));
+    }
 }
