@@ -142,14 +142,14 @@ async fn stand_by(
         if shutdown.is_cancelled() {
             return false;
         }
-        let started = std::time::Instant::now();
-        let acquired = tokio::time::timeout(retry, bus.acquire_leadership(ttl)).await;
-        metrics.bus_call(
+        match timed(
+            metrics,
             "acquire_leadership",
-            started.elapsed(),
-            matches!(acquired, Ok(Ok(_))),
-        );
-        match acquired {
+            retry,
+            bus.acquire_leadership(ttl),
+        )
+        .await
+        {
             Ok(Ok(true)) => return true,
             Ok(Ok(false)) => failing = false,
             Ok(Err(e)) if !failing => {
@@ -230,14 +230,14 @@ async fn keep(
             _ = term.cancelled() => return "shutdown".to_string(),
             _ = tokio::time::sleep(every) => {}
         }
-        let started = std::time::Instant::now();
-        let renewal = tokio::time::timeout(every, bus.renew_leadership(ttl)).await;
-        metrics.bus_call(
+        match timed(
+            &metrics,
             "renew_leadership",
-            started.elapsed(),
-            matches!(renewal, Ok(Ok(_))),
-        );
-        match renewal {
+            every,
+            bus.renew_leadership(ttl),
+        )
+        .await
+        {
             Ok(Ok(Renewal::Held)) => renewed = Instant::now(),
             Ok(Ok(Renewal::Lost)) => break "the leader lock was lost".to_string(),
             Ok(Ok(Renewal::StoreLost)) => break "the store was emptied".to_string(),
@@ -255,6 +255,20 @@ async fn keep(
     };
     term.cancel();
     reason
+}
+
+/// `call` to Redis within `limit`, counted in the metrics as `op` (its duration, and whether
+/// Redis answered).
+async fn timed<T>(
+    metrics: &Metrics,
+    op: &str,
+    limit: Duration,
+    call: impl Future<Output = anyhow::Result<T>>,
+) -> Result<anyhow::Result<T>, tokio::time::error::Elapsed> {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(limit, call).await;
+    metrics.bus_call(op, started.elapsed(), matches!(answer, Ok(Ok(_))));
+    answer
 }
 
 /// Serve the ingest's `/metrics` (with `apura_ingest_leader`) and `/healthz` on `listener`.
