@@ -336,6 +336,7 @@ pub async fn follow(
         match subscribed {
             Ok(events) => break events,
             Err(e) => {
+                hub.metrics.bus_reachable(false);
                 let pause = retry.failed("subscribing", &e);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -345,6 +346,7 @@ pub async fn follow(
         }
     };
     retry.succeeded();
+    hub.metrics.bus_reachable(true);
     // When the snapshots are to be loaded: now, after every resync, and again after a failed
     // load, until one succeeds.
     let mut reload = Some(tokio::time::Instant::now());
@@ -355,10 +357,12 @@ pub async fn follow(
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(due), if reload.is_some() => {
+                let started = std::time::Instant::now();
                 let loading = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     l = load_snapshot(&*bus, &hub) => l,
                 };
+                hub.metrics.bus_call("snapshot", started.elapsed(), loading.is_ok());
                 match loading {
                     Ok(()) => {
                         loaded = true;

@@ -93,13 +93,14 @@ impl FeedSource {
         metrics: &Metrics,
         shutdown: &CancellationToken,
     ) {
+        metrics
+            .poll_interval_millis
+            .store(interval.as_millis() as u64, Relaxed);
         let mut every = Every::new(interval);
         while every.tick(shutdown).await {
             let started = Instant::now();
             self.poll(&tx, shutdown).await;
-            metrics
-                .last_cycle_micros
-                .store(started.elapsed().as_micros() as u64, Relaxed);
+            metrics.cycle_took(started.elapsed());
             if tx.send(Accepted::EndOfPoll).await.is_err() {
                 break;
             }
@@ -348,9 +349,7 @@ impl Ingest {
             core.follow(&mut rx, |c| cycles.push(c.clone())),
         );
         followed?;
-        metrics
-            .last_cycle_micros
-            .store(started.elapsed().as_micros() as u64, Relaxed);
+        metrics.cycle_took(started.elapsed());
         Ok(CycleReport {
             cycle: cycles.last().cloned(),
             cycles,

@@ -202,6 +202,14 @@ async fn a_gateway_serves_through_a_redis_restart_then_catches_up_with_higher_ve
         assert_eq!(doc, before);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // What `ApuraRedisDown` (deploy/prometheus/alerts.yml) watches.
+    let bus_up = || {
+        ingest
+            .metrics
+            .bus_up
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(bus_up(), 0, "the ingest's apura_bus_up during the outage");
 
     // It comes back empty. The ingest leads again and publishes everything again; the gateway
     // resubscribes, reloads, and has the change with a version above anything before.
@@ -216,6 +224,7 @@ async fn a_gateway_serves_through_a_redis_restart_then_catches_up_with_higher_ve
     assert_eq!(after["candidates"][0]["votes"], 900);
     assert!(after["version"].as_u64().unwrap() > newest_before);
     assert!(ingest.is_leading());
+    assert_eq!(bus_up(), 1, "the ingest's apura_bus_up once Redis is back");
 
     let latest = bus(&server).await.snapshot().await.unwrap();
     assert_eq!(latest.len(), 8, "every document was published again");

@@ -134,7 +134,8 @@ impl GatewayMetrics {
     }
 
     fn streams_accepted(&self) -> u64 {
-        self.get("apura_sse_connections_total") + self.get("apura_ws_connections_total")
+        self.get("apura_sse_connections_opened_total")
+            + self.get("apura_ws_connections_opened_total")
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::AppState;
 use super::CACHE_CONTROL;
 use crate::documents::{BRAZIL_TOPIC, CITIES_TOPIC};
+use crate::metrics::{Extra, Metrics};
 
 /// Every error a client can get: a safe message in JSON, a stable code, the status.
 #[derive(Debug, thiserror::Error)]
@@ -250,18 +251,23 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(s): State<AppState>) -> Response {
-    let mut text = s.metrics.render();
-    text.push_str(&format!(
-        "# HELP apura_topics Topics held by the hub.\n# TYPE apura_topics gauge\napura_topics {}\n",
-        s.hub.len()
-    ));
+/// `/metrics`: OpenMetrics to a scraper that asks for it, else the text format 0.0.4.
+pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let topics = (
+        "apura_topics",
+        "Topics held by the hub.",
+        s.hub.len() as f64,
+    );
+    metrics_response(&s.metrics, &headers, &[topics])
+}
+
+/// The `/metrics` answer of `metrics` to a request with `headers`, `extra` gauges among them.
+pub fn metrics_response(metrics: &Metrics, headers: &HeaderMap, extra: &[Extra]) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = metrics.exposition(accept, extra);
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        text,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
     )
         .into_response()
 }

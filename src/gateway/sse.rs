@@ -23,7 +23,7 @@ use super::http::ApiError;
 use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
 use super::wire::sse::{self as wire, Piece};
-use crate::metrics::{Metrics, StreamForm};
+use crate::metrics::{Metrics, StreamForm, StreamKind};
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -181,7 +181,7 @@ pub fn open(
     state.admission.admit(&state.metrics, client)?;
     let metrics = state.metrics.clone();
     metrics.sse_connections.fetch_add(1, Relaxed);
-    metrics.sse_connections_total.fetch_add(1, Relaxed);
+    metrics.sse_connections_opened.fetch_add(1, Relaxed);
     metrics.subscriptions.fetch_add(subs.len() as i64, Relaxed);
     let guard = ConnectionGuard {
         metrics: metrics.clone(),
@@ -228,8 +228,11 @@ pub fn open(
                 Piece::Document(_, Frame::Patch) => StreamForm::Patch,
                 _ => encoding,
             };
-            if let Piece::Document(..) = piece {
-                metrics.deliveries.fetch_add(1, Relaxed);
+            if let Piece::Document(enc, frame) = &piece {
+                // The frame goes to the socket now: the writer asks for the next one when it
+                // can write.
+                let live = *frame != Frame::Snapshot;
+                metrics.delivered(StreamKind::Sse, live.then_some(enc.published_at));
             }
             metrics.wrote(form, bytes.len());
             std::future::ready((!bytes.is_empty()).then_some(bytes))

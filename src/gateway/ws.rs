@@ -31,7 +31,7 @@ use super::hub::{Encoded, Frame};
 use super::ordered::Ordered;
 use super::wire::permessage::{self, Inbound};
 use super::wire::ws::{self as wire, FRAGMENT};
-use crate::metrics::StreamForm;
+use crate::metrics::{StreamForm, StreamKind};
 
 /// A WebSocket on an upgraded HTTP connection, client messages inflated when permessage-deflate
 /// was negotiated.
@@ -293,7 +293,8 @@ impl Held {
 
 /// What the loop sends after a `select!`.
 enum Outgoing {
-    Document(Bytes),
+    /// A document's frame, and its publication time if it is a live change (not a snapshot).
+    Document(Bytes, Option<i64>),
     Control(Message),
 }
 
@@ -301,7 +302,7 @@ enum Outgoing {
 async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
     let metrics = state.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
-    metrics.ws_connections_total.fetch_add(1, Relaxed);
+    metrics.ws_connections_opened.fetch_add(1, Relaxed);
     let mut subs = Ordered::new(state.hub.complete());
     let mut held = Held::default();
     let mut budget = Budget::new(state.ws_snapshot_rate);
@@ -345,7 +346,7 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
                     break;
                 }
                 held.sent(&enc);
-                metrics.deliveries.fetch_add(1, Relaxed);
+                let live = (frame != Frame::Snapshot).then_some(enc.published_at);
                 let (payload, form) = if compressed {
                     (enc.ws_deflate(frame).clone(), StreamForm::Deflate)
                 } else {
@@ -353,7 +354,7 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
                 };
                 let form = if patch { StreamForm::Patch } else { form };
                 metrics.wrote(form, payload.len());
-                Some(Outgoing::Document(payload))
+                Some(Outgoing::Document(payload, live))
             }
             changed = heartbeat.changed(), if beating => {
                 if changed.is_err() {
@@ -417,8 +418,12 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
             },
         };
         let sent = match outgoing {
-            Some(Outgoing::Document(payload)) => {
-                wire::send_message(&mut socket, payload, compressed).await
+            Some(Outgoing::Document(payload, live)) => {
+                let sent = wire::send_message(&mut socket, payload, compressed).await;
+                if sent.is_ok() {
+                    metrics.delivered(StreamKind::Ws, live);
+                }
+                sent
             }
             Some(Outgoing::Control(msg)) => socket.send(msg).await,
             None => Ok(()),

@@ -275,6 +275,7 @@ async fn fetch_race_file(
     }
     let name = polled.source.name();
     // A file that is failing gets one attempt per poll, not the usual three.
+    let started = std::time::Instant::now();
     let fetched = if polled.failures > 0 {
         fetcher
             .clone()
@@ -284,6 +285,7 @@ async fn fetch_race_file(
     } else {
         fetcher.fetch(&mut polled.source).await
     };
+    metrics.fetched("consolidated", started.elapsed(), &fetched);
     let bytes = match fetched {
         Ok(Fetched::Modified(b)) => {
             polled.found(&name);

@@ -559,11 +559,11 @@ impl Core {
             self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
             return Ok(None);
         }
-        let cycle = self
-            .bus
-            .publish(changed.clone())
-            .await
-            .context("publishing a cycle")?;
+        let started = std::time::Instant::now();
+        let published = self.bus.publish(changed.clone()).await;
+        self.metrics
+            .bus_call("publish", started.elapsed(), published.is_ok());
+        let cycle = published.context("publishing a cycle")?;
         // Only a published cycle becomes the diff's reference: a failed one is retried whole.
         self.mark_published(&changed);
         self.last_publication = Some(tokio::time::Instant::now());

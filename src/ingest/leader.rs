@@ -15,6 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -25,6 +27,7 @@ use super::command::IngestArgs;
 use super::{FeedArgs, Ingest};
 use crate::bus::Bus;
 use crate::bus::redis::{self, RedisBus, Renewal};
+use crate::gateway::http::metrics_response;
 use crate::metrics::Metrics;
 
 /// Shortest accepted lock ttl: a third of it must comfortably exceed a Redis round trip.
@@ -87,14 +90,15 @@ pub async fn elect(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let retry = ttl / 3;
+    let metrics = ingest.metrics.clone();
     tracing::info!(token = bus.token(), ?ttl, "standing by for the leader lock");
     loop {
-        if !stand_by(&bus, ttl, &shutdown).await {
+        if !stand_by(&bus, ttl, &metrics, &shutdown).await {
             return Ok(());
         }
         tracing::info!(token = bus.token(), "leader lock acquired");
         leading.store(true, Relaxed);
-        let ended = lead(&bus, &mut ingest, &feed, ttl, &shutdown).await;
+        let ended = lead(&bus, &mut ingest, &feed, ttl, &metrics, &shutdown).await;
         leading.store(false, Relaxed);
         if shutdown.is_cancelled() {
             match tokio::time::timeout(retry, bus.release_leadership()).await {
@@ -126,14 +130,26 @@ pub async fn elect(
 
 /// Try for the lock every third of its ttl: a dead leader's lock expires within one ttl of its
 /// last renewal and is taken within a third of a ttl after that. False on shutdown.
-async fn stand_by(bus: &RedisBus, ttl: Duration, shutdown: &CancellationToken) -> bool {
+async fn stand_by(
+    bus: &RedisBus,
+    ttl: Duration,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> bool {
     let retry = ttl / 3;
     let mut failing = false;
     loop {
         if shutdown.is_cancelled() {
             return false;
         }
-        match tokio::time::timeout(retry, bus.acquire_leadership(ttl)).await {
+        match timed(
+            metrics,
+            "acquire_leadership",
+            retry,
+            bus.acquire_leadership(ttl),
+        )
+        .await
+        {
             Ok(Ok(true)) => return true,
             Ok(Ok(false)) => failing = false,
             Ok(Err(e)) if !failing => {
@@ -164,6 +180,7 @@ async fn lead(
     ingest: &mut Ingest,
     feed: &FeedArgs,
     ttl: Duration,
+    metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<String> {
     let before = bus.continue_sequence().await?;
@@ -190,7 +207,7 @@ async fn lead(
     let term = shutdown.child_token();
     // Should this future be dropped (the task aborted), the keeper must stop renewing too.
     let _stop_keeper = term.clone().drop_guard();
-    let keeper = tokio::spawn(keep(bus.clone(), ttl, term.clone()));
+    let keeper = tokio::spawn(keep(bus.clone(), ttl, metrics.clone(), term.clone()));
     super::run_on(ingest, term.clone()).await?;
     term.cancel();
     Ok(keeper
@@ -200,7 +217,12 @@ async fn lead(
 
 /// Renew the lock every third of its ttl until `term` is cancelled; cancel it when the lock is
 /// lost, the store was emptied, or no renewal succeeded for a whole ttl. Answers why.
-async fn keep(bus: Arc<RedisBus>, ttl: Duration, term: CancellationToken) -> String {
+async fn keep(
+    bus: Arc<RedisBus>,
+    ttl: Duration,
+    metrics: Arc<Metrics>,
+    term: CancellationToken,
+) -> String {
     let every = ttl / 3;
     let mut renewed = Instant::now();
     let reason = loop {
@@ -208,7 +230,14 @@ async fn keep(bus: Arc<RedisBus>, ttl: Duration, term: CancellationToken) -> Str
             _ = term.cancelled() => return "shutdown".to_string(),
             _ = tokio::time::sleep(every) => {}
         }
-        match tokio::time::timeout(every, bus.renew_leadership(ttl)).await {
+        match timed(
+            &metrics,
+            "renew_leadership",
+            every,
+            bus.renew_leadership(ttl),
+        )
+        .await
+        {
             Ok(Ok(Renewal::Held)) => renewed = Instant::now(),
             Ok(Ok(Renewal::Lost)) => break "the leader lock was lost".to_string(),
             Ok(Ok(Renewal::StoreLost)) => break "the store was emptied".to_string(),
@@ -228,6 +257,20 @@ async fn keep(bus: Arc<RedisBus>, ttl: Duration, term: CancellationToken) -> Str
     reason
 }
 
+/// `call` to Redis within `limit`, counted in the metrics as `op` (its duration, and whether
+/// Redis answered).
+async fn timed<T>(
+    metrics: &Metrics,
+    op: &str,
+    limit: Duration,
+    call: impl Future<Output = anyhow::Result<T>>,
+) -> Result<anyhow::Result<T>, tokio::time::error::Elapsed> {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(limit, call).await;
+    metrics.bus_call(op, started.elapsed(), matches!(answer, Ok(Ok(_))));
+    answer
+}
+
 /// Serve the ingest's `/metrics` (with `apura_ingest_leader`) and `/healthz` on `listener`.
 pub async fn serve_metrics(
     listener: TcpListener,
@@ -235,13 +278,16 @@ pub async fn serve_metrics(
     leading: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    async fn render(State((metrics, leading)): State<(Arc<Metrics>, Arc<AtomicBool>)>) -> String {
-        let mut text = metrics.render();
-        text.push_str(&format!(
-            "# HELP apura_ingest_leader Whether this ingest holds the leader lock.\n# TYPE apura_ingest_leader gauge\napura_ingest_leader {}\n",
-            u8::from(leading.load(Relaxed))
-        ));
-        text
+    async fn render(
+        State((metrics, leading)): State<(Arc<Metrics>, Arc<AtomicBool>)>,
+        headers: HeaderMap,
+    ) -> Response {
+        let leader = (
+            "apura_ingest_leader",
+            "Whether this ingest holds the leader lock.",
+            f64::from(u8::from(leading.load(Relaxed))),
+        );
+        metrics_response(&metrics, &headers, &[leader])
     }
     let app = Router::new()
         .route("/metrics", get(render))

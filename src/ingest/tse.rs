@@ -305,11 +305,14 @@ impl TseSource {
         stats.file_requests = due.len();
 
         let fetcher = self.fetcher.clone();
+        let metrics = self.metrics.clone();
         let requests = due.into_iter().map(|d| {
             let mut source = d.source.clone();
-            let fetcher = fetcher.clone();
+            let (fetcher, metrics) = (fetcher.clone(), metrics.clone());
             async move {
+                let started = std::time::Instant::now();
                 let result = fetcher.fetch(&mut source).await;
+                metrics.fetched("tse_results", started.elapsed(), &result);
                 (d, source, result)
             }
         });
@@ -419,10 +422,12 @@ impl TseSource {
             }
         }
         stats.progress_requests = jobs.len();
-        let fetcher = &self.fetcher;
+        let (fetcher, metrics) = (&self.fetcher, &self.metrics);
         let results: Vec<_> =
             futures_util::stream::iter(jobs.into_iter().map(|(e, uf, mut source)| async move {
+                let started = std::time::Instant::now();
                 let r = fetcher.fetch(&mut source).await;
+                metrics.fetched("tse_progress", started.elapsed(), &r);
                 (e, uf, source, r)
             }))
             .buffer_unordered(self.max_in_flight)

@@ -100,6 +100,18 @@ pub fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Python interpreter with Debian's modules (python3-websockets, python3-prometheus-client):
+/// `APURA_PYTHON`, else /usr/bin/python3, else `python3`.
+pub fn python() -> String {
+    std::env::var("APURA_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3".into()
+        } else {
+            "python3".into()
+        }
+    })
+}
+
 /// Fail, with the advice, when `program` is not on the PATH.
 pub fn require(program: &str) {
     let found = std::process::Command::new("sh")

@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 
+use crate::common::process::python;
+
 /// One SSE stream read from a bare socket.
 pub struct RawSse {
     tcp: TcpStream,
@@ -203,18 +205,6 @@ async fn read_head(tcp: &mut TcpStream, mut buf: Vec<u8>) -> (String, Vec<u8>) {
             .expect("a response head within 10 s");
         assert!(n > 0, "connection closed before a response head");
     }
-}
-
-/// The Python interpreter with `websockets` (Debian's python3-websockets): `APURA_PYTHON`, else
-/// /usr/bin/python3, else `python3`.
-pub fn python() -> String {
-    std::env::var("APURA_PYTHON").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3".into()
-        } else {
-            "python3".into()
-        }
-    })
 }
 
 /// `tests/clients/ws_python.py <args>`, its stdout read line by line.

@@ -99,7 +99,10 @@ async fn fetch_one(
     metrics: &Metrics,
 ) -> Result<Option<ZoneBreakdown>, ()> {
     let name = source.name();
-    match fetcher.fetch(source).await {
+    let started = std::time::Instant::now();
+    let fetched = fetcher.fetch(source).await;
+    metrics.fetched("consolidated_zones", started.elapsed(), &fetched);
+    match fetched {
         Ok(Fetched::Modified(bytes)) => match zones::parse(&bytes, &name) {
             Ok(z) => Ok(Some(z)),
             Err(e) => {

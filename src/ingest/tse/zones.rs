@@ -138,7 +138,9 @@ async fn sweep_city(
         .collect();
     let results: Vec<_> =
         futures_util::stream::iter(jobs.into_iter().map(|(zone, url, mut source)| async move {
+            let started = std::time::Instant::now();
             let r = fetcher.fetch(&mut source).await;
+            metrics.fetched("tse_zones", started.elapsed(), &r);
             (zone, url, source, r)
         }))
         .buffer_unordered(CONCURRENCY)
