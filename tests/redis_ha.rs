@@ -110,8 +110,8 @@ impl Night {
     }
 
     /// Wait (bounded) for the end of the count and its last publication, then for the client to
-    /// hold what GET answers; answers GET's documents.
-    async fn finish(&self) -> HashMap<&'static str, Value> {
+    /// hold what GET answers, which is what `store` holds; answers GET's documents.
+    async fn finish(&self, store: &RedisServer) -> HashMap<&'static str, Value> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let status = get_status_json(&format!("http://{}/status", self.sim)).await;
@@ -152,6 +152,10 @@ impl Night {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(!self.ended.load(Relaxed), "the client's stream stayed open");
+        for topic in TOPICS {
+            let kept = stored(store, topic).await;
+            assert_eq!(kept.as_ref(), got.get(topic), "{topic} in Redis");
+        }
         got
     }
 }
@@ -178,14 +182,7 @@ async fn a_count_over_tls_reaches_the_client_as_get_serves_it() {
     night
         .passes(first, Duration::from_secs(30), "over TLS")
         .await;
-    let got = night.finish().await;
-    for topic in TOPICS {
-        assert_eq!(
-            stored(&server, topic).await.as_ref(),
-            got.get(topic),
-            "{topic}"
-        );
-    }
+    let got = night.finish(&server).await;
     let counted = got["brazil"]["progress"]["percent"].as_f64();
     eprintln!(
         "over TLS: versions {first} → {}, counted {counted:?}",
@@ -265,14 +262,7 @@ async fn a_count_goes_on_when_sentinel_promotes_the_replica() {
         killed.elapsed()
     );
 
-    let got = night.finish().await;
-    for topic in TOPICS {
-        assert_eq!(
-            stored(&replica, topic).await.as_ref(),
-            got.get(topic),
-            "{topic}"
-        );
-    }
+    let got = night.finish(&replica).await;
     assert!(got["brazil"]["version"].as_u64().unwrap() > before);
     for (name, log) in [
         ("ingest", night.ingest.log_tail(1000)),

@@ -220,23 +220,15 @@ impl Bus for RedisBus {
     async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>> {
         let keys = &self.shared.keys;
         let commands = &self.shared.commands;
-        let mut con = commands
-            .connection()
-            .await
-            .context("taking the next version")?;
         // A version taken by a publish that then fails (the lock lost in between, or Redis
         // gone) is never used: versions only need to increase, not to be contiguous.
+        let mut next = self.shared.next_version.key(keys.leader());
+        next.key(keys.sequence())
+            .arg(&self.shared.token)
+            .arg(self.highest_version());
         let version: u64 = commands
-            .check(
-                self.shared
-                    .next_version
-                    .key(keys.leader())
-                    .key(keys.sequence())
-                    .arg(&self.shared.token)
-                    .arg(self.highest_version())
-                    .invoke_async(&mut con)
-                    .await,
-            )
+            .invoke(&next)
+            .await
             .map_err(fenced)
             .context("taking the next version")?;
         self.saw(version);
@@ -260,7 +252,8 @@ impl Bus for RedisBus {
             call.arg(&*doc.topic).arg(&doc.json[..]);
         }
         let _receivers: i64 = commands
-            .check(call.invoke_async(&mut con).await)
+            .invoke(&call)
+            .await
             .map_err(fenced)
             .with_context(|| format!("publishing cycle {version}"))?;
         Ok(Arc::new(Cycle {

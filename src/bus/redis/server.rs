@@ -319,6 +319,15 @@ impl Commands {
         Ok(current)
     }
 
+    /// Run a script on the primary.
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        let mut con = self.connection().await?;
+        self.check(call.invoke_async(&mut con).await)
+    }
+
     /// Pass `result` on; under Sentinel, a failure that may mean the primary moved makes the
     /// next command ask the sentinels.
     pub(super) fn check<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
