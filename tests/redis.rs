@@ -261,6 +261,7 @@ async fn a_gateway_started_after_publications_is_ready_only_with_every_snapshot_
     let addr = listener.local_addr().unwrap();
     let args = apura::gateway::command::GatewayCommandArgs {
         redis: server.url(),
+        redis_ca_file: None,
         redis_prefix: "apura".to_string(),
         gateway: gateway_args(),
     };

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use apura::bus::{Bus, Document};
 use apura::documents::Draft;
-use common::process::{Process, args, free_addr};
-use common::redis::{Feed, GatewayProcess, RedisGateway, RedisServer, publisher};
+use common::process::{Process, free_addr};
+use common::redis::{Feed, GatewayProcess, RedisGateway, RedisServer, ingest_command, publisher};
 use common::{Sse, cities, eventually, wait_ready};
 
 /// `apura gateway --redis` started while Redis is down: from its first second it answers
@@ -79,17 +79,12 @@ async fn a_gateway_started_while_redis_is_down_answers_at_once_and_serves_once_i
     let _ingest = Process::spawn(
         dir.path(),
         "ingest",
-        &args(&[
-            "ingest",
-            "--redis",
-            &server.url(),
-            "--feed",
+        &ingest_command(
+            &server,
             feed.args.feed.as_deref().unwrap(),
-            "--municipalities",
             feed.args.municipalities.as_deref().unwrap(),
-            "--interval",
-            "100ms",
-        ]),
+            &["--interval", "100ms"],
+        ),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -44,6 +44,7 @@ mod codec;
 mod keys;
 mod lock;
 mod scripts;
+mod server;
 mod subscriber;
 
 use std::sync::Arc;
@@ -55,7 +56,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -68,6 +69,8 @@ use codec::{encode, stamped};
 pub use keys::{DEFAULT_PREFIX, Keys, check_options, redacted};
 pub use lock::Renewal;
 use scripts::{ACQUIRE_LUA, CONTINUE_LUA, NEXT_VERSION_LUA, PUBLISH_LUA, RELEASE_LUA, RENEW_LUA};
+use server::Commands;
+pub use server::Server;
 use subscriber::{follow_channel, open_subscription};
 
 /// Timeout of one command. The largest is the first cycle's publish: ~17,000 documents, tens of
@@ -108,16 +111,16 @@ const RETRY_ATTEMPTS: usize = 3;
 /// out as its list of topics instead (kind 2), and subscribers read those documents from their
 /// keys.
 ///
-/// Commands go through a [`ConnectionManager`], which reconnects by itself; the subscription has
-/// its own connection in a task with its own reconnect loop, and tells the subscriber to resync
-/// after every reconnect: that is how what changed during an outage reaches the gateways.
+/// Commands go through a [`redis::aio::ConnectionManager`], which reconnects by itself (to the
+/// new primary after a Sentinel failover: see [`Server`]); the subscription has its own
+/// connection in a task with its own reconnect loop, and tells the subscriber to resync after
+/// every reconnect: that is how what changed during an outage reaches the gateways.
 pub struct RedisBus {
     shared: Arc<Shared>,
 }
 
 pub(super) struct Shared {
-    client: redis::Client,
-    commands: ConnectionManager,
+    commands: Commands,
     keys: Keys,
     /// This process's identity in the leader lock.
     token: String,
@@ -136,31 +139,35 @@ pub(super) struct Shared {
 impl RedisBus {
     /// Connect to `url` and use keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("Redis URL {url:?}"))?;
-        let commands = client
-            .get_connection_manager_with_config(manager_config())
-            .await
-            .with_context(|| format!("connecting to Redis at {}", redacted(url)))?;
-        Ok(Self::with(client, commands, prefix, metrics))
+        Self::connect_to(Server::open(url, None)?, prefix, metrics).await
     }
 
-    /// A bus on `url` that connects on first use: what a gateway needs, which must answer
+    /// Connect to `server` and use keys under `prefix`.
+    pub async fn connect_to(
+        server: Server,
+        prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self::with(
+            Commands::connect(server).await?,
+            prefix,
+            metrics,
+        ))
+    }
+
+    /// A bus on `server` that connects on first use: what a gateway needs, which must answer
     /// (503 until it is ready) whether Redis is up or not. Fails only on an invalid URL; a
     /// Redis that cannot be reached makes [`Bus::subscribe`] and [`Bus::snapshot`] fail, and
     /// they connect again when called again.
-    pub fn connect_lazy(url: &str, prefix: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("Redis URL {url:?}"))?;
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
-            .with_context(|| format!("Redis at {}", redacted(url)))?;
-        Ok(Self::with(client, commands, prefix, metrics))
-    }
-
-    fn with(
-        client: redis::Client,
-        commands: ConnectionManager,
+    pub fn connect_lazy(
+        server: Server,
         prefix: &str,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
+        Ok(Self::with(Commands::lazy(server)?, prefix, metrics))
+    }
+
+    fn with(commands: Commands, prefix: &str, metrics: Arc<Metrics>) -> Self {
         let token = format!(
             "{}-{}-{:016x}",
             hostname(),
@@ -169,7 +176,6 @@ impl RedisBus {
         );
         RedisBus {
             shared: Arc::new(Shared {
-                client,
                 commands,
                 keys: Keys::new(prefix),
                 token,
@@ -199,6 +205,11 @@ impl RedisBus {
     pub fn highest_version(&self) -> u64 {
         self.shared.highest.load(Relaxed)
     }
+    /// How many times Redis Sentinel moved the primary under this process.
+    pub fn failovers(&self) -> u64 {
+        self.shared.commands.failovers()
+    }
+
     pub(super) fn saw(&self, version: u64) {
         self.shared.highest.fetch_max(version, Relaxed);
     }
@@ -208,16 +219,15 @@ impl RedisBus {
 impl Bus for RedisBus {
     async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>> {
         let keys = &self.shared.keys;
-        let mut con = self.shared.commands.clone();
+        let commands = &self.shared.commands;
         // A version taken by a publish that then fails (the lock lost in between, or Redis
         // gone) is never used: versions only need to increase, not to be contiguous.
-        let version: u64 = self
-            .shared
-            .next_version
-            .key(keys.leader())
-            .key(keys.sequence())
+        let mut next = self.shared.next_version.key(keys.leader());
+        next.key(keys.sequence())
             .arg(&self.shared.token)
-            .invoke_async(&mut con)
+            .arg(self.highest_version());
+        let version: u64 = commands
+            .invoke(&next)
             .await
             .map_err(fenced)
             .context("taking the next version")?;
@@ -241,8 +251,8 @@ impl Bus for RedisBus {
         for doc in &documents {
             call.arg(&*doc.topic).arg(&doc.json[..]);
         }
-        let _receivers: i64 = call
-            .invoke_async(&mut con)
+        let _receivers: i64 = commands
+            .invoke(&call)
             .await
             .map_err(fenced)
             .with_context(|| format!("publishing cycle {version}"))?;
@@ -255,8 +265,9 @@ impl Bus for RedisBus {
 
     async fn snapshot(&self) -> anyhow::Result<Vec<Document>> {
         let docs = with_retry(|| async {
-            let mut con = self.shared.commands.clone();
-            let topics: Vec<String> = con.hkeys(self.shared.keys.topics()).await?;
+            let commands = &self.shared.commands;
+            let mut con = commands.connection().await?;
+            let topics: Vec<String> = commands.check(con.hkeys(self.shared.keys.topics()).await)?;
             read_documents(&self.shared, &topics).await
         })
         .await
@@ -273,7 +284,7 @@ impl Bus for RedisBus {
         let pubsub = open_subscription(&self.shared).await.with_context(|| {
             format!(
                 "subscribing to the cycles channel on Redis at {}",
-                self.shared.client.get_connection_info().addr()
+                self.shared.commands.server().shown()
             )
         })?;
         let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
@@ -292,7 +303,7 @@ pub(super) fn fenced(e: redis::RedisError) -> anyhow::Error {
 }
 
 /// Run `attempt` again, after a pause, when it failed on a lost connection: the
-/// [`ConnectionManager`] reconnects in the background but fails the first command after an
+/// [`redis::aio::ConnectionManager`] reconnects in the background but fails the first command after an
 /// outage, and a gateway resyncing right after Redis came back must not give up on that one.
 pub(super) async fn with_retry<T, F, Fut>(mut attempt: F) -> redis::RedisResult<T>
 where
@@ -302,7 +313,12 @@ where
     let mut pause = BACKOFF_START;
     for _ in 1..RETRY_ATTEMPTS {
         match attempt().await {
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+            Err(e)
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.code() == Some("READONLY") =>
+            {
                 tracing::debug!(error = %e, "Redis command failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause *= 4;
@@ -318,15 +334,16 @@ pub(super) async fn read_documents(
     shared: &Shared,
     topics: &[impl AsRef<str>],
 ) -> redis::RedisResult<Vec<Document>> {
-    let mut con = shared.commands.clone();
+    let mut con = shared.commands.connection().await?;
     let mut docs = Vec::with_capacity(topics.len());
     for batch in topics.chunks(MGET_BATCH) {
         let keys: Vec<String> = batch
             .iter()
             .map(|t| shared.keys.document(t.as_ref()))
             .collect();
-        let values: Vec<Option<Bytes>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut con).await?;
+        let values: Vec<Option<Bytes>> = shared
+            .commands
+            .check(redis::cmd("MGET").arg(&keys).query_async(&mut con).await)?;
         for (topic, value) in batch.iter().zip(values) {
             let Some(json) = value else { continue };
             match stamped(topic.as_ref(), json) {
@@ -342,7 +359,7 @@ pub(super) async fn read_documents(
 }
 
 /// Timeouts and reconnection backoff of the command connection.
-fn manager_config() -> ConnectionManagerConfig {
+pub(super) fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(COMMAND_TIMEOUT))

@@ -14,9 +14,13 @@ use crate::metrics::Metrics;
 /// Options of `apura gateway`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayCommandArgs {
-    /// Redis of the scaled deployment, e.g. `redis://127.0.0.1:6379/0`.
+    /// Redis of the scaled deployment: `redis://127.0.0.1:6379/0`, `rediss://` for TLS, or
+    /// `redis+sentinel://host:26379,host2:26379/mymaster` for the primary Sentinel names.
     #[arg(long = "redis", env = "APURA_REDIS_URL")]
     pub redis: String,
+    /// CA certificate (PEM) that signed the Redis server's, trusted instead of the system's.
+    #[arg(long, env = "APURA_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every Redis key and channel, as given to the ingest.
     #[arg(long, env = "APURA_REDIS_PREFIX", default_value = redis::DEFAULT_PREFIX)]
     pub redis_prefix: String,
@@ -27,7 +31,11 @@ pub struct GatewayCommandArgs {
 /// Check the options, bind the listener, and serve until `shutdown`.
 pub async fn run(args: GatewayCommandArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut problems = args.gateway.validate();
-    problems.extend(redis::check_options(&args.redis, &args.redis_prefix));
+    problems.extend(redis::check_options(
+        &args.redis,
+        args.redis_ca_file.as_deref(),
+        &args.redis_prefix,
+    ));
     anyhow::ensure!(
         problems.is_empty(),
         "invalid options: {}",
@@ -48,8 +56,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    let server = redis::Server::open(&args.redis, args.redis_ca_file.as_deref())?;
     let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect_lazy(
-        &args.redis,
+        server,
         &args.redis_prefix,
         metrics.clone(),
     )?);

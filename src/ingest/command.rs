@@ -21,13 +21,17 @@ pub struct IngestArgs {
     /// With --once: print every document, one JSON per line, to standard output.
     #[arg(long, requires = "once")]
     pub print: bool,
-    /// Redis of the scaled deployment, e.g. `redis://127.0.0.1:6379/0` (required unless --once).
+    /// Redis of the scaled deployment (required unless --once): `redis://127.0.0.1:6379/0`,
+    /// `rediss://` for TLS, or `redis+sentinel://host:26379,host2:26379/mymaster`.
     #[arg(
         long = "redis",
         env = "APURA_REDIS_URL",
         required_unless_present = "once"
     )]
     pub redis: Option<String>,
+    /// CA certificate (PEM) that signed the Redis server's, trusted instead of the system's.
+    #[arg(long, env = "APURA_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every Redis key and channel, so deployments can share one server.
     #[arg(long, env = "APURA_REDIS_PREFIX", default_value = crate::bus::redis::DEFAULT_PREFIX)]
     pub redis_prefix: String,

@@ -4,8 +4,9 @@
 //! version sequence continue above anything it has seen, takes what Redis holds as the diff's
 //! reference (so unchanged documents are not published again, and a store found empty is
 //! published again whole), then runs the ordinary ingest loop. A keeper task renews the lock
-//! every third of its ttl; when the lock is lost, the store was emptied, or renewal failed for a
-//! whole ttl, the term ends and the process goes back to standby. Publishing is fenced by the
+//! every third of its ttl; when the lock is lost, the store was emptied, renewal failed for a
+//! whole ttl, or Redis Sentinel moved the primary, the term ends and the process goes back to
+//! standby. Publishing is fenced by the
 //! lock inside Redis, so even a leader that does not yet know it lost the lock cannot publish.
 
 use std::sync::Arc;
@@ -42,7 +43,11 @@ const ZONES_PATIENCE_PER_FETCH_TIMEOUT: u32 = 2;
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = args.redis.clone().unwrap_or_default();
     let mut problems = args.feed.validate();
-    problems.extend(redis::check_options(&url, &args.redis_prefix));
+    problems.extend(redis::check_options(
+        &url,
+        args.redis_ca_file.as_deref(),
+        &args.redis_prefix,
+    ));
     if args.leader_ttl < MIN_TTL {
         problems.push(format!("--leader-ttl must be at least {MIN_TTL:?}"));
     }
@@ -52,7 +57,8 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         problems.join("; ")
     );
     let metrics = Arc::new(Metrics::default());
-    let bus = Arc::new(RedisBus::connect(&url, &args.redis_prefix, metrics.clone()).await?);
+    let server = redis::Server::open(&url, args.redis_ca_file.as_deref())?;
+    let bus = Arc::new(RedisBus::connect_to(server, &args.redis_prefix, metrics.clone()).await?);
     let dyn_bus: Arc<dyn Bus> = bus.clone();
     let leading = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
@@ -216,7 +222,9 @@ async fn lead(
 }
 
 /// Renew the lock every third of its ttl until `term` is cancelled; cancel it when the lock is
-/// lost, the store was emptied, or no renewal succeeded for a whole ttl. Answers why.
+/// lost, the store was emptied, no renewal succeeded for a whole ttl, or Redis Sentinel moved
+/// the primary (the promoted replica may lack the last writes: a new term takes the store as it
+/// is there). Answers why.
 async fn keep(
     bus: Arc<RedisBus>,
     ttl: Duration,
@@ -225,10 +233,14 @@ async fn keep(
 ) -> String {
     let every = ttl / 3;
     let mut renewed = Instant::now();
+    let failovers = bus.failovers();
     let reason = loop {
         tokio::select! {
             _ = term.cancelled() => return "shutdown".to_string(),
             _ = tokio::time::sleep(every) => {}
+        }
+        if bus.failovers() != failovers {
+            break "Redis failed over to another primary".to_string();
         }
         match timed(
             &metrics,

@@ -1,5 +1,6 @@
-//! A private redis-server per test on a free port, and ingest and gateway processes on it (in
-//! this process, or the gateway as a child process of the built binary), all stopped on `Drop`.
+//! A private redis-server per test on a free port (plain, TLS only, or a replica, with a
+//! redis-sentinel watching it if asked), and ingest and gateway processes on it (in this process,
+//! or as child processes of the built binary), all stopped on `Drop`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,31 +23,111 @@ use tokio_util::sync::CancellationToken;
 use super::process::{Process, args};
 use super::{City, feed_json, gateway_args, municipalities_json, write_atomic};
 
+/// What apura's `--redis` can name: one redis-server, or the sentinels watching a primary.
+pub trait RedisUrl {
+    fn redis_url(&self) -> String;
+}
+
+impl RedisUrl for RedisServer {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+}
+
 /// A redis-server child process without persistence, on a port of its own.
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More options: a replica's `--replicaof`.
+    options: Vec<String>,
+    /// When it speaks TLS only: the certificates it uses.
+    tls: Option<Certificates>,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        RedisServer::start_with(Vec::new(), None).await
+    }
+
+    /// A server that speaks TLS only (`--port 0 --tls-port`), its certificate signed by a CA
+    /// made for it: [`RedisServer::ca_file`].
+    pub async fn start_tls() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        RedisServer::start_with(Vec::new(), Some(Certificates::make(dir))).await
+    }
+
+    /// A replica of `primary`, once it has synced.
+    pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let options = args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let replica = RedisServer::start_with(options, None).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !replica
+            .info("replication")
+            .await
+            .contains("master_link_status:up")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replica did not sync in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
+    async fn start_with(options: Vec<String>, tls: Option<Certificates>) -> RedisServer {
         let mut server = RedisServer {
-            port,
+            port: super::process::free_addr().port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            options,
+            tls,
         };
         server.spawn().await;
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> String {
+        let certs = self.tls.as_ref().expect("a TLS server");
+        certs.dir.path().join("ca.pem").display().to_string()
+    }
+
+    /// A client of this server, trusting its CA if it speaks TLS.
+    pub fn client(&self) -> ::redis::Client {
+        match &self.tls {
+            None => ::redis::Client::open(self.url()).unwrap(),
+            Some(_) => {
+                let ca = std::fs::read(self.ca_file()).unwrap();
+                let certs = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                };
+                ::redis::Client::build_with_tls(self.url(), certs).unwrap()
+            }
+        }
+    }
+
+    /// The answer of one command, or `None` if the server does not give one within 2 s.
+    pub async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> Option<T> {
+        query(&self.client(), cmd).await
+    }
+
+    /// `INFO section`, empty if the server does not answer.
+    pub async fn info(&self, section: &str) -> String {
+        self.query(::redis::cmd("INFO").arg(section))
+            .await
+            .unwrap_or_default()
     }
 
     /// Kill the server (no shutdown, no save), as a crash would.
@@ -66,9 +147,22 @@ impl RedisServer {
     /// Start a server (if stopped) and wait until it answers PING.
     pub async fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(certs) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(certs.dir.path().join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(certs.dir.path().join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.dir.path().join("ca.pem")),
+        };
+        let child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.options)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -88,6 +182,12 @@ impl RedisServer {
     }
 
     async fn pong(&self) -> bool {
+        if self.tls.is_some() {
+            return self
+                .query::<String>(&::redis::cmd("PING"))
+                .await
+                .is_some_and(|p| p == "PONG");
+        }
         let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;
         };
@@ -101,6 +201,203 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The answer of one command on a new connection of `client`, or `None` within 2 s.
+async fn query<T: ::redis::FromRedisValue>(
+    client: &::redis::Client,
+    cmd: &::redis::Cmd,
+) -> Option<T> {
+    let ask = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        cmd.query_async::<T>(&mut con).await
+    };
+    tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, made with the `openssl` command, in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    fn make(dir: tempfile::TempDir) -> Certificates {
+        super::process::require("openssl");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=apura test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Certificates { dir }
+    }
+}
+
+/// A redis-sentinel watching `primary` under the name [`Sentinel::NAME`], alone (quorum 1), quick
+/// to act: the primary is down after 1 s without an answer.
+pub struct Sentinel {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisUrl for Sentinel {
+    fn redis_url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{}",
+            self.port,
+            Sentinel::NAME
+        )
+    }
+}
+
+impl Sentinel {
+    pub const NAME: &str = "apura";
+
+    /// Start it, and wait until it knows `primary` and `replicas` replicas of it.
+    pub async fn start(primary: &RedisServer, replicas: usize) -> Sentinel {
+        super::process::require("redis-sentinel");
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::process::free_addr().port();
+        let name = Sentinel::NAME;
+        // Sentinel rewrites its configuration file: it must be its own, and writable.
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n",
+                dir.path().display(),
+                primary.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel not found (Debian: apt-get install redis-sentinel)");
+        let sentinel = Sentinel {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let known: Option<Vec<::redis::Value>> = sentinel
+                .query(::redis::cmd("SENTINEL").arg("REPLICAS").arg(name))
+                .await;
+            if sentinel.primary_port().await == Some(primary.port)
+                && known.is_some_and(|r| r.len() == replicas)
+            {
+                return sentinel;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-sentinel on port {port} did not see the primary and {replicas} replicas in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The port of the primary, as the sentinel names it now.
+    pub async fn primary_port(&self) -> Option<u16> {
+        let addr: Vec<String> = self
+            .query(
+                ::redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(Sentinel::NAME),
+            )
+            .await?;
+        addr.get(1)?.parse().ok()
+    }
+
+    async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> Option<T> {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        query(&client, cmd).await
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -267,12 +564,33 @@ pub struct GatewayProcess {
     pub addr: SocketAddr,
 }
 
+/// `apura ingest` publishing to `server` what it reads from `feed` and `municipalities` (paths
+/// or URLs), with the options in `extra`.
+pub fn ingest_command(
+    server: &impl RedisUrl,
+    feed: &str,
+    municipalities: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut command = args(&[
+        "ingest",
+        "--redis",
+        &server.redis_url(),
+        "--feed",
+        feed,
+        "--municipalities",
+        municipalities,
+    ]);
+    command.extend(args(extra));
+    command
+}
+
 /// `apura gateway` following `server`, serving on `addr`, with the options in `extra`.
-pub fn gateway_command(server: &RedisServer, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+pub fn gateway_command(server: &impl RedisUrl, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
     let mut command = args(&[
         "gateway",
         "--redis",
-        &server.url(),
+        &server.redis_url(),
         "--listen",
         &addr.to_string(),
     ]);
@@ -284,7 +602,7 @@ impl GatewayProcess {
     /// Follow `server` and serve on `addr`, with the options in `extra`; the log goes to
     /// `dir/<name>.log`.
     pub fn spawn(
-        server: &RedisServer,
+        server: &impl RedisUrl,
         dir: &Path,
         name: &str,
         addr: SocketAddr,

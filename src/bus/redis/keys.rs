@@ -1,6 +1,8 @@
 //! Every name apura uses in Redis, under one prefix (the table is in [`super`]), and the check of
 //! the options that name the server and the prefix.
 
+use std::path::Path;
+
 /// The key prefix when none is given.
 pub const DEFAULT_PREFIX: &str = "apura";
 
@@ -43,11 +45,11 @@ impl Keys {
     }
 }
 
-/// Every problem with a Redis URL and key prefix, reported at once.
-pub fn check_options(url: &str, prefix: &str) -> Vec<String> {
+/// Every problem with a Redis URL, CA file and key prefix, reported at once.
+pub fn check_options(url: &str, ca_file: Option<&Path>, prefix: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = redis::Client::open(url) {
-        problems.push(format!("--redis {url:?}: {e}"));
+    if let Err(e) = super::Server::open(url, ca_file) {
+        problems.push(format!("--redis: {e:#}"));
     }
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
         problems.push(format!(
@@ -87,8 +89,17 @@ mod tests {
 
     #[test]
     fn options_are_checked_together_and_passwords_stay_out_of_logs() {
-        assert!(check_options("redis://127.0.0.1:6379/0", "apura").is_empty());
-        assert_eq!(check_options("http://nope", "").len(), 2);
+        assert!(check_options("redis://127.0.0.1:6379/0", None, "apura").is_empty());
+        assert!(check_options("rediss://cache:6380", None, "apura").is_empty());
+        assert!(check_options("redis+sentinel://s1,s2:5000/mymaster", None, "apura").is_empty());
+        assert_eq!(check_options("http://nope", None, "").len(), 2);
+        let missing = Path::new("/nonexistent/ca.pem");
+        let problems = check_options("rediss://cache:6380", Some(missing), "apura");
+        assert!(problems[0].contains("/nonexistent/ca.pem"), "{problems:?}");
+        let problems = check_options("redis+sentinel://user:secret@s1/m", None, "apura");
+        assert!(problems.is_empty(), "{problems:?}");
+        let problems = check_options("redis+sentinel://user:secret@s1", None, "apura");
+        assert!(!problems[0].contains("secret"), "{problems:?}");
         assert_eq!(
             redacted("redis://user:secret@cache:6379/0"),
             "redis://***@cache:6379/0"

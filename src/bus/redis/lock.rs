@@ -47,13 +47,12 @@ impl RedisBus {
 
     /// Give the leader lock up if it is ours, so a standby takes over at once.
     pub async fn release_leadership(&self) -> anyhow::Result<bool> {
-        let mut con = self.shared.commands.clone();
+        let mut release = self.shared.release.key(self.shared.keys.leader());
+        release.arg(&self.shared.token);
         let deleted: i64 = self
             .shared
-            .release
-            .key(self.shared.keys.leader())
-            .arg(&self.shared.token)
-            .invoke_async(&mut con)
+            .commands
+            .invoke(&release)
             .await
             .context("releasing the leader lock")?;
         Ok(deleted == 1)
@@ -66,15 +65,14 @@ impl RedisBus {
     /// exist (an empty store). Fenced: only the lock holder may do it.
     pub async fn continue_sequence(&self) -> anyhow::Result<Option<u64>> {
         let keys = &self.shared.keys;
-        let mut con = self.shared.commands.clone();
+        let mut call = self.shared.continue_sequence.key(keys.leader());
+        call.key(keys.sequence())
+            .arg(&self.shared.token)
+            .arg(self.highest_version());
         let before: i64 = self
             .shared
-            .continue_sequence
-            .key(keys.leader())
-            .key(keys.sequence())
-            .arg(&self.shared.token)
-            .arg(self.highest_version())
-            .invoke_async(&mut con)
+            .commands
+            .invoke(&call)
             .await
             .map_err(fenced)
             .context("continuing the version sequence")?;
@@ -88,13 +86,10 @@ impl RedisBus {
         ttl: Duration,
     ) -> redis::RedisResult<T> {
         let keys = &self.shared.keys;
-        let mut con = self.shared.commands.clone();
-        script
-            .key(keys.leader())
-            .key(keys.sequence())
+        let mut call = script.key(keys.leader());
+        call.key(keys.sequence())
             .arg(&self.shared.token)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut con)
-            .await
+            .arg(ttl.as_millis() as u64);
+        self.shared.commands.invoke(&call).await
     }
 }

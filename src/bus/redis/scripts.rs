@@ -16,12 +16,21 @@ return redis.call('PUBLISH', ARGV[2], ARGV[3])
 
 /// Take the next version, fenced by the lock like the write itself: a process that lost the
 /// lock cannot even create the sequence in a Redis that came back empty (the new leader starts
-/// it, above every version gateways may hold). KEYS: leader, sequence. ARGV: token.
+/// it, above every version gateways may hold). Never at or below the caller's floor, the highest
+/// version it has seen: a replica promoted by Sentinel may not have received the last `INCR`s of
+/// the old primary, and a version must never be given twice. KEYS: leader, sequence. ARGV:
+/// token, floor.
 pub(super) const NEXT_VERSION_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED this process does not hold the leader lock')
 end
-return redis.call('INCR', KEYS[2])
+local version = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[2])
+if version <= floor then
+  version = floor + 1
+  redis.call('SET', KEYS[2], string.format('%d', version))
+end
+return version
 "#;
 
 /// Take the lock if it is free, or extend it if it is already ours (after a blip, without

@@ -28,7 +28,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) async fn open_subscription(shared: &Shared) -> anyhow::Result<PubSub> {
     let channel = shared.keys.cycles();
     let subscribe = async {
-        let mut pubsub = shared.client.get_async_pubsub().await?;
+        let client = shared.commands.primary().await?;
+        let mut pubsub = shared.commands.check(client.get_async_pubsub().await)?;
         pubsub.subscribe(&channel).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
