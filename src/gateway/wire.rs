@@ -164,20 +164,25 @@ impl Encoded {
     }
 
     /// The WebSocket message compressed for permessage-deflate (RFC 7692 §7.2.1): its head, the
-    /// shared compressed data, its tail; a message that ends with the data drops the data's
-    /// last four bytes (`00 00 ff ff`), which the client adds back.
+    /// shared compressed data, its tail, ended as [`permessage::message`] requires.
     pub fn ws_deflate(&self, frame: Frame) -> &Bytes {
         self.forms.ws_deflate[frame.index()].get_or_init(|| {
             let data = self.data_deflate(frame);
-            let message = match frame {
-                Frame::Patch => Segment::join(&[&Segment::stored(ws::PATCH_HEAD), data]),
-                _ => Segment::join(&[
-                    &Segment::stored(ws::head(frame, &self.topic, self.version).as_bytes()),
-                    data,
-                    &Segment::stored(ws::TAIL),
-                ]),
-            };
-            permessage::message(message.bytes)
+            match frame {
+                Frame::Patch => permessage::message(
+                    Segment::join(&[&Segment::stored(ws::PATCH_HEAD), data]).bytes,
+                    true,
+                ),
+                _ => permessage::message(
+                    Segment::join(&[
+                        &Segment::stored(ws::head(frame, &self.topic, self.version).as_bytes()),
+                        data,
+                        &Segment::stored(ws::TAIL),
+                    ])
+                    .bytes,
+                    false,
+                ),
+            }
         })
     }
 
@@ -383,13 +388,22 @@ pub(crate) mod tests {
     fn compressed_forms_inflate_back_to_the_plain_ones() {
         let enc = with_patch();
         assert!(enc.patch().is_some(), "the test needs a patch");
-        for frame in [Frame::Snapshot, Frame::Update, Frame::Patch] {
+        // One inflater for every message, as Chromium keeps: each message must end whole.
+        let mut inflater = flate2::Decompress::new(false);
+        for frame in [Frame::Snapshot, Frame::Update, Frame::Patch, Frame::Update] {
             let segment = &enc.sse_gzip(frame).bytes;
             assert_eq!(inflate(segment), enc.sse(frame).to_vec(), "{frame:?}");
             let mut message = enc.ws_deflate(frame).to_vec();
             assert!(!message.ends_with(&permessage::TAIL));
             message.extend_from_slice(&permessage::TAIL);
             assert_eq!(inflate(&message), enc.ws(frame).as_bytes(), "{frame:?}");
+            let mut out = Vec::with_capacity(1 << 16);
+            let before = inflater.total_in();
+            inflater
+                .decompress_vec(&message, &mut out, flate2::FlushDecompress::Sync)
+                .unwrap();
+            assert_eq!(inflater.total_in() - before, message.len() as u64);
+            assert_eq!(out, enc.ws(frame).as_bytes(), "{frame:?}, one inflater");
         }
     }
 

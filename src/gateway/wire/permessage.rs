@@ -77,14 +77,22 @@ fn accept(offer: &str) -> Option<String> {
 }
 
 /// A message compressed on its own (deflate pieces that need nothing before them), as
-/// permessage-deflate sends it: a message that ends in a sync flush loses its last four bytes,
-/// which the client adds back (§7.2.1); one that ends in a stored block is sent as it is (the
-/// four bytes the client adds are then an empty stored block).
-pub fn message(mut deflated: Bytes) -> Bytes {
-    if deflated.ends_with(&TAIL) {
-        deflated.truncate(deflated.len() - TAIL.len());
+/// permessage-deflate sends it (§7.2.1): it must end as a sync flush does, an empty stored
+/// block, less the block's last four bytes (`00 00 ff ff`), which the client adds back before
+/// inflating. `flushed`: the pieces already end in a sync flush, whose last four bytes are
+/// removed; otherwise (they end in a stored block) the empty block's first byte is added.
+/// Clients that keep one inflater for every message (Chromium) need the block whole: without
+/// it they read the next message as the rest of a stored block.
+pub fn message(deflated: Bytes, flushed: bool) -> Bytes {
+    if flushed {
+        debug_assert!(deflated.ends_with(&TAIL));
+        return deflated.slice(..deflated.len() - TAIL.len());
     }
-    deflated
+    let mut b = BytesMut::with_capacity(deflated.len() + 1);
+    b.extend_from_slice(&deflated);
+    // BFINAL 0, BTYPE 00 (stored), padded to the byte.
+    b.put_u8(0);
+    b.freeze()
 }
 
 /// A client message inflated: `Err` if it is not valid deflate data; more than `limit` bytes are
@@ -371,7 +379,7 @@ mod tests {
     use super::*;
 
     fn compress(data: &[u8]) -> Bytes {
-        message(Bytes::from(super::super::deflate(data)))
+        message(Bytes::from(super::super::deflate(data)), true)
     }
 
     fn offer(v: &str) -> Option<String> {
