@@ -367,10 +367,9 @@ td.n, th.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
         );
     }
     h.push_str("</table></section>\n");
-    let _ = write!(
+    let _ = writeln!(
         h,
-        r#"<section id="quarantined"><h2>Quarantined cities ({})</h2>{}<table>
-"#,
+        r#"<section id="quarantined"><h2>Quarantined cities ({})</h2>{}<table>"#,
         st.quarantined.len(),
         if st.quarantined.is_empty() {
             r#"<p class="muted">None.</p>"#
