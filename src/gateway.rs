@@ -49,6 +49,7 @@ pub mod hub;
 pub mod listener;
 pub mod ordered;
 pub mod sse;
+pub mod status;
 pub mod wire;
 pub mod ws;
 
@@ -187,6 +188,11 @@ pub struct GatewayArgs {
     /// version the client was already sent sends nothing.
     #[arg(long, env = "APURA_WS_SNAPSHOT_RATE", default_value_t = DEFAULT_WS_SNAPSHOT_RATE)]
     pub ws_snapshot_rate: u64,
+    /// Address (`IP:PORT` or `HOST:PORT`) of a listener of its own for `/metrics` and `/status`,
+    /// which then leave the public port (they answer 404 there). Unset: both are served on
+    /// `--listen`.
+    #[arg(long, env = "APURA_ADMIN_LISTEN", value_parser = listen_addr)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl GatewayArgs {
@@ -281,13 +287,32 @@ impl AppState {
     }
 }
 
-/// The HTTP routes, without a socket (tests can call it directly).
-pub fn router(state: AppState, web_dir: PathBuf) -> Router {
+/// The routes of the operators: `/metrics` and `/status` (HTML, or JSON when asked for), and
+/// `/status.json`. On the public port unless `--admin-listen` gives them a listener of their own.
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(http::metrics))
+        .route("/status", get(status::page))
+        .route("/status.json", get(status::json))
+}
+
+/// The operators' listener of `--admin-listen`: [`admin_routes`] and `/healthz`.
+pub fn admin_router(state: AppState) -> Router {
+    admin_routes()
+        .route("/healthz", get(http::healthz))
+        .fallback(http::nothing_here)
+        .with_state(state)
+}
+
+/// The HTTP routes, without a socket (tests can call it directly); with `admin`, the
+/// operators' routes ([`admin_routes`]) among them.
+pub fn router(state: AppState, web_dir: PathBuf, admin: bool) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([axum::http::Method::GET])
         .allow_headers(Any)
         .expose_headers([axum::http::header::ETAG]);
+    let operators = if admin { admin_routes() } else { Router::new() };
     Router::new()
         .route("/cities.json", get(http::cities_index))
         .route("/brazil.json", get(http::brazil))
@@ -297,7 +322,7 @@ pub fn router(state: AppState, web_dir: PathBuf) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
-        .route("/metrics", get(http::metrics))
+        .merge(operators)
         .method_not_allowed_fallback(http::nothing_here)
         .fallback_service(
             ServeDir::new(web_dir)
@@ -473,6 +498,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let admin_listener = match args.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --admin-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let file_limit = admission::raise_file_limit();
     let max_connections = match args.max_connections {
         0 => file_limit.saturating_sub(admission::RESERVED_FILES).max(1),
@@ -521,7 +554,24 @@ pub async fn serve(
         idle_timeout: args.idle_timeout,
         proxy_protocol: args.proxy_protocol,
     };
-    let app = router(state.clone(), args.web_dir.clone());
+    let app = router(
+        state.clone(),
+        args.web_dir.clone(),
+        args.admin_listen.is_none(),
+    );
+    let admin = match admin_listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "metrics and status listening");
+            let app = admin_router(state.clone());
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     let front = tokio::spawn(front::run(
         listener,
         state,
@@ -535,6 +585,12 @@ pub async fn serve(
     tokio::time::sleep(args.drain).await;
     stop.cancel();
     front.await.context("the accept loop panicked")?;
+    if let Some(admin) = admin {
+        admin
+            .await
+            .context("the admin listener panicked")?
+            .context("serving --admin-listen")?;
+    }
     tasks.close();
     tasks.wait().await;
     Ok(())

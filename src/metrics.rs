@@ -613,8 +613,16 @@ impl Metrics {
 
     /// The body and content type of `/metrics` for a scraper whose `Accept` header is `accept`:
     /// OpenMetrics if it asks for it, else the text format 0.0.4.
-    pub fn exposition(&self, accept: Option<&str>, extra: &[Extra]) -> (&'static str, String) {
-        let families = self.families(extra);
+    /// `labelled` families of the caller's (see [`labelled_gauge`]) are added to the rest.
+    pub fn exposition(
+        &self,
+        accept: Option<&str>,
+        extra: &[Extra],
+        labelled: Vec<MetricFamily>,
+    ) -> (&'static str, String) {
+        let mut families = self.families(extra);
+        families.extend(labelled.into_iter().filter(|f| !f.get_metric().is_empty()));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         if accept.is_some_and(wants_openmetrics) {
             (OPENMETRICS, openmetrics(&families))
         } else {
@@ -625,6 +633,21 @@ impl Metrics {
 
 /// A gauge a caller adds to `/metrics`: name, help, value.
 pub type Extra = (&'static str, &'static str, f64);
+
+/// A gauge family of one label, one sample per `(label value, value)`: the caller bounds how
+/// many label values there are.
+pub fn labelled_gauge(
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (String, f64)>,
+) -> MetricFamily {
+    let samples = values
+        .into_iter()
+        .map(|(v, n)| sample(&[(label, &v)], MetricType::GAUGE, n))
+        .collect();
+    family(name, help, MetricType::GAUGE, samples)
+}
 
 /// The content type of the text format 0.0.4.
 pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use super::AppState;
 use super::CACHE_CONTROL;
 use crate::documents::{BRAZIL_TOPIC, CITIES_TOPIC};
-use crate::metrics::{Extra, Metrics};
+use crate::metrics::{Extra, Metrics, labelled_gauge};
+use prometheus::proto::MetricFamily;
 
 /// Every error a client can get: a safe message in JSON, a stable code, the status.
 #[derive(Debug, thiserror::Error)]
@@ -252,19 +253,48 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 /// `/metrics`: OpenMetrics to a scraper that asks for it, else the text format 0.0.4.
+///
+/// The audience per topic keeps a bounded label set: `apura_subscriptions_by_kind{kind}` has
+/// one series per kind of topic (seven), `apura_topic_subscribers{topic}` one per topic of the
+/// [`TOP_METRIC_TOPICS`] with the most subscribers right now; `/status` lists more.
 pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let topics = (
         "apura_topics",
         "Topics held by the hub.",
         s.hub.len() as f64,
     );
-    metrics_response(&s.metrics, &headers, &[topics])
+    let audience = s.hub.audience(TOP_METRIC_TOPICS);
+    let by_kind = labelled_gauge(
+        "apura_subscriptions_by_kind",
+        "Open subscriptions by kind of topic (mayors, councillors, zones, state, brazil, cities, other).",
+        "kind",
+        audience
+            .kinds
+            .iter()
+            .map(|k| (k.kind.label().to_string(), k.subscriptions as f64)),
+    );
+    let top = labelled_gauge(
+        "apura_topic_subscribers",
+        "Open subscriptions of the topics with the most subscribers on this gateway (at most 10 series).",
+        "topic",
+        audience.top.iter().map(|(t, n)| (t.to_string(), *n as f64)),
+    );
+    metrics_response(&s.metrics, &headers, &[topics], vec![by_kind, top])
 }
 
-/// The `/metrics` answer of `metrics` to a request with `headers`, `extra` gauges among them.
-pub fn metrics_response(metrics: &Metrics, headers: &HeaderMap, extra: &[Extra]) -> Response {
+/// Topics with a series of their own in `apura_topic_subscribers`.
+pub const TOP_METRIC_TOPICS: usize = 10;
+
+/// The `/metrics` answer of `metrics` to a request with `headers`, `extra` gauges and
+/// `labelled` families among them.
+pub fn metrics_response(
+    metrics: &Metrics,
+    headers: &HeaderMap,
+    extra: &[Extra],
+    labelled: Vec<MetricFamily>,
+) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = metrics.exposition(accept, extra);
+    let (content_type, body) = metrics.exposition(accept, extra, labelled);
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,

@@ -144,6 +144,63 @@ impl Hub {
         self.topics.get(topic).map(|tx| tx.subscribe())
     }
 
+    /// Who listens to what, counted now: every open subscription (an SSE stream or a
+    /// WebSocket following a topic holds one receiver of the topic's channel), the `top` topics
+    /// with the most subscribers, and totals per kind of topic. One pass over the topics, no
+    /// cost on delivery.
+    pub fn audience(&self, top: usize) -> Audience {
+        let mut by_kind = [0u64; TopicClass::ALL.len()];
+        let mut topics_by_kind = [0u64; TopicClass::ALL.len()];
+        let mut listened = Vec::new();
+        for entry in self.topics.iter() {
+            let class = TopicClass::of(entry.key()) as usize;
+            let n = entry.value().receiver_count() as u64;
+            topics_by_kind[class] += 1;
+            by_kind[class] += n;
+            if n > 0 {
+                listened.push((entry.key().clone(), n));
+            }
+        }
+        listened.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        listened.truncate(top);
+        Audience {
+            subscriptions: by_kind.iter().sum(),
+            kinds: TopicClass::ALL
+                .iter()
+                .map(|c| KindCount {
+                    kind: *c,
+                    topics: topics_by_kind[*c as usize],
+                    subscriptions: by_kind[*c as usize],
+                })
+                .collect(),
+            top: listened,
+        }
+    }
+
+    /// Every topic whose name starts with `prefix`, with its latest document.
+    pub fn starting_with(&self, prefix: &str) -> Vec<Arc<Encoded>> {
+        self.topics
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| e.value().borrow().clone())
+            .collect()
+    }
+
+    /// Per kind of topic: topics held, the highest version and the latest publication among
+    /// them.
+    pub fn freshness(&self) -> Vec<(TopicClass, usize, u64, i64)> {
+        let mut out: Vec<(TopicClass, usize, u64, i64)> =
+            TopicClass::ALL.iter().map(|c| (*c, 0, 0, 0)).collect();
+        for entry in self.topics.iter() {
+            let row = &mut out[TopicClass::of(entry.key()) as usize];
+            let enc = entry.value().borrow();
+            row.1 += 1;
+            row.2 = row.2.max(enc.version);
+            row.3 = row.3.max(enc.published_at);
+        }
+        out
+    }
+
     /// Topics held.
     pub fn len(&self) -> usize {
         self.topics.len()
@@ -175,6 +232,75 @@ impl Hub {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Relaxed)
     }
+}
+
+/// The kinds of topic, a bounded set: the label of `apura_subscriptions_by_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicClass {
+    Mayors = 0,
+    Councillors = 1,
+    Zones = 2,
+    State = 3,
+    Brazil = 4,
+    Cities = 5,
+    /// Any other name (none in the contract; a test's topics).
+    Other = 6,
+}
+
+impl TopicClass {
+    pub const ALL: [TopicClass; 7] = [
+        TopicClass::Mayors,
+        TopicClass::Councillors,
+        TopicClass::Zones,
+        TopicClass::State,
+        TopicClass::Brazil,
+        TopicClass::Cities,
+        TopicClass::Other,
+    ];
+
+    pub fn of(topic: &str) -> TopicClass {
+        match topic.split_once('-').map_or(topic, |(head, _)| head) {
+            "mayors" => TopicClass::Mayors,
+            "councillors" => TopicClass::Councillors,
+            "zones" => TopicClass::Zones,
+            "state" => TopicClass::State,
+            "brazil" => TopicClass::Brazil,
+            "cities" => TopicClass::Cities,
+            _ => TopicClass::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TopicClass::Mayors => "mayors",
+            TopicClass::Councillors => "councillors",
+            TopicClass::Zones => "zones",
+            TopicClass::State => "state",
+            TopicClass::Brazil => "brazil",
+            TopicClass::Cities => "cities",
+            TopicClass::Other => "other",
+        }
+    }
+}
+
+/// Subscriptions of one kind of topic.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KindCount {
+    pub kind: TopicClass,
+    /// Topics of this kind held.
+    pub topics: u64,
+    pub subscriptions: u64,
+}
+
+/// Open subscriptions, counted by [`Hub::audience`].
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub subscriptions: u64,
+    /// Every kind, in [`TopicClass::ALL`]'s order.
+    pub kinds: Vec<KindCount>,
+    /// The topics with the most subscribers (none without), most first, then by name.
+    pub top: Vec<(Arc<str>, u64)>,
 }
 
 /// Replace a channel's value with a newer one without notifying its receivers (they are woken
@@ -213,6 +339,31 @@ mod tests {
         assert_eq!(hub.get("a").unwrap().version, 5);
         assert_eq!(hub.apply_cycle(&[doc("a", 6)], 6), 1);
         assert_eq!(hub.get("a").unwrap().version, 6);
+    }
+
+    #[test]
+    fn the_audience_counts_open_receivers_by_topic_and_kind() {
+        let hub = Hub::new(Arc::default());
+        hub.apply_cycle(
+            &[
+                doc("mayors-sp-sao-paulo", 1),
+                doc("state-sp", 1),
+                doc("brazil", 1),
+            ],
+            1,
+        );
+        let a = hub.subscribe("mayors-sp-sao-paulo").unwrap();
+        let b = hub.subscribe("mayors-sp-sao-paulo").unwrap();
+        let _c = hub.subscribe("brazil").unwrap();
+        let audience = hub.audience(1);
+        assert_eq!(audience.subscriptions, 3);
+        assert_eq!(audience.top, vec![(Arc::from("mayors-sp-sao-paulo"), 2)]);
+        let mayors = &audience.kinds[TopicClass::Mayors as usize];
+        assert_eq!((mayors.topics, mayors.subscriptions), (1, 2));
+        assert_eq!(audience.kinds[TopicClass::State as usize].subscriptions, 0);
+        drop((a, b));
+        let audience = hub.audience(50);
+        assert_eq!(audience.top, vec![(Arc::from("brazil"), 1)]);
     }
 
     #[test]

@@ -299,7 +299,7 @@ pub async fn serve_metrics(
             "Whether this ingest holds the leader lock.",
             f64::from(u8::from(leading.load(Relaxed))),
         );
-        metrics_response(&metrics, &headers, &[leader])
+        metrics_response(&metrics, &headers, &[leader], Vec::new())
     }
     let app = Router::new()
         .route("/metrics", get(render))
