@@ -57,6 +57,7 @@ GW_PORT=$((PORT_BASE + 80))
 SIM_PORT=$((PORT_BASE + 81))
 STATIC_PORT=$((PORT_BASE + 90))
 NCHAN_PORT=$((PORT_BASE + 91))
+ADMIN_PORT_BASE=$((PORT_BASE + 100)) # gateway i's /metrics and /status on ADMIN_PORT_BASE + i
 OUT="${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 APURA="${APURA:-}"
 GATEWAY_ENV="${GATEWAY_ENV:-}"          # extra environment of the gateways, e.g. TOKIO_WORKER_THREADS=1
@@ -167,12 +168,14 @@ stop_stack() {
 # start_gateways N: N gateway processes sharing $GW_PORT (SO_REUSEPORT), ready.
 start_gateways() {
     local n=$1 i
-    GW_PIDS=()
+    GW_PIDS=() GW_METRICS=()
     for i in $(seq "$n"); do
         # shellcheck disable=SC2086 # GATEWAY_ENV is a list of NAME=VALUE words
         start "gateway-$i" env $GATEWAY_ENV "$APURA" gateway --redis "redis://127.0.0.1:$REDIS_PORT/0" \
-            --listen "127.0.0.1:$GW_PORT" --reuse-port --web-dir "$OUT/no-web"
+            --listen "127.0.0.1:$GW_PORT" --reuse-port --web-dir "$OUT/no-web" \
+            --admin-listen "127.0.0.1:$((ADMIN_PORT_BASE + i))"
         GW_PIDS+=("$LAST_PID")
+        GW_METRICS+=("127.0.0.1:$((ADMIN_PORT_BASE + i))/metrics")
     done
     wait_http "http://127.0.0.1:$GW_PORT$HOT_DOC" 120
     # Every process must hold the documents before clients come: ask each through its own log.
@@ -185,6 +188,9 @@ start_gateways() {
     done
     sleep 1
 }
+
+# The running gateways' metrics addresses, comma-separated.
+gw_metrics() { (IFS=,; echo "${GW_METRICS[*]}"); }
 
 stop_gateways() {
     if [ "${#GW_PIDS[@]}" -gt 0 ]; then stop "${GW_PIDS[@]}"; fi
@@ -275,7 +281,8 @@ phase_fanout() {
             # A fresh gateway per run: memory per connection is measured from a clean baseline.
             start_gateways 1
             # shellcheck disable=SC2086 # FANOUT_ARGS is a list of words
-            load "$label" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" "${flags[@]}" $FANOUT_ARGS
+            load "$label" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" "${flags[@]}" \
+                --server-metrics "$(gw_metrics)" $FANOUT_ARGS
             stop_gateways
         done
     done
@@ -321,7 +328,8 @@ phase_nchan() {
 phase_apura50k() {
     start_stack "$SIM_INTERVAL"
     start_gateways "$C50_PROCS"
-    load "apura-50k" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
+    load "apura-50k" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")" \
+        --server-metrics "$(gw_metrics)"
     stop_stack
 }
 
@@ -335,17 +343,20 @@ phase_compare50k() {
 phase_kinds() {
     start_stack "$SIM_INTERVAL"
     start_gateways 1
-    LOAD_SSE=$SUBS LOAD_WS=0 load "sse-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+    LOAD_SSE=$SUBS LOAD_WS=0 load "sse-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" \
+        --server-metrics "$(gw_metrics)"
     stop_gateways
     start_gateways 1
-    LOAD_SSE=0 LOAD_WS=$SUBS load "ws-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}"
+    LOAD_SSE=0 LOAD_WS=$SUBS load "ws-only" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" \
+        --server-metrics "$(gw_metrics)"
     stop_stack
 }
 
 phase_scale() {
     start_stack "$SCALE_INTERVAL"
     start_gateways "$SCALE_GATEWAYS"
-    load "scale" "127.0.0.1:$GW_PORT" "$SCALE_SUBS" "$SCALE_RATE" "$SCALE_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")"
+    load "scale" "127.0.0.1:$GW_PORT" "$SCALE_SUBS" "$SCALE_RATE" "$SCALE_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")" \
+        --server-metrics "$(gw_metrics)"
     stop_stack
 }
 

@@ -58,6 +58,8 @@ METRICS = [
     ("fan-out p50 ms", ("fanout", "latency_ms_hold_cycles", "p50"), "", True),
     ("fan-out p90 ms", ("fanout", "latency_ms_hold_cycles", "p90"), "", True),
     ("fan-out p99 ms", ("fanout", "latency_ms_hold_cycles", "p99"), "", True),
+    ("gateways' lag histogram p99 ms", ("server_lag", "p99_ms"), "", True),
+    ("gateways' p99 / subscribers' p99", ("server_lag", "p99_over_client_p99"), "", False),
     ("fan-out max ms", ("fanout", "latency_ms_hold_cycles", "max"), "", True),
     ("worst cycle p99 ms", ("fanout", "per_cycle_worst", "p99"), "", True),
     ("first delivery of a cycle ms (median)", ("fanout", "per_cycle_median", "first_delivery"), "", True),

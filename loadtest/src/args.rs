@@ -88,6 +88,11 @@ pub struct RunArgs {
     /// Server process ids to sample every second (RSS, PSS, CPU); comma-separated or repeated.
     #[arg(long, value_delimiter = ',')]
     pub watch_pid: Vec<u32>,
+    /// Gateway metrics to read once the ramp is done and again at the end, `IP:PORT/PATH`
+    /// (path `metrics` when left out), repeated or comma-separated for several gateways: the
+    /// report sets their `apura_delivery_lag_seconds` p99 over the hold beside the subscribers'.
+    #[arg(long, value_delimiter = ',')]
+    pub server_metrics: Vec<String>,
     /// A name for this run in the report.
     #[arg(long, default_value = "run")]
     pub label: String,
@@ -133,6 +138,11 @@ impl RunArgs {
         }
         if !(0.0..=1.0).contains(&self.hot_share) {
             p.push("--hot-share must be within 0..1".into());
+        }
+        for spec in &self.server_metrics {
+            if let Err(e) = crate::scrape::parse_spec(spec) {
+                p.push(format!("{e:#}"));
+            }
         }
         if self.max_duration > Duration::from_secs(3_600) {
             p.push("--max-duration is capped at 1h".into());

@@ -17,6 +17,7 @@ mod proc;
 mod publish;
 mod report;
 mod run;
+mod scrape;
 mod shared;
 mod sse;
 mod stats;

@@ -447,6 +447,20 @@ pub fn summary(r: &Value) -> String {
         r,
         "  fan-out over {/fanout/hold_cycles} hold cycles: p50 {/fanout/latency_ms_hold_cycles/p50} ms  p90 {/fanout/latency_ms_hold_cycles/p90} ms  p99 {/fanout/latency_ms_hold_cycles/p99} ms  max {/fanout/latency_ms_hold_cycles/max} ms  (per-cycle p99 median {/fanout/per_cycle_median/p99} worst {/fanout/per_cycle_worst/p99}; first delivery median {/fanout/per_cycle_median/first_delivery} ms; min coverage {/fanout/coverage_min})\n",
     );
+    if let Some(e) = r["server_lag"]["error"].as_str() {
+        out += &format!("  gateways' lag histogram: not read ({e})\n");
+    } else if r["server_lag"].is_object() {
+        out += &fill(
+            r,
+            "  gateways' lag histogram over the hold: p50 {/server_lag/p50_ms} ms  p99 {/server_lag/p99_ms} ms = {/server_lag/p99_over_client_p99}× the subscribers' p99 ({/server_lag/observations} observations)\n",
+        );
+    }
+    if r["status_audience"]["topics_compared"].is_u64() {
+        out += &fill(
+            r,
+            "  gateways' /status top topics: {/status_audience/topics_equal} of {/status_audience/topics_compared} equal to the streams the load generator holds (largest {/status_audience/largest}; {/status_audience/client_errors} client errors)\n",
+        );
+    }
     out += &fill(
         r,
         "  deliveries {/deliveries/updates} updates ({/deliveries/per_second_hold_mean} /s mean in hold, peak {/deliveries/per_second_hold_peak} /s), {/deliveries/snapshots} snapshots, {/deliveries/heartbeats} heartbeats\n",
@@ -514,5 +528,27 @@ mod tests {
         assert!(s.contains("p99 12.5 ms"), "{s}");
         assert!(!s.contains("server:") && !s.contains("GET:"), "{s}");
         assert_eq!(s.lines().count(), 4);
+    }
+
+    #[test]
+    fn the_summary_sets_the_gateways_lag_beside_the_subscribers() {
+        let mut r = json!({
+            "label": "apura",
+            "server": null,
+            "get": {"ok": 0, "not_modified": 0},
+            "server_lag": {"p50_ms": 120.5, "p99_ms": 410.0, "p99_over_client_p99": 0.95,
+                           "observations": 570000},
+        });
+        let s = summary(&r);
+        assert!(
+            s.contains("p99 410.0 ms = 0.95× the subscribers' p99 (570000 observations)"),
+            "{s}"
+        );
+        r["server_lag"] = json!({"error": "reading 127.0.0.1:1/metrics: connection refused"});
+        let s = summary(&r);
+        assert!(
+            s.contains("lag histogram: not read (reading 127.0.0.1:1/metrics"),
+            "{s}"
+        );
     }
 }

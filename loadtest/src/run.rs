@@ -126,6 +126,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     // Workers stop by themselves at --max-duration; give them a minute more to report.
     let give_up = Instant::now() + args.max_duration + Duration::from_secs(60);
     let mut ramp_reported = false;
+    // The gateways' lag histogram as the hold starts (read on a thread of its own).
+    let mut lag_before = None;
     while reports.len() < args.workers && Instant::now() < give_up {
         // Everything that arrived, then the display.
         match rx.recv_timeout(Duration::from_millis(200)) {
@@ -161,6 +163,15 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         bar.set_message(msg.clone());
         if ramp_done && !ramp_reported {
             ramp_reported = true;
+            if !args.server_metrics.is_empty() {
+                let specs = args.server_metrics.clone();
+                lag_before = Some(std::thread::spawn(move || {
+                    let lag = crate::scrape::read(&specs);
+                    // The last WebSocket subscribe messages of the ramp are read by now.
+                    std::thread::sleep(Duration::from_secs(2));
+                    (lag, crate::scrape::read_audience(&specs))
+                }));
+            }
             bar.println(format!(
                 "ramp done: {est} subscribers established, holding {:?}",
                 args.hold
@@ -172,6 +183,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
+    // ... and as it ends: every worker has reported, so every delivery of the hold is written.
+    let server_lag = lag_before.map(|before| {
+        let (before, audience) = before.join().expect("metrics reader");
+        (before, crate::scrape::read(&args.server_metrics), audience)
+    });
     sampling.store(false, Relaxed);
     let _ = sampler.join();
     let (samples, client_samples) = std::mem::take(&mut *sampled.lock().expect("samples lock"));
@@ -189,7 +205,31 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!reports.is_empty(), "no worker reported");
 
     let merged = Merged::new(&reports, baseline, samples, client_samples, started);
-    let json = report::build(&args, topics.len(), &merged);
+    let mut json = report::build(&args, topics.len(), &merged);
+    if let Some((before, after, audience)) = server_lag {
+        let client_p99 = json["fanout"]["latency_ms_hold_cycles"]["p99"].as_f64();
+        json["server_lag"] = match (before, after) {
+            (Ok(before), Ok(after)) => crate::scrape::section(&before, &after, client_p99),
+            (Err(e), _) | (_, Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+        };
+        json["status_audience"] = match audience {
+            Ok(reported) => {
+                let mut clients = std::collections::BTreeMap::<String, u64>::new();
+                for r in &reports {
+                    for (t, n) in &r.by_topic {
+                        *clients.entry(t.clone()).or_default() += n;
+                    }
+                }
+                crate::scrape::audience_section(
+                    &reported,
+                    args.server_metrics.len(),
+                    &clients,
+                    merged.counters.errors(),
+                )
+            }
+            Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+        };
+    }
     std::fs::write(&args.out, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let svg_path = args

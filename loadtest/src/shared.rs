@@ -82,11 +82,12 @@ impl Shared {
 
     /// The stream is accepted: count it open; returns the time, which separates snapshots
     /// (documents published before it) from the updates we time.
-    pub fn established(&self, started_us: u64) -> u64 {
+    pub fn established(&self, started_us: u64, topic: usize) -> u64 {
         let now = now_us();
         {
             let mut rec = self.rec.lock().expect("recorder lock");
             rec.opened(now);
+            *rec.by_topic.entry(topic).or_default() += 1;
             rec.counters.handshake_us_total += now.saturating_sub(started_us);
         }
         let open = self.open.fetch_add(1, Relaxed) + 1;

@@ -83,7 +83,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     let Some((mut s, mut raw, chunked, started, gzip)) = shared.handshake(handshake).await else {
         return;
     };
-    let connected_us = shared.established(started);
+    let connected_us = shared.established(started, sub.topic);
     let mut stop = shared.stop.clone();
     let mut dechunk = Dechunk::default();
     let mut payload: Vec<u8> = Vec::new();

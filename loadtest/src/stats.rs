@@ -196,6 +196,8 @@ pub struct Recorder {
     pub get_latency: Histogram<u64>,
     pub cycles: HashMap<u64, Cycle>,
     pub seconds: BTreeMap<u64, Second>,
+    /// Streams established per topic (an index into the topic list).
+    pub by_topic: HashMap<usize, u64>,
 }
 
 impl Default for Recorder {
@@ -206,6 +208,7 @@ impl Default for Recorder {
             get_latency: hist(),
             cycles: HashMap::new(),
             seconds: BTreeMap::new(),
+            by_topic: HashMap::new(),
         }
     }
 }
@@ -301,6 +304,7 @@ impl Recorder {
                 .collect(),
             ramp,
             peak_open,
+            by_topic: BTreeMap::new(),
         }
     }
 }
@@ -347,6 +351,9 @@ pub struct WorkerReport {
     pub seconds: Vec<SecondReport>,
     pub ramp: Ramp,
     pub peak_open: i64,
+    /// Streams established per topic name.
+    #[serde(default)]
+    pub by_topic: BTreeMap<String, u64>,
 }
 
 /// A worker's periodic progress line.

@@ -193,11 +193,16 @@ pub async fn run(plan: WorkerPlan, mut shared: Shared) -> anyhow::Result<()> {
     .await;
     tasks.abort_all();
     reporter.0.abort();
-    let report = shared.rec.lock().expect("recorder lock").report(
-        plan.worker,
-        ramp,
-        shared.peak_open.load(Relaxed),
-    );
+    let report = {
+        let rec = shared.rec.lock().expect("recorder lock");
+        let mut report = rec.report(plan.worker, ramp, shared.peak_open.load(Relaxed));
+        report.by_topic = rec
+            .by_topic
+            .iter()
+            .map(|(&t, &n)| (shared.topics[t].clone(), n))
+            .collect();
+        report
+    };
     emit(&Line::Report(Box::new(report)));
     Ok(())
 }

@@ -67,7 +67,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     let Some((mut ws, started)) = shared.handshake(handshake).await else {
         return;
     };
-    let connected_us = shared.established(started);
+    let connected_us = shared.established(started, sub.topic);
     let mut stop = shared.stop.clone();
     loop {
         let msg = tokio::select! {

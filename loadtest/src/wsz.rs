@@ -156,7 +156,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
     let Some((mut s, mut raw, started)) = shared.handshake(handshake).await else {
         return;
     };
-    let connected_us = shared.established(started);
+    let connected_us = shared.established(started, sub.topic);
     let mut stop = shared.stop.clone();
     let mut assembler = Assembler::default();
     let mut received_at = connected_us;
