@@ -18,7 +18,8 @@ const RUNS: usize = 7;
 
 fn main() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let published = now_millis() - 40;
+    // A lag in the p99 region of a 19,000-subscriber fan-out: the histogram scans 16 bounds.
+    let published = now_millis() - 400;
     let counter = median(threads, |m| {
         m.deliveries.fetch_add(1, Relaxed);
     });
