@@ -556,3 +556,213 @@ async fn the_first_request_opens_a_chunked_stream_and_anything_else_reaches_the_
     ws_send(&mut ws, json!({"type": "subscribe", "topics": ["a"]})).await;
     assert_eq!(ws_next(&mut ws, WAIT).await.unwrap()["version"], v);
 }
+
+/// One HTTP/1.1 answer read off a raw socket: status line and headers (lower-case names, the
+/// `date` line left out, in the order sent) and body.
+async fn read_answer(
+    s: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+    head_request: bool,
+) -> (Vec<String>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let end = loop {
+        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut b = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed before an answer");
+        pending.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8(pending[..end].to_vec()).unwrap();
+    pending.drain(..end);
+    let lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("date:"))
+        .map(|l| match l.split_once(": ") {
+            Some((n, v)) => format!("{}: {v}", n.to_ascii_lowercase()),
+            None => l.to_string(),
+        })
+        .collect();
+    let len: usize = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.parse().unwrap());
+    let len = if head_request || lines[0].contains(" 304 ") {
+        0
+    } else {
+        len
+    };
+    while pending.len() < len {
+        let mut b = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed inside a body");
+        pending.extend_from_slice(&b[..n]);
+    }
+    let body = pending.drain(..len).collect();
+    (lines, body)
+}
+
+/// `request` alone on a connection of its own.
+async fn answer_alone(addr: std::net::SocketAddr, request: &str) -> (Vec<String>, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    read_answer(&mut s, &mut Vec::new(), request.starts_with("HEAD")).await
+}
+
+/// A document request as a client sends it; a query (`?via=router`) sends it through the
+/// router instead of the front door's own answer.
+fn doc_request(method: &str, path: &str, extra: &str) -> String {
+    format!("{method} {path} HTTP/1.1\r\nHost: apura.test\r\n{extra}\r\n")
+}
+
+/// Headers as a set: hyper and the front door may order them differently.
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn documents_answered_on_the_bare_socket_equal_the_routers_answers_on_one_kept_connection() {
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start(&cities()).await;
+    let sp = get_json(&stack.url("/cities/mayors-sp-sao-paulo.json")).await;
+    let etag = format!("\"{}\"", sp["version"]);
+    let cases: Vec<(&str, &str, String)> = [
+        "/cities/mayors-sp-sao-paulo.json",
+        "/cities.json",
+        "/brazil.json",
+        "/states/sp.json",
+    ]
+    .iter()
+    .flat_map(|path| {
+        [
+            ("GET", *path, String::new()),
+            ("GET", *path, "Accept-Encoding: gzip, br\r\n".to_string()),
+            ("GET", *path, "Accept-Encoding: gzip;q=0\r\n".to_string()),
+            ("HEAD", *path, "Accept-Encoding: gzip\r\n".to_string()),
+            ("GET", *path, format!("If-None-Match: \"1\", W/{etag}\r\n")),
+        ]
+    })
+    .collect();
+
+    // Every case on one kept-alive connection, the first three pipelined in one write, then a
+    // request the router answers (`/healthz`), then the documents again.
+    let mut s = tokio::net::TcpStream::connect(stack.addr).await.unwrap();
+    let mut pending = Vec::new();
+    let batch: String = cases[..3]
+        .iter()
+        .map(|(m, p, h)| doc_request(m, p, h))
+        .collect();
+    s.write_all(batch.as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    for (m, _, _) in &cases[..3] {
+        answers.push(read_answer(&mut s, &mut pending, *m == "HEAD").await);
+    }
+    for (m, p, h) in &cases[3..] {
+        s.write_all(doc_request(m, p, h).as_bytes()).await.unwrap();
+        answers.push(read_answer(&mut s, &mut pending, *m == "HEAD").await);
+    }
+    s.write_all(doc_request("GET", "/healthz", "").as_bytes())
+        .await
+        .unwrap();
+    let (health, _) = read_answer(&mut s, &mut pending, false).await;
+    assert_eq!(health[0], "HTTP/1.1 200 OK");
+    for (m, p, h) in &cases {
+        s.write_all(doc_request(m, p, h).as_bytes()).await.unwrap();
+        answers.push(read_answer(&mut s, &mut pending, *m == "HEAD").await);
+    }
+
+    for (i, (m, p, h)) in cases.iter().chain(&cases).enumerate() {
+        let (head, body) = &answers[i];
+        let routed = answer_alone(stack.addr, &doc_request(m, &format!("{p}?via=router"), h)).await;
+        assert_eq!(sorted(head.clone()), sorted(routed.0), "{m} {p} {h:?}");
+        assert_eq!(*body, routed.1, "{m} {p} {h:?}");
+    }
+    // What the cases ask for, as a client sees it.
+    assert_eq!(answers[0].0[0], "HTTP/1.1 200 OK");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&answers[0].1).unwrap(),
+        sp
+    );
+    assert!(answers[1].0.contains(&"content-encoding: gzip".to_string()));
+    assert!(
+        !answers[2]
+            .0
+            .iter()
+            .any(|l| l.starts_with("content-encoding"))
+    );
+    assert!(
+        answers[3].1.is_empty() && answers[3].0.contains(&"content-encoding: gzip".to_string())
+    );
+    assert_eq!(answers[4].0[0], "HTTP/1.1 304 Not Modified");
+
+    // A document the gateway does not hold, on the same connection: the router's 404.
+    s.write_all(doc_request("GET", "/cities/mayors-sp-nowhere.json", "").as_bytes())
+        .await
+        .unwrap();
+    let (missing, body) = read_answer(&mut s, &mut pending, false).await;
+    assert_eq!(missing[0], "HTTP/1.1 404 Not Found");
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error"], "unknown_topic");
+}
+
+#[tokio::test]
+async fn a_connection_kept_after_a_document_is_closed_when_idle_or_slow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let args = apura::gateway::GatewayArgs {
+        idle_timeout: Duration::from_millis(400),
+        head_timeout: Duration::from_millis(400),
+        ..gateway_args()
+    };
+    let stack = Stack::start_with(&cities(), args).await;
+    let get = doc_request("GET", "/brazil.json", "");
+    // Idle after an answer: closed once the idle timeout has passed.
+    let mut s = tokio::net::TcpStream::connect(stack.addr).await.unwrap();
+    s.write_all(get.as_bytes()).await.unwrap();
+    let mut pending = Vec::new();
+    assert_eq!(
+        read_answer(&mut s, &mut pending, false).await.0[0],
+        "HTTP/1.1 200 OK"
+    );
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, s.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "an idle kept connection is closed");
+
+    // A next head trickled a byte every 100 ms: cut off 400 ms after its first byte, not kept
+    // open by the trickle (the whole head would take 5 s).
+    let mut s = tokio::net::TcpStream::connect(stack.addr).await.unwrap();
+    s.write_all(get.as_bytes()).await.unwrap();
+    let mut pending = Vec::new();
+    read_answer(&mut s, &mut pending, false).await;
+    let started = std::time::Instant::now();
+    let mut lived = None;
+    for byte in get.as_bytes() {
+        if s.write_all(&[*byte]).await.is_err() {
+            lived = Some(started.elapsed());
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                lived = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let lived = lived.expect("the trickled head was cut off");
+    assert!(
+        lived < Duration::from_secs(2),
+        "a trickled head lived {lived:?}"
+    );
+}

@@ -6,6 +6,14 @@
 //! with the bytes already read put back in front; hyper then bounds the wait for each later
 //! request (`--idle-timeout` while idle, `--head-timeout` once a head has begun).
 //!
+//! A plain `GET` or `HEAD` of a document (`/cities.json`, `/brazil.json`, `/cities/….json`,
+//! `/states/….json`) is answered here too, on the bare socket, from the version's precomputed
+//! head and body (identity or gzip, [`super::wire::get_answer`]), and the connection kept for
+//! the next request, under the same idle and head timeouts; the first request that is anything
+//! else, or a document this gateway does not hold, goes to hyper with the connection. Through
+//! hyper and the router a GET of a document costs about 1.3× nginx's CPU serving the same file;
+//! here it costs less (BENCHMARKS.md, "GET of one city document on the bare socket").
+//!
 //! The stream's body is chunked, as hyper would send it (any HTTP/1.1 client or proxy reads
 //! it), each frame one chunk leaving in one vectored write; the connection closes when the
 //! stream ends (`Connection: close`).
@@ -209,21 +217,164 @@ async fn connection(
             metrics.client_errors.fetch_add(1, Relaxed);
             answer_and_close(&mut io, &buf, resp.into_response()).await;
         }
+        Look::Document(_) => {
+            serve_documents(io, buf, ticket, client, &state, router, door, stop).await;
+        }
         Look::Hyper | Look::More => {
-            let keep = Arc::new(KeepAlive {
-                ticket,
-                phase: Mutex::new(Phase::Busy),
-            });
-            let replay = Replay {
-                read: buf.freeze(),
-                io,
-                keep: keep.clone(),
-                door,
-                timer: None,
-            };
-            serve_hyper(replay, keep, client, &state, router, door, stop).await;
+            hand_to_hyper(io, buf, ticket, client, &state, router, door, stop).await;
         }
     }
+}
+
+/// The rest of a connection goes to hyper, `read` (bytes read and not answered) first.
+#[allow(clippy::too_many_arguments)]
+async fn hand_to_hyper(
+    io: TimeoutStream,
+    read: BytesMut,
+    ticket: Ticket,
+    client: IpAddr,
+    state: &AppState,
+    router: Router,
+    door: Door,
+    stop: CancellationToken,
+) {
+    let keep = Arc::new(KeepAlive {
+        ticket,
+        phase: Mutex::new(Phase::Busy),
+    });
+    let replay = Replay {
+        read: read.freeze(),
+        io,
+        keep: keep.clone(),
+        door,
+        timer: None,
+    };
+    serve_hyper(replay, keep, client, state, router, door, stop).await;
+}
+
+/// Answer document requests on the bare socket while they come (`buf` starts with a whole
+/// one), waiting for each next request as hyper would: closed after `--idle-timeout` idle or
+/// `--head-timeout` from its first byte, and open to eviction while it waits. Anything else
+/// goes to hyper with the connection.
+#[allow(clippy::too_many_arguments)]
+async fn serve_documents(
+    mut io: TimeoutStream,
+    mut buf: BytesMut,
+    ticket: Ticket,
+    client: IpAddr,
+    state: &AppState,
+    router: Router,
+    door: Door,
+    stop: CancellationToken,
+) {
+    let metrics = state.metrics.clone();
+    let mut out = Vec::with_capacity(4096);
+    // When the next request's wait began, and whether its first byte has come: idle until
+    // then, a whole head in time after, however its bytes trickle.
+    let mut waiting = (Instant::now(), false);
+    loop {
+        let doc = match look(&buf) {
+            Look::Document(d) if state.hub.is_ready() => d,
+            Look::More => {
+                let idle = buf.is_empty();
+                if idle {
+                    ticket.wait();
+                } else if !waiting.1 {
+                    waiting = (Instant::now(), true);
+                }
+                let deadline = waiting.0
+                    + if idle {
+                        door.idle_timeout
+                    } else {
+                        door.head_timeout
+                    };
+                let conn = ticket.conn.clone();
+                if buf.len() == buf.capacity() {
+                    buf.reserve(buf.len().max(1024));
+                }
+                let read = tokio::select! {
+                    biased;
+                    _ = conn.evicted() => return,
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if idle {
+                            metrics.idle_timeouts.fetch_add(1, Relaxed);
+                        } else {
+                            metrics.head_timeouts.fetch_add(1, Relaxed);
+                        }
+                        return;
+                    }
+                    read = io.read_buf(&mut buf) => read,
+                };
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
+                if buf.len() >= HEAD_LIMIT && matches!(look(&buf), Look::More) {
+                    // hyper answers an oversized head.
+                    ticket.busy();
+                    return hand_to_hyper(io, buf, ticket, client, state, router, door, stop).await;
+                }
+                continue;
+            }
+            _ => {
+                ticket.busy();
+                return hand_to_hyper(io, buf, ticket, client, state, router, door, stop).await;
+            }
+        };
+        let Some(enc) = state.hub.get(&doc.topic) else {
+            // Not a document here: the router's answer (404), as for any other request.
+            ticket.busy();
+            return hand_to_hyper(io, buf, ticket, client, state, router, door, stop).await;
+        };
+        ticket.busy();
+        buf.advance(doc.len);
+        metrics.get_requests.fetch_add(1, Relaxed);
+        let not_modified = doc
+            .if_none_match
+            .as_deref()
+            .is_some_and(|inm| super::http::if_none_match(inm, enc.etag.to_str().unwrap_or("")));
+        if not_modified {
+            metrics.not_modified.fetch_add(1, Relaxed);
+        }
+        ticket.conn.failures.store(0, Relaxed);
+        out.clear();
+        DATE.with_borrow_mut(|d| {
+            super::wire::get_answer(&mut out, &enc, doc.gzip, doc.head, not_modified, d.now())
+        });
+        if io.write_all(&out).await.is_err() {
+            return;
+        }
+        if out.capacity() > 64 << 10 {
+            // A large document's answer is not kept for the connection's life.
+            out = Vec::with_capacity(4096);
+        }
+        waiting = (Instant::now(), false);
+    }
+}
+
+/// The `date` header's value, formatted once a second per thread.
+struct HttpDate {
+    second: u64,
+    text: String,
+}
+
+impl HttpDate {
+    fn now(&mut self) -> &str {
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        &self.text
+    }
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<HttpDate> =
+        const { std::cell::RefCell::new(HttpDate { second: 0, text: String::new() }) };
 }
 
 /// Read until the first request head is whole (after the PROXY header, when one is expected):
@@ -283,6 +434,96 @@ enum Look {
     Hyper,
     TooLarge,
     Stream(OpenStream),
+    Document(DocumentRequest),
+}
+
+/// A document request the front door answers itself.
+struct DocumentRequest {
+    topic: String,
+    /// `HEAD`: the answer without its body.
+    head: bool,
+    /// `Accept-Encoding` allows gzip.
+    gzip: bool,
+    if_none_match: Option<String>,
+    /// Bytes of the request head.
+    len: usize,
+}
+
+/// A plain `GET` or `HEAD` of a document over HTTP/1.1: no query, no body, no upgrade, no
+/// `Expect`, no `Connection: close`, one `If-None-Match` at most, in printable ASCII; anything
+/// else is left to hyper and the router, which answer it the same way or as the case needs.
+fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentRequest> {
+    let head = match req.method? {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
+    };
+    if req.version != Some(1) {
+        return None;
+    }
+    let topic = match req.path? {
+        "/cities.json" => crate::documents::CITIES_TOPIC.to_string(),
+        "/brazil.json" => crate::documents::BRAZIL_TOPIC.to_string(),
+        path => {
+            let plain = |t: &str| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if let Some(t) = path
+                .strip_prefix("/cities/")
+                .and_then(|f| f.strip_suffix(".json"))
+            {
+                let city = ["mayors-", "councillors-", "zones-"]
+                    .iter()
+                    .any(|p| t.starts_with(p));
+                (city && plain(t)).then(|| t.to_string())?
+            } else if let Some(uf) = path
+                .strip_prefix("/states/")
+                .and_then(|f| f.strip_suffix(".json"))
+            {
+                (uf.len() == 2 && uf.bytes().all(|b| b.is_ascii_lowercase()))
+                    .then(|| format!("state-{uf}"))?
+            } else {
+                return None;
+            }
+        }
+    };
+    let mut gzip = false;
+    let mut if_none_match = None;
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            "upgrade" | "content-length" | "transfer-encoding" | "expect" => return None,
+            "connection"
+                if h.value
+                    .to_ascii_lowercase()
+                    .windows(5)
+                    .any(|w| w == b"close") =>
+            {
+                return None;
+            }
+            "accept-encoding" => gzip |= super::wire::accepts_gzip([h.value]),
+            "if-none-match" => {
+                let printable = h
+                    .value
+                    .iter()
+                    .all(|b| (0x20..0x7f).contains(b) || *b == b'\t');
+                if if_none_match.is_some() || !printable {
+                    return None;
+                }
+                if_none_match = Some(std::str::from_utf8(h.value).ok()?.to_string());
+            }
+            _ => {}
+        }
+    }
+    Some(DocumentRequest {
+        topic,
+        head,
+        gzip,
+        if_none_match,
+        len,
+    })
 }
 
 fn look(buf: &[u8]) -> Look {
@@ -291,7 +532,10 @@ fn look(buf: &[u8]) -> Look {
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() >= HEAD_LIMIT => Look::TooLarge,
         Ok(httparse::Status::Partial) => Look::More,
-        Ok(httparse::Status::Complete(_)) => stream_request(&req).map_or(Look::Hyper, Look::Stream),
+        Ok(httparse::Status::Complete(len)) => match stream_request(&req) {
+            Some(open) => Look::Stream(open),
+            None => document_request(&req, len).map_or(Look::Hyper, Look::Document),
+        },
         Err(httparse::Error::TooManyHeaders) => Look::TooLarge,
         // Not HTTP/1: hyper answers 400.
         Err(_) => Look::Hyper,

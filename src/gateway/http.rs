@@ -217,7 +217,11 @@ fn etag_matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     else {
         return false;
     };
-    let ours = etag.to_str().unwrap_or("");
+    if_none_match(inm, etag.to_str().unwrap_or(""))
+}
+
+/// An `If-None-Match` value that holds the ETag `ours` (weak or strong, in a list, or `*`).
+pub(crate) fn if_none_match(inm: &str, ours: &str) -> bool {
     inm.split(',')
         .map(|t| t.trim())
         .any(|t| t == "*" || t == ours || t.strip_prefix("W/") == Some(ours))

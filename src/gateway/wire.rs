@@ -32,6 +32,39 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::hub::Encoded;
 
+/// The CORS headers of every answer, as the router's layer writes them.
+const GET_CORS: &[u8] =
+    b"access-control-expose-headers: etag\r\naccess-control-allow-origin: *\r\n";
+
+/// The whole answer to a GET or HEAD of `enc` into `out`: `304` when the client holds this
+/// version (`not_modified`), else the head of [`Encoded::get_head`] and, for a GET, the body
+/// (identity or gzip). `date` is the `date` header's value.
+pub fn get_answer(
+    out: &mut Vec<u8>,
+    enc: &Encoded,
+    gzip: bool,
+    head_only: bool,
+    not_modified: bool,
+    date: &str,
+) {
+    if not_modified {
+        out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\netag: ");
+        out.extend_from_slice(enc.etag.as_bytes());
+        out.extend_from_slice(b"\r\ncache-control: ");
+        out.extend_from_slice(super::CACHE_CONTROL.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(GET_CORS);
+    } else {
+        out.extend_from_slice(enc.get_head(gzip));
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only && !not_modified {
+        out.extend_from_slice(if gzip { enc.gzip() } else { &enc.body });
+    }
+}
+
 /// Which streaming message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
@@ -64,6 +97,9 @@ impl Frame {
 #[derive(Debug, Default)]
 pub struct Forms {
     gzip: OnceLock<Bytes>,
+    /// The head of the GET answer, identity and gzip, up to its `date` line (see
+    /// [`Encoded::get_head`]).
+    get_head: [OnceLock<Bytes>; 2],
     sse: [OnceLock<Bytes>; 3],
     /// The frame's data compressed, shared by both transports: the document (snapshot and
     /// update), and the patch object after its opening brace.
@@ -76,6 +112,32 @@ pub struct Forms {
 }
 
 impl Encoded {
+    /// The head of the `200` answer to a GET or HEAD of this version, as the router writes it
+    /// (`content-type`, `etag`, `cache-control`, `vary`, `content-encoding` for gzip, the CORS
+    /// headers, `content-length`), less the `date` line and the blank line that end it: the
+    /// front door writes it with the body on the bare socket ([`get_answer`]).
+    pub fn get_head(&self, gzip: bool) -> &Bytes {
+        self.forms.get_head[usize::from(gzip)].get_or_init(|| {
+            let len = if gzip {
+                self.gzip().len()
+            } else {
+                self.body.len()
+            };
+            let mut h = BytesMut::with_capacity(320);
+            h.put_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\netag: ");
+            h.put_slice(self.etag.as_bytes());
+            h.put_slice(b"\r\ncache-control: ");
+            h.put_slice(super::CACHE_CONTROL.as_bytes());
+            h.put_slice(b"\r\nvary: Accept-Encoding\r\n");
+            if gzip {
+                h.put_slice(b"content-encoding: gzip\r\n");
+            }
+            h.put_slice(GET_CORS);
+            h.put_slice(format!("content-length: {len}\r\n").as_bytes());
+            h.freeze()
+        })
+    }
+
     /// The body, gzip-compressed: the GET answer to a client that accepts gzip.
     pub fn gzip(&self) -> &Bytes {
         self.forms.gzip.get_or_init(|| {
