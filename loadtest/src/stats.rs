@@ -196,6 +196,7 @@ pub struct Recorder {
     pub get_latency: Histogram<u64>,
     pub cycles: HashMap<u64, Cycle>,
     pub seconds: BTreeMap<u64, Second>,
+    pub freshness: crate::freshness::Recorder,
 }
 
 impl Default for Recorder {
@@ -206,6 +207,7 @@ impl Default for Recorder {
             get_latency: hist(),
             cycles: HashMap::new(),
             seconds: BTreeMap::new(),
+            freshness: crate::freshness::Recorder::default(),
         }
     }
 }
@@ -301,6 +303,7 @@ impl Recorder {
                 .collect(),
             ramp,
             peak_open,
+            freshness: self.freshness.report(),
         }
     }
 }
@@ -347,6 +350,9 @@ pub struct WorkerReport {
     pub seconds: Vec<SecondReport>,
     pub ramp: Ramp,
     pub peak_open: i64,
+    /// Subscribers moving from one `source_time` to a later one ([`crate::freshness`]).
+    #[serde(default)]
+    pub freshness: Vec<crate::freshness::Move>,
 }
 
 /// A worker's periodic progress line.
