@@ -57,7 +57,7 @@ pub struct FeedArgs {
     /// How often to poll the mayors and councillors files (TSE: the progress files; a TSE cycle
     /// fetches at most `--rate-limit` × this many city files, the rest in the next cycle).
     /// Default: 1s with `--source consolidated` (a conditional GET answered 304 costs the
-    /// provider a fraction of a millisecond and ~0.6 KB), 10s with `--source tse`.
+    /// provider a fraction of a millisecond and about 450 bytes), 10s with `--source tse`.
     #[arg(
         long,
         env = "APURA_INTERVAL",
