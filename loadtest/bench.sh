@@ -12,6 +12,11 @@
 #   apura50k   (not in the default set) the apura half of compare50k alone
 #   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
 #              $SUBS subscribers on one gateway; GATEWAY_ENV="MALLOC_ARENA_MAX=1" tries settings
+#   freshness  (not in the default set) $SUBS subscribers on one gateway, the ingest polling the
+#              consolidated file at each --interval of $FRESH_INTERVALS (the old default 10s,
+#              the new 1s), alternating, $RUNS times each, each on a fresh stack: from a file
+#              coming out at the simulator (a new one every $SIM_INTERVAL) to the subscribers
+#              holding it (apura-load --source-ticks; reports freshness-<interval>-<run>.json)
 #
 # The stack: `apura simulate` (a new feed file every $SIM_INTERVAL), `apura ingest --redis` as
 # the only leader, Redis on its own port, `apura gateway --redis --reuse-port` processes, and
@@ -43,6 +48,9 @@ SCALE_HOLD="${SCALE_HOLD:-300s}"
 SCALE_RATE="${SCALE_RATE:-1500}"
 SCALE_INTERVAL="${SCALE_INTERVAL:-15s}" # 200,000 deliveries per cycle cost ~5 CPU-s here: not every 5 s
 SIM_INTERVAL="${SIM_INTERVAL:-5s}"     # a cycle changing every mayor topic every 5 s
+FRESH_INTERVALS="${FRESH_INTERVALS:-10s 1s}" # freshness: the ingest's --interval on each side
+FRESH_SETTLE="${FRESH_SETTLE:-15s}"    # freshness: ticks out this close to the end are not counted
+FRESH_PHASE_MS="${FRESH_PHASE_MS:-10000}" # freshness: the ingest starts 0 to this many ms after the simulator
 SIM_DURATION="${SIM_DURATION:-2h}"     # the count never finishes during a bench
 FULL_FEED="${FULL_FEED:-0}"            # 1: ingest councillors too (a 30-60 MB file per cycle)
 WRK_THREADS="${WRK_THREADS:-1}"
@@ -136,21 +144,24 @@ build() {
 STACK_PIDS=()
 GW_PIDS=()
 
-# start_stack INTERVAL: Redis, simulator, one ingest leader.
+# start_stack INTERVAL [INGEST_INTERVAL [INGEST_DELAY]]: Redis, simulator (a new file every
+# INTERVAL), one ingest leader polling it every INGEST_INTERVAL (1s), started INGEST_DELAY
+# seconds after the simulator answers (0).
 start_stack() {
-    local interval=$1
+    local interval=$1 ingest_interval=${2:-1s} ingest_delay=${3:-0}
     start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
     STACK_PIDS=("$LAST_PID")
     for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     start simulate "$APURA" simulate --listen "127.0.0.1:$SIM_PORT" --duration "$SIM_DURATION" --interval "$interval"
     STACK_PIDS+=("$LAST_PID")
     wait_http "http://127.0.0.1:$SIM_PORT/municipalities.json"
+    sleep "$ingest_delay"
     local extra=()
     if [ "$FULL_FEED" = 1 ]; then extra=(--councillors-feed "http://127.0.0.1:$SIM_PORT/councillors.json"); fi
     start ingest "$APURA" ingest --redis "redis://127.0.0.1:$REDIS_PORT/0" \
         --feed "http://127.0.0.1:$SIM_PORT/mayors.json" \
         --municipalities "http://127.0.0.1:$SIM_PORT/municipalities.json" \
-        --interval 1s "${extra[@]}"
+        --interval "$ingest_interval" "${extra[@]}"
     STACK_PIDS+=("$LAST_PID")
     # Gateways start once the first cycle is in Redis, so each loads every document at start.
     for _ in $(seq 300); do
@@ -352,6 +363,29 @@ phase_kinds() {
     stop_stack
 }
 
+phase_freshness() {
+    local i iv order label delay_ms delay
+    for i in $(seq "$RUNS"); do
+        # Alternate who goes first, so drift in the machine's load does not favour one side.
+        order=$FRESH_INTERVALS
+        if [ $((i % 2)) = 0 ]; then order=$(echo "$FRESH_INTERVALS" | tr ' ' '\n' | tac | paste -sd' ' -); fi
+        for iv in $order; do
+            label="freshness-$iv-$i"
+            # Polls start at a random phase against the simulator's ticks: with a fixed one,
+            # every run would see the same waits (at 10s, only one half of the 0-10 s range).
+            delay_ms=$((RANDOM * 32768 + RANDOM))
+            delay_ms=$((delay_ms % (FRESH_PHASE_MS + 1)))
+            delay=$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))
+            log "$label: ingest --interval $iv started ${delay}s after the simulator, a new file every $SIM_INTERVAL"
+            start_stack "$SIM_INTERVAL" "$iv" "$delay"
+            start_gateways 1
+            load "$label" "127.0.0.1:$GW_PORT" "$SUBS" "$CONNECT_RATE" "$HOLD" "${GW_PIDS[0]}" \
+                --source-ticks "127.0.0.1:$SIM_PORT/ticks" --freshness-settle "$FRESH_SETTLE"
+            stop_stack
+        done
+    done
+}
+
 phase_scale() {
     start_stack "$SCALE_INTERVAL"
     start_gateways "$SCALE_GATEWAYS"
@@ -371,7 +405,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV'"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do

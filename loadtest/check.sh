@@ -9,5 +9,6 @@ for f in "$HERE"/k6/*.js; do
 done
 bash -n "$HERE/bench.sh"
 bash -n "$HERE/freshness-cold-start.sh"
+bash -n "$HERE/poll-cost.sh"
 python3 -m py_compile "$HERE/summarize.py" "$HERE/wire_bytes.py"
 cargo test --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"

@@ -170,6 +170,49 @@ def main(out):
                              f"| **{fmt(m[1])}** | **{fmt(m[3])}** | **{ratio(m[3], m[1])}** |")
         parts.append("\n".join(lines))
 
+    fr = reports("freshness-*.json")
+    if fr:
+        # Labels are freshness-<ingest interval>-<run>: one column per interval, in the order run.
+        by = {}
+        for r in fr:
+            by.setdefault(dig(r, "label").split("-")[1], []).append(r)
+        cols = list(by.items())
+        rows = [
+            ("freshness p50 ms, every subscriber", ("freshness", "ms", "all", "p50")),
+            ("freshness p90 ms, every subscriber", ("freshness", "ms", "all", "p90")),
+            ("freshness p99 ms, every subscriber", ("freshness", "ms", "all", "p99")),
+            ("freshness max ms, every subscriber", ("freshness", "ms", "all", "max")),
+            ("freshness p50 ms, capitals", ("freshness", "ms", "capitals", "p50")),
+            ("freshness p99 ms, capitals", ("freshness", "ms", "capitals", "p99")),
+            ("freshness p50 ms, 50 most-subscribed topics", ("freshness", "ms", "top50", "p50")),
+            ("freshness p99 ms, 50 most-subscribed topics", ("freshness", "ms", "top50", "p99")),
+            ("freshness p50 ms, the rest", ("freshness", "ms", "rest", "p50")),
+            ("freshness p99 ms, the rest", ("freshness", "ms", "rest", "p99")),
+            ("file out to 99 % of subscribers ms, median tick", ("freshness", "to_99_percent_ms", "p50")),
+            ("file out to 99 % of subscribers ms, p99 tick", ("freshness", "to_99_percent_ms", "p99")),
+            ("file out to 99 % of subscribers ms, worst tick", ("freshness", "to_99_percent_ms", "max")),
+            ("ticks counted", ("freshness", "ticks_counted"), ),
+            ("ticks not reached by 99 % before the end", ("freshness", "to_99_percent_ms", "ticks_not_reached")),
+            ("fan-out p99 ms (publication to delivery)", ("fanout", "latency_ms_hold_cycles", "p99")),
+            ("subscribers established", ("connections", "established")),
+            ("errors (all kinds)", ("errors", "total")),
+        ]
+        names = [f"ingest --interval {iv} ({len(rs)} runs)" for iv, rs in cols]
+        lines = [f"## Freshness, consolidated layout, {dig(fr[0], 'config', 'sse') + dig(fr[0], 'config', 'ws'):,} "
+                 "subscribers, one gateway (medians of the runs)", "",
+                 "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for label, path in rows:
+            lines.append(f"| {label} | " + " | ".join(fmt(med([dig(r, *path) for r in rs])) for _, rs in cols) + " |")
+        lines += ["", "Per run, file out to 99 % of subscribers (ms, p99 over the run's ticks):", "",
+                  "| run | " + " | ".join(iv for iv, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+        for n in sorted({dig(r, "label").split("-")[-1] for r in fr}, key=int):
+            cells = []
+            for iv, rs in cols:
+                r = next((r for r in rs if dig(r, "label").split("-")[-1] == n), None)
+                cells.append(fmt(dig(r, "freshness", "to_99_percent_ms", "p99")))
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+
     a50, n50, c50 = reports("apura-50k.json"), reports("nchan-50k.json"), reports("nchan-50k-cycle.json")
     if a50 or n50:
         cols = []

@@ -102,8 +102,21 @@ pub struct RunArgs {
     /// SVG plot (default: the JSON path with .svg).
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// The simulator's tick list (`apura simulate`'s `GET /ticks`), `IP:PORT/PATH`: read once
+    /// the hold is over, it turns the `source_time` of each document received into freshness,
+    /// from a file coming out to a subscriber holding it (the `freshness` section of the report).
+    #[arg(long)]
+    pub source_ticks: Option<String>,
+    /// Freshness: ticks that came out later than this before the end of the hold are not
+    /// counted (their slowest subscribers could not have had them yet); longer than the
+    /// ingest's poll interval plus the fan-out.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub freshness_settle: Duration,
     #[arg(long, hide = true)]
     pub worker_id: Option<usize>,
+    /// How many of the topics of `--worker-topics` (the first) are capitals'.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub worker_capitals: usize,
     #[arg(long, hide = true)]
     pub worker_topics: Option<PathBuf>,
 }
@@ -142,6 +155,25 @@ impl RunArgs {
         for spec in &self.server_metrics {
             if let Err(e) = crate::scrape::parse_spec(spec) {
                 p.push(format!("{e:#}"));
+            }
+        }
+        if let Some(spec) = &self.source_ticks {
+            match spec.split_once('/') {
+                Some((addr, _)) => {
+                    if let Err(e) = parse_target(addr) {
+                        p.push(format!("--source-ticks: {e:#}"));
+                    }
+                }
+                None => p.push(format!(
+                    "--source-ticks {spec:?}: expected IP:PORT/PATH, e.g. 127.0.0.1:8081/ticks"
+                )),
+            }
+            if self.freshness_settle.is_zero() || self.freshness_settle >= self.hold {
+                p.push(format!(
+                    "--freshness-settle ({}) must be longer than zero and shorter than --hold ({}): no tick would be counted",
+                    humantime::format_duration(self.freshness_settle),
+                    humantime::format_duration(self.hold)
+                ));
             }
         }
         if self.max_duration > Duration::from_secs(3_600) {

@@ -8,6 +8,7 @@
 
 mod args;
 mod delivery;
+mod freshness;
 mod get;
 mod http;
 mod inflate;

@@ -237,7 +237,8 @@ async fn load_docs(args: &PublishArgs) -> anyhow::Result<Vec<(String, Vec<u8>)>>
         return Ok(docs);
     }
     let from = parse_target(&args.docs_from)?;
-    let topics = crate::topics::from_index(from, "/cities.json", &args.topic_prefix).await?;
+    let (topics, _capitals) =
+        crate::topics::from_index(from, "/cities.json", &args.topic_prefix).await?;
     let mut docs = Vec::with_capacity(topics.len());
     for t in topics {
         let (status, body) = crate::http::fetch(from, &format!("/cities/{t}.json")).await?;

@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::args::RunArgs;
+use crate::freshness::{self as fresh, Move, Tick};
 use crate::proc::Sample;
 use crate::stats::{Counters, Cycle, Second, WorkerReport, add_pairs, hist};
 
@@ -26,6 +27,20 @@ pub struct Merged {
     /// The load generator's own worker processes, sampled like the server.
     pub client_samples: Vec<(u64, Sample)>,
     pub started_us: u64,
+    /// Every worker's moves from one `source_time` to a later one.
+    pub freshness: Vec<Move>,
+}
+
+/// What the freshness figures need besides the workers' reports.
+pub struct FreshnessInput {
+    /// `--source-ticks`.
+    pub source: String,
+    /// The simulator's tick list, or why it could not be read.
+    pub ticks: Result<Vec<Tick>, String>,
+    /// Class flags of every topic.
+    pub classes: Vec<u8>,
+    /// Subscribers of every topic.
+    pub audience: Vec<u32>,
 }
 
 impl Merged {
@@ -51,6 +66,7 @@ impl Merged {
             samples,
             client_samples,
             started_us,
+            freshness: Vec::new(),
         };
         let (mut t_min, mut t_max) = (u64::MAX, 0);
         for r in reports {
@@ -61,6 +77,7 @@ impl Merged {
             m.ramp_done_us = m.ramp_done_us.max(r.ramp.done_us);
             m.end_us = m.end_us.min(r.ramp.stopped_us);
             m.peak_open += r.peak_open;
+            m.freshness.extend(r.freshness.iter().cloned());
             for c in &r.cycles {
                 let e = m
                     .cycles
@@ -186,8 +203,89 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
+/// Nearest-rank quantile `q` of `v` (not empty).
+fn rank(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// The `freshness` section: per class over the ticks of the hold (out once every worker had
+/// ramped, and `--freshness-settle` before the stop), and per tick the time for 99 % of the
+/// subscribers open when it came out to hold it.
+fn freshness(args: &RunArgs, m: &Merged, input: &FreshnessInput) -> Value {
+    let ticks = match &input.ticks {
+        Ok(t) => t,
+        Err(e) => return json!({"source_ticks": input.source, "error": e}),
+    };
+    let settle_us = args.freshness_settle.as_micros() as u64;
+    let (from_us, to_us) = (m.ramp_done_us, m.end_us.saturating_sub(settle_us));
+    let f = fresh::compute(&m.freshness, ticks, from_us, to_us);
+    let mut per_tick = Vec::new();
+    let (mut to99, mut not_reached) = (Vec::new(), 0);
+    for (tick, (came_out_us, h)) in &f.ticks {
+        let expected = m.open_at(*came_out_us).max(0) as u64;
+        let t99 = fresh::time_to_share(h, expected, fresh::COVERAGE).map(ms);
+        match t99 {
+            Some(t) => to99.push(t),
+            None => not_reached += 1,
+        }
+        per_tick.push(json!({
+            "tick": tick,
+            "came_out_unix_ms": came_out_us / 1_000,
+            "subscribers_open": expected,
+            "subscribers_reached": h.len(),
+            "to_99_percent_ms": t99,
+            "freshness_ms": percentiles(h),
+        }));
+    }
+    let class = |flag: Option<u8>| {
+        let of = |c: u8| flag.map_or(c == 0, |f| c & f != 0);
+        let topics = input.classes.iter().filter(|&&c| of(c)).count();
+        let subscribers: u64 = input
+            .classes
+            .iter()
+            .zip(&input.audience)
+            .filter(|(c, _)| of(**c))
+            .map(|(_, &n)| u64::from(n))
+            .sum();
+        json!({"topics": topics, "subscribers": subscribers})
+    };
+    json!({
+        "source_ticks": input.source,
+        "settle_s": args.freshness_settle.as_secs_f64(),
+        "ticks_listed": ticks.len(),
+        "ticks_ambiguous": f.ambiguous,
+        "ticks_counted": f.ticks.len(),
+        "ms": {
+            "all": percentiles(&f.all),
+            "capitals": percentiles(&f.capitals),
+            "top50": percentiles(&f.top),
+            "rest": percentiles(&f.rest),
+        },
+        "classes": {
+            "capitals": class(Some(fresh::CAPITAL)),
+            "top50": class(Some(fresh::TOP)),
+            "rest": class(None),
+        },
+        "to_99_percent_ms": {
+            "p50": (!to99.is_empty()).then(|| rank(&to99, 0.5)),
+            "p99": (!to99.is_empty()).then(|| rank(&to99, 0.99)),
+            "max": (!to99.is_empty()).then(|| rank(&to99, 1.0)),
+            "ticks_not_reached": not_reached,
+        },
+        "ticks": per_tick,
+    })
+}
+
 /// The JSON report.
-pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
+pub fn build(
+    args: &RunArgs,
+    topics: usize,
+    m: &Merged,
+    freshness_input: Option<&FreshnessInput>,
+) -> Value {
     let c = &m.counters;
     let ramp_s = m.ramp_done_us.saturating_sub(m.ramp_started_us) as f64 / 1e6;
     // Cycles of the hold: published once every worker had ramped, early enough (5 s, a cycle
@@ -432,6 +530,7 @@ pub fn build(args: &RunArgs, topics: usize, m: &Merged) -> Value {
         },
         "server": server,
         "client": client,
+        "freshness": freshness_input.map_or(Value::Null, |f| freshness(args, m, f)),
         "timeline": timeline,
     })
 }
@@ -459,6 +558,14 @@ pub fn summary(r: &Value) -> String {
         out += &fill(
             r,
             "  gateways' /status top topics: {/status_audience/topics_equal} of {/status_audience/topics_compared} equal to the streams the load generator holds (largest {/status_audience/largest}; {/status_audience/client_errors} client errors)\n",
+        );
+    }
+    if r["freshness"]["error"].is_string() {
+        out += &fill(r, "  freshness: not measured, {/freshness/error}\n");
+    } else if r["freshness"].is_object() {
+        out += &fill(
+            r,
+            "  freshness over {/freshness/ticks_counted} ticks, file out to subscriber: p50 {/freshness/ms/all/p50} ms  p90 {/freshness/ms/all/p90} ms  p99 {/freshness/ms/all/p99} ms  max {/freshness/ms/all/max} ms; capitals p50 {/freshness/ms/capitals/p50} p99 {/freshness/ms/capitals/p99} ms, 50 most subscribed p50 {/freshness/ms/top50/p50} p99 {/freshness/ms/top50/p99} ms, the rest p50 {/freshness/ms/rest/p50} p99 {/freshness/ms/rest/p99} ms; file out to 99 % of subscribers: median tick {/freshness/to_99_percent_ms/p50} ms, p99 tick {/freshness/to_99_percent_ms/p99} ms ({/freshness/to_99_percent_ms/ticks_not_reached} ticks not reached)\n",
         );
     }
     out += &fill(
@@ -527,6 +634,7 @@ mod tests {
         );
         assert!(s.contains("p99 12.5 ms"), "{s}");
         assert!(!s.contains("server:") && !s.contains("GET:"), "{s}");
+        assert!(!s.contains("freshness"), "{s}");
         assert_eq!(s.lines().count(), 4);
     }
 
@@ -548,6 +656,44 @@ mod tests {
         let s = summary(&r);
         assert!(
             s.contains("lag histogram: not read (reading 127.0.0.1:1/metrics"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn the_summary_gives_freshness_when_the_run_measured_it() {
+        let mut r = json!({
+            "label": "fresh",
+            "freshness": {
+                "ticks_counted": 3,
+                "ms": {
+                    "all": {"p50": 900.5, "p90": 1_500.0, "p99": 2_100.0, "max": 2_400.0},
+                    "capitals": {"p50": 800.0, "p99": 2_000.0},
+                    "top50": {"p50": 810.0, "p99": 2_050.0},
+                    "rest": {"count": 0},
+                },
+                "to_99_percent_ms": {"p50": 1_900.0, "p99": 2_300.0, "ticks_not_reached": 0},
+            },
+        });
+        let s = summary(&r);
+        assert!(
+            s.contains("freshness over 3 ticks, file out to subscriber: p50 900.5 ms  p90 1500.0 ms  p99 2100.0 ms  max 2400.0 ms"),
+            "{s}"
+        );
+        assert!(
+            s.contains("capitals p50 800.0 p99 2000.0 ms, 50 most subscribed p50 810.0 p99 2050.0 ms, the rest p50 null p99 null ms"),
+            "{s}"
+        );
+        assert!(
+            s.contains("file out to 99 % of subscribers: median tick 1900.0 ms, p99 tick 2300.0 ms (0 ticks not reached)"),
+            "{s}"
+        );
+        assert_eq!(s.lines().count(), 5);
+        r["freshness"] =
+            json!({"source_ticks": "127.0.0.1:1/ticks", "error": "GET /ticks: refused"});
+        let s = summary(&r);
+        assert!(
+            s.contains("freshness: not measured, \"GET /ticks: refused\""),
             "{s}"
         );
     }

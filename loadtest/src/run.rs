@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::RunArgs;
-use crate::net::parse_target;
+use crate::net::{parse_target, share};
 use crate::proc::Sample;
 use crate::report::{self, Merged};
 use crate::stats::{Line, Progress, now_us};
@@ -33,7 +33,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         bail!("invalid options:\n  {}", problems.join("\n  "));
     }
     let target = parse_target(&args.target)?;
-    let topics = load_topics(&args, target)?;
+    let (topics, capitals) = load_topics(&args, target)?;
     let hot = topics.iter().position(|t| *t == args.hot_topic);
     if hot.is_none() {
         eprintln!(
@@ -56,6 +56,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
             .arg(i.to_string())
             .arg("--worker-topics")
             .arg(&topics_path)
+            .arg("--worker-capitals")
+            .arg(capitals.to_string())
             // The worker reads its stdin until end of file: when this process dies, however it
             // dies, the pipe closes and the worker exits instead of holding its connections.
             .stdin(Stdio::piped())
@@ -205,7 +207,23 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!reports.is_empty(), "no worker reported");
 
     let merged = Merged::new(&reports, baseline, samples, client_samples, started);
-    let mut json = report::build(&args, topics.len(), &merged);
+    let freshness = args.source_ticks.as_ref().map(|spec| {
+        let hot = hot.unwrap_or(0);
+        let sampler = crate::topics::Sampler::new(topics.len(), hot, args.hot_share, args.zipf_s);
+        let n = args.workers;
+        let per_worker = (0..n).map(|w| share(args.sse, n, w) + share(args.ws, n, w));
+        let audience = crate::topics::audience(&sampler, topics.len(), args.seed, per_worker);
+        report::FreshnessInput {
+            source: spec.clone(),
+            ticks: fetch_ticks(spec).map_err(|e| format!("{e:#}")),
+            classes: crate::topics::classes(&audience, capitals),
+            audience,
+        }
+    });
+    if let Some(Err(e)) = freshness.as_ref().map(|f| &f.ticks) {
+        eprintln!("warning: no freshness figures: {e}");
+    }
+    let mut json = report::build(&args, topics.len(), &merged, freshness.as_ref());
     if let Some((before, after, audience)) = server_lag {
         let client_p99 = json["fanout"]["latency_ms_hold_cycles"]["p99"].as_f64();
         json["server_lag"] = match (before, after) {
@@ -259,7 +277,25 @@ fn reap(c: &mut Child) {
     let _ = c.wait();
 }
 
-fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<String>> {
+/// The simulator's tick list of `--source-ticks` (`IP:PORT/PATH`).
+fn fetch_ticks(spec: &str) -> anyhow::Result<Vec<crate::freshness::Tick>> {
+    let (addr, path) = spec
+        .split_once('/')
+        .context("--source-ticks is IP:PORT/PATH")?;
+    let addr = parse_target(addr)?;
+    let path = format!("/{path}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt
+        .block_on(crate::http::fetch(addr, &path))
+        .with_context(|| format!("GET {path} from {addr}"))?;
+    anyhow::ensure!(status == 200, "GET {path} from {addr}: status {status}");
+    crate::freshness::parse_ticks(&body)
+}
+
+/// The topics, and how many of them (the first) are capitals'.
+fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<(Vec<String>, usize)> {
     if let Some(f) = &args.topics_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
@@ -270,7 +306,7 @@ fn load_topics(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<String>
             .map(String::from)
             .collect();
         anyhow::ensure!(!t.is_empty(), "no topics in {}", f.display());
-        return Ok(t);
+        return Ok((t, 0));
     }
     let (addr, path) = match &args.index {
         Some(spec) => {

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::delivery::{Event, Failure};
+use crate::freshness::Held;
 use crate::stats::{Counters, Recorder, Stream, now_us};
 use crate::topics::Sampler;
 
@@ -27,6 +28,8 @@ pub struct Shared {
     pub sources: Vec<Ipv4Addr>,
     pub topics: Vec<String>,
     pub sampler: Sampler,
+    /// Class flags of each topic ([`crate::freshness::CAPITAL`], [`crate::freshness::TOP`]).
+    pub classes: Vec<u8>,
     pub sse_path: String,
     pub ws_path: String,
     pub ws_subscribe: Option<String>,
@@ -152,8 +155,16 @@ impl Shared {
         self.rec.lock().expect("recorder lock").counters.bytes += n as u64;
     }
 
-    /// A parsed event that arrived at `received_us` on a stream accepted at `connected_us`.
-    pub fn event(&self, stream: Stream, ev: Event, connected_us: u64, received_us: u64) {
+    /// A parsed event that arrived at `received_us` on a stream accepted at `connected_us`,
+    /// whose subscriber holds `held`.
+    pub fn event(
+        &self,
+        stream: Stream,
+        ev: Event,
+        connected_us: u64,
+        received_us: u64,
+        held: &mut Held,
+    ) {
         let mut rec = self.rec.lock().expect("recorder lock");
         match ev {
             Event::Heartbeat => rec.counters.heartbeats += 1,
@@ -164,7 +175,11 @@ impl Shared {
                 snapshot,
                 published_at: Some(p),
                 version,
+                source_time,
             } => {
+                if let Some(s) = source_time {
+                    rec.freshness.arrived(held, s, received_us);
+                }
                 // A document published before we subscribed is a snapshot (apura says so; for
                 // nchan it is a buffered message): its age is not a fan-out latency.
                 if snapshot || (p.max(0) as u64) * 1_000 < connected_us {

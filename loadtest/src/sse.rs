@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::delivery::{Event, Failure, scan_published_at, scan_version};
+use crate::delivery::{Event, Failure, scan_published_at, scan_source_time, scan_version};
+use crate::freshness::Held;
 use crate::http::Dechunk;
 use crate::inflate::Gunzip;
 use crate::shared::{Shared, Subscriber};
@@ -15,6 +16,7 @@ pub struct Parser {
     snapshot: bool,
     published_at: Option<i64>,
     version: Option<u64>,
+    source_time: Option<i64>,
     has_data: bool,
     comment: bool,
 }
@@ -35,6 +37,7 @@ impl Parser {
                         snapshot: self.snapshot,
                         published_at: self.published_at,
                         version: self.version,
+                        source_time: self.source_time,
                     });
                 } else if self.comment {
                     on(Event::Heartbeat);
@@ -49,6 +52,7 @@ impl Parser {
                 if self.published_at.is_none() {
                     self.published_at = scan_published_at(v);
                     self.version = scan_version(v);
+                    self.source_time = scan_source_time(v);
                 }
             }
         }
@@ -84,6 +88,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         return;
     };
     let connected_us = shared.established(started, sub.topic);
+    let mut held = Held::new(shared.classes[sub.topic]);
     let mut stop = shared.stop.clone();
     let mut dechunk = Dechunk::default();
     let mut payload: Vec<u8> = Vec::new();
@@ -119,7 +124,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             None => buf,
         };
         parser.parse(text, |ev| {
-            shared.event(Stream::Sse, ev, connected_us, received_at)
+            shared.event(Stream::Sse, ev, connected_us, received_at, &mut held)
         });
         if chunked && dechunk.done() {
             shared.closed_by_server(Stream::Sse, &stop);
@@ -158,13 +163,15 @@ mod tests {
                 Event::Doc {
                     snapshot: true,
                     published_at: Some(10),
-                    version: None
+                    version: None,
+                    source_time: None
                 },
                 Event::Heartbeat,
                 Event::Doc {
                     snapshot: false,
                     published_at: Some(20),
-                    version: Some(5)
+                    version: Some(5),
+                    source_time: None
                 },
             ]
         );

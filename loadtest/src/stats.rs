@@ -198,6 +198,7 @@ pub struct Recorder {
     pub seconds: BTreeMap<u64, Second>,
     /// Streams established per topic (an index into the topic list).
     pub by_topic: HashMap<usize, u64>,
+    pub freshness: crate::freshness::Recorder,
 }
 
 impl Default for Recorder {
@@ -209,6 +210,7 @@ impl Default for Recorder {
             cycles: HashMap::new(),
             seconds: BTreeMap::new(),
             by_topic: HashMap::new(),
+            freshness: crate::freshness::Recorder::default(),
         }
     }
 }
@@ -305,6 +307,7 @@ impl Recorder {
             ramp,
             peak_open,
             by_topic: BTreeMap::new(),
+            freshness: self.freshness.report(),
         }
     }
 }
@@ -354,6 +357,9 @@ pub struct WorkerReport {
     /// Streams established per topic name.
     #[serde(default)]
     pub by_topic: BTreeMap<String, u64>,
+    /// Subscribers moving from one `source_time` to a later one ([`crate::freshness`]).
+    #[serde(default)]
+    pub freshness: Vec<crate::freshness::Move>,
 }
 
 /// A worker's periodic progress line.

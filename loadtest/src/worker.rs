@@ -47,6 +47,11 @@ pub fn main(args: RunArgs, id: usize) -> anyhow::Result<()> {
         hold: args.hold,
         max_duration: args.max_duration,
     };
+    let sampler = Sampler::new(topics.len(), hot, args.hot_share, args.zipf_s);
+    // Every worker's draws, to know the most-subscribed topics of the whole run.
+    let per_worker = (0..n).map(|w| share(args.sse, n, w) + share(args.ws, n, w));
+    let audience = crate::topics::audience(&sampler, topics.len(), args.seed, per_worker);
+    let classes = crate::topics::classes(&audience, args.worker_capitals.min(topics.len()));
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let shared = Shared {
         worker: id,
@@ -57,7 +62,8 @@ pub fn main(args: RunArgs, id: usize) -> anyhow::Result<()> {
         stop,
         target: parse_target(&args.target)?,
         sources: parse_sources(&args.sources)?,
-        sampler: Sampler::new(topics.len(), hot, args.hot_share, args.zipf_s),
+        sampler,
+        classes,
         topics,
         sse_path: args.sse_path.clone(),
         ws_path: args.ws_path.clone(),
@@ -134,12 +140,12 @@ pub async fn run(plan: WorkerPlan, mut shared: Shared) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     let started_us = now_us();
-    let mut rng = shared.rng(0x5eed);
     // Interleave SSE and WebSocket subscribers in proportion (Bresenham), so both kinds ramp
     // together and meet the same server load.
     let rate = plan.connect_rate.max(0.001);
     let start = tokio::time::Instant::now();
-    for i in 0..total {
+    let draws = crate::topics::draws(&shared.sampler, shared.seed, plan.worker, total);
+    for (i, &topic) in draws.iter().enumerate() {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         if due > deadline {
             break;
@@ -147,7 +153,7 @@ pub async fn run(plan: WorkerPlan, mut shared: Shared) -> anyhow::Result<()> {
         tokio::time::sleep_until(due).await;
         let is_sse = (i + 1) * plan.sse / total.max(1) != i * plan.sse / total.max(1);
         let sub = Subscriber {
-            topic: shared.sampler.draw(&mut rng),
+            topic,
             source: shared.sources[(plan.worker + i) % shared.sources.len()],
         };
         shared.rec.lock().expect("recorder lock").counters.attempted += 1;

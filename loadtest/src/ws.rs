@@ -8,7 +8,8 @@ use memchr::memmem;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::delivery::{Event, Failure, scan_published_at, scan_version};
+use crate::delivery::{Event, Failure, scan_published_at, scan_source_time, scan_version};
+use crate::freshness::Held;
 use crate::shared::{Shared, Subscriber};
 use crate::stats::{Stream, now_us};
 
@@ -37,6 +38,7 @@ pub fn classify(text: &[u8]) -> Option<Event> {
         snapshot: memmem::find(head, b"\"type\":\"snapshot\"").is_some(),
         published_at: scan_published_at(text),
         version: scan_version(text),
+        source_time: scan_source_time(text),
     })
 }
 
@@ -68,6 +70,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         return;
     };
     let connected_us = shared.established(started, sub.topic);
+    let mut held = Held::new(shared.classes[sub.topic]);
     let mut stop = shared.stop.clone();
     loop {
         let msg = tokio::select! {
@@ -80,7 +83,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
             Some(Ok(Message::Text(t))) => {
                 shared.bytes(t.len());
                 match classify(t.as_bytes()) {
-                    Some(ev) => shared.event(Stream::Ws, ev, connected_us, now),
+                    Some(ev) => shared.event(Stream::Ws, ev, connected_us, now, &mut held),
                     None => shared.error(|c| c.server_errors += 1),
                 }
             }
@@ -90,12 +93,13 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
                     snapshot: false,
                     published_at: scan_published_at(&b),
                     version: scan_version(&b),
+                    source_time: scan_source_time(&b),
                 };
-                shared.event(Stream::Ws, ev, connected_us, now);
+                shared.event(Stream::Ws, ev, connected_us, now, &mut held);
             }
             // tungstenite queues the pong itself and flushes it on the next read.
             Some(Ok(Message::Ping(_))) => {
-                shared.event(Stream::Ws, Event::Heartbeat, connected_us, now)
+                shared.event(Stream::Ws, Event::Heartbeat, connected_us, now, &mut held)
             }
             Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
@@ -123,7 +127,8 @@ mod tests {
             Some(Event::Doc {
                 snapshot: true,
                 published_at: Some(7),
-                version: Some(3)
+                version: Some(3),
+                source_time: None
             })
         );
         let bare = br#"{"version":3,"published_at":9,"topic":"t"}"#;
@@ -132,7 +137,8 @@ mod tests {
             Some(Event::Doc {
                 snapshot: false,
                 published_at: Some(9),
-                version: Some(3)
+                version: Some(3),
+                source_time: None
             })
         );
         assert_eq!(

@@ -157,6 +157,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         return;
     };
     let connected_us = shared.established(started, sub.topic);
+    let mut held = crate::freshness::Held::new(shared.classes[sub.topic]);
     let mut stop = shared.stop.clone();
     let mut assembler = Assembler::default();
     let mut received_at = connected_us;
@@ -177,7 +178,9 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
                     shared.bytes(payload.len());
                     match assembler.frame(&frame, payload) {
                         Ok(Some(text)) => match crate::ws::classify(&text) {
-                            Some(ev) => shared.event(Stream::Ws, ev, connected_us, received_at),
+                            Some(ev) => {
+                                shared.event(Stream::Ws, ev, connected_us, received_at, &mut held)
+                            }
                             None => shared.error(|c| c.server_errors += 1),
                         },
                         Ok(None) => {}
@@ -193,7 +196,13 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
                 }
                 9 => {
                     let pong = client_frame(10, payload, mask());
-                    shared.event(Stream::Ws, Event::Heartbeat, connected_us, received_at);
+                    shared.event(
+                        Stream::Ws,
+                        Event::Heartbeat,
+                        connected_us,
+                        received_at,
+                        &mut held,
+                    );
                     if s.write_all(&pong).await.is_err() {
                         shared.broken(Stream::Ws, &stop);
                         break 'read;
@@ -292,6 +301,7 @@ mod tests {
                     snapshot,
                     published_at,
                     version,
+                    ..
                 } => (*snapshot, *published_at, *version),
                 Event::Heartbeat => unreachable!(),
             })

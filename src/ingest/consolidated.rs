@@ -390,8 +390,9 @@ async fn fetch_race_file(
 }
 
 /// Files in a row whose time disagrees with the accepted file's before the feed's clock is
-/// believed over it: 6 polls (a minute at the default interval) ride out a cache serving an
-/// old copy now and then, and bound how long one wrongly dated file can hold every city.
+/// believed over it: 6 polls (6 s at the default interval of 1 s, a minute at 10 s) ride out a
+/// cache serving an old copy now and then, and bound how long one wrongly dated file can hold
+/// every city.
 pub const STAMP_DISAGREEMENT_POLLS: u32 = 6;
 /// How far ahead of the accepted file's time a new file may be dated: a count night is hours
 /// long, a retotalization comes days later (and is taken after a run of such files).

@@ -29,6 +29,18 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The `source_time` of the documents built from a file of this stamp: the header's date
+    /// and time as ISO 8601 local time, `YYYY-MM-DDThh:mm:ss`.
+    pub fn source_time(&self) -> String {
+        let mut parts = self.date.split('/');
+        let (d, m, y) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        format!("{y}-{m}-{d}T{}", self.time)
+    }
+
     pub fn at(tau: f64) -> Self {
         let secs = NIGHT_START_SECS + (tau.clamp(0.0, 1.0) * NIGHT_LENGTH_SECS).round() as u64;
         Stamp {

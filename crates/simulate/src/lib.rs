@@ -321,6 +321,26 @@ fn load_list(path: &std::path::Path) -> anyhow::Result<MunicipalityList> {
     Ok(list)
 }
 
+/// Most ticks [`Simulator::ticks`] lists: the latest ones (10,000 ticks of 1 s are close to
+/// three hours).
+pub const MAX_LISTED_TICKS: u64 = 10_000;
+
+/// One tick of the consolidated layout, as `GET /ticks` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickInfo {
+    pub tick: u64,
+    /// The `source_time` of the documents built from this tick's files
+    /// (`YYYY-MM-DDThh:mm:ss`).
+    pub source_time: String,
+    /// When this tick's files came out (their `Last-Modified`).
+    pub published_at: SystemTime,
+    /// A neighbouring tick's files carry the same `source_time`, so a document does not tell
+    /// which of them it was built from: the files' clock counts whole seconds of a five-hour
+    /// night, so ticks shorter than `--duration` / 18,000 (a 1 s tick in a night over 5 hours)
+    /// can share one.
+    pub ambiguous: bool,
+}
+
 /// The whole simulated night: the races, the clock and the files already rendered.
 /// Immutable apart from the file cache, so one `Arc<Simulator>` serves every request.
 pub struct Simulator {
@@ -487,6 +507,32 @@ impl Simulator {
     /// The `/municipalities.json` body: every municipality in the consolidated-list format.
     pub fn render_municipalities(&self) -> Bytes {
         self.municipalities_file.body.clone()
+    }
+
+    /// The ticks of the consolidated layout whose files are out, at most the last
+    /// [`MAX_LISTED_TICKS`]: what each one's documents say (`source_time`) and when its files came
+    /// out. Ticks past the last serve the final files again and are not listed.
+    pub fn ticks(&self) -> Vec<TickInfo> {
+        let last = self.current_tick().min(self.last_tick);
+        let first = last.saturating_sub(MAX_LISTED_TICKS - 1);
+        let time = |tick: u64| self.stamp(tick).source_time();
+        let mut before = first.checked_sub(1).map(time);
+        let mut this = time(first);
+        (first..=last)
+            .map(|tick| {
+                // The next tick's files may not be out yet; their stamp is known already.
+                let next = (tick < self.last_tick).then(|| time(tick + 1));
+                let ambiguous = before.as_ref() == Some(&this) || next.as_ref() == Some(&this);
+                let info = TickInfo {
+                    tick,
+                    source_time: this.clone(),
+                    published_at: self.published_at(tick),
+                    ambiguous,
+                };
+                before = Some(std::mem::replace(&mut this, next.unwrap_or_default()));
+                info
+            })
+            .collect()
     }
 
     /// How far into the count `tick` is, 0 to 1.
@@ -694,5 +740,69 @@ mod tests {
         eprintln!("national percent by tick: {}", curve.join(" "));
         assert!(sim.national_percent(12) > 10.0);
         assert!(sim.national_percent(59) < 100.0);
+    }
+
+    #[test]
+    fn the_tick_list_says_what_each_tick_s_files_carry_and_when_they_came_out() {
+        let clock = ManualClock::new();
+        let sim = Simulator::new(SimConfig {
+            municipalities: Some(cities::synthetic()),
+            clock: Some(clock.clone()),
+            ..SimConfig::default()
+        });
+        assert_eq!(sim.ticks().len(), 1);
+        clock.set(3);
+        let ticks = sim.ticks();
+        assert_eq!(
+            ticks.iter().map(|t| t.tick).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        for t in &ticks {
+            let feed = apura_formats::feed::consolidated::parse(
+                &sim.render_tick(t.tick, Office::Mayor),
+                "simulated",
+                Office::Mayor,
+                sim.municipalities(),
+            )
+            .unwrap();
+            assert_eq!(feed.source_time.as_deref(), Some(t.source_time.as_str()));
+            assert_eq!(t.published_at, sim.published_at(t.tick));
+            assert!(!t.ambiguous);
+        }
+        // 10 s ticks of a 10-minute night: five minutes of the files' clock apart.
+        assert_eq!(ticks[0].source_time, "2028-10-01T17:00:00");
+        assert_eq!(ticks[1].source_time, "2028-10-01T17:05:00");
+        // Past the last tick, the final files: not listed again.
+        clock.set(sim.last_tick() + 5);
+        assert_eq!(sim.ticks().last().unwrap().tick, sim.last_tick());
+    }
+
+    #[test]
+    fn ticks_that_share_a_source_time_are_marked() {
+        // 1 ms ticks over 20 s: 18,000 s of the files' clock over 20,000 ticks, 0.9 s apart,
+        // so about one tick in ten rounds to its neighbour's second.
+        let clock = ManualClock::new();
+        let sim = Simulator::new(SimConfig {
+            duration: Duration::from_secs(20),
+            interval: Duration::from_millis(1),
+            municipalities: Some(cities::synthetic()),
+            clock: Some(clock.clone()),
+            ..SimConfig::default()
+        });
+        clock.set(200);
+        let ticks = sim.ticks();
+        assert_eq!(ticks.len(), 201);
+        for pair in ticks.windows(2) {
+            if pair[0].source_time == pair[1].source_time {
+                assert!(pair[0].ambiguous && pair[1].ambiguous, "{pair:?}");
+            }
+        }
+        assert!(ticks.iter().all(|t| {
+            t.ambiguous
+                == ticks
+                    .iter()
+                    .any(|o| o.tick != t.tick && o.source_time == t.source_time)
+        }));
+        assert!(ticks.iter().any(|t| t.ambiguous) && ticks.iter().any(|t| !t.ambiguous));
     }
 }

@@ -157,6 +157,10 @@ fn render_zones(sim: &Simulator, tick: u64) -> ZoneFiles {
 /// - `GET /zones/zone-{uf}-{slug}.json`: the zone file of a capital or a city of more than
 ///   200,000 voters; 404 for any other.
 /// - `GET /status`: `{"tick", "ticks", "percent", "finished", "seed", ..}`.
+/// - `GET /ticks`: every tick out so far (the last 10,000 at most), `{"interval_ms", "ticks":
+///   [{"tick", "source_time", "published_at", "ambiguous"}]}`: the `source_time` the documents
+///   built from its files carry, and when they came out (Unix ms, their `Last-Modified`), for
+///   measuring freshness.
 ///
 /// Files carry a strong `ETag` and `Last-Modified`, answer `If-None-Match` and
 /// `If-Modified-Since` with 304, and come gzipped when the client accepts it.
@@ -173,6 +177,7 @@ pub fn router(sim: Arc<Simulator>) -> Router {
         )
         .route("/zones/{file}", get(zone))
         .route("/status", get(status))
+        .route("/ticks", get(ticks))
         .fallback(not_found)
         .with_state(sim)
 }
@@ -224,6 +229,29 @@ async fn status(State(sim): State<Arc<Simulator>>) -> Response {
         "duration_ms": sim.duration.as_millis() as u64,
     });
     no_store(body)
+}
+
+async fn ticks(State(sim): State<Arc<Simulator>>) -> Response {
+    let ticks: Vec<serde_json::Value> = sim
+        .ticks()
+        .into_iter()
+        .map(|t| {
+            let published_at = t
+                .published_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            json!({
+                "tick": t.tick,
+                "source_time": t.source_time,
+                "published_at": published_at,
+                "ambiguous": t.ambiguous,
+            })
+        })
+        .collect();
+    no_store(json!({
+        "interval_ms": sim.interval.as_millis() as u64,
+        "ticks": ticks,
+    }))
 }
 
 /// Build the night from `config` (the count starts once it is built), then serve it on
