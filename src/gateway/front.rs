@@ -218,7 +218,12 @@ async fn connection(
             answer_and_close(&mut io, &buf, resp.into_response()).await;
         }
         Look::Document(_) => {
-            serve_documents(io, buf, ticket, client, &state, router, door, stop).await;
+            if let Some((io, rest, ticket)) =
+                serve_documents(io, buf, ticket, &state, door, &stop).await
+            {
+                ticket.busy();
+                hand_to_hyper(io, rest, ticket, client, &state, router, door, stop).await;
+            }
         }
         Look::Hyper | Look::More => {
             hand_to_hyper(io, buf, ticket, client, &state, router, door, stop).await;
@@ -254,19 +259,17 @@ async fn hand_to_hyper(
 
 /// Answer document requests on the bare socket while they come (`buf` starts with a whole
 /// one), waiting for each next request as hyper would: closed after `--idle-timeout` idle or
-/// `--head-timeout` from its first byte, and open to eviction while it waits. Anything else
-/// goes to hyper with the connection.
-#[allow(clippy::too_many_arguments)]
+/// `--head-timeout` from its first byte, and open to eviction while it waits. The first request
+/// that is anything else is returned with the connection, for hyper; `None` when the
+/// connection has ended.
 async fn serve_documents(
     mut io: TimeoutStream,
     mut buf: BytesMut,
     ticket: Ticket,
-    client: IpAddr,
     state: &AppState,
-    router: Router,
     door: Door,
-    stop: CancellationToken,
-) {
+    stop: &CancellationToken,
+) -> Option<(TimeoutStream, BytesMut, Ticket)> {
     let metrics = state.metrics.clone();
     let mut out = Vec::with_capacity(4096);
     // When the next request's wait began, and whether its first byte has come: idle until
@@ -294,37 +297,32 @@ async fn serve_documents(
                 }
                 let read = tokio::select! {
                     biased;
-                    _ = conn.evicted() => return,
-                    _ = stop.cancelled() => return,
+                    _ = conn.evicted() => return None,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep_until(deadline) => {
                         if idle {
                             metrics.idle_timeouts.fetch_add(1, Relaxed);
                         } else {
                             metrics.head_timeouts.fetch_add(1, Relaxed);
                         }
-                        return;
+                        return None;
                     }
                     read = io.read_buf(&mut buf) => read,
                 };
                 if !matches!(read, Ok(n) if n > 0) {
-                    return;
+                    return None;
                 }
                 if buf.len() >= HEAD_LIMIT && matches!(look(&buf), Look::More) {
                     // hyper answers an oversized head.
-                    ticket.busy();
-                    return hand_to_hyper(io, buf, ticket, client, state, router, door, stop).await;
+                    return Some((io, buf, ticket));
                 }
                 continue;
             }
-            _ => {
-                ticket.busy();
-                return hand_to_hyper(io, buf, ticket, client, state, router, door, stop).await;
-            }
+            _ => return Some((io, buf, ticket)),
         };
         let Some(enc) = state.hub.get(&doc.topic) else {
             // Not a document here: the router's answer (404), as for any other request.
-            ticket.busy();
-            return hand_to_hyper(io, buf, ticket, client, state, router, door, stop).await;
+            return Some((io, buf, ticket));
         };
         ticket.busy();
         buf.advance(doc.len);
@@ -342,7 +340,7 @@ async fn serve_documents(
             super::wire::get_answer(&mut out, &enc, doc.gzip, doc.head, not_modified, d.now())
         });
         if io.write_all(&out).await.is_err() {
-            return;
+            return None;
         }
         if out.capacity() > 64 << 10 {
             // A large document's answer is not kept for the connection's life.
