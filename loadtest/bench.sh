@@ -12,6 +12,13 @@
 #   apura50k   (not in the default set) the apura half of compare50k alone
 #   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
 #              $SUBS subscribers on one gateway; GATEWAY_ENV="MALLOC_ARENA_MAX=1" tries settings
+#   tsepeak    (not in the default set) the TSE layout's count night: `apura simulate --layout
+#              tse` over $TSE_NIGHT (a new set of files every $TSE_SIM_INTERVAL, every city's
+#              files changing as its sections come in), `apura ingest --source tse` at the
+#              authority's default budget polling every --interval of $TSE_INTERVALS, $TSE_SUBS
+#              subscribers on one gateway from $TSE_WAIT after the start for $TSE_HOLD: freshness
+#              per class (tsepeak-<interval>-<run>.json), the ingest's per-file waits by tier
+#              (logs/tsepeak-*-ingest-metrics.txt) and the simulator's block count
 #   freshness  (not in the default set) $SUBS subscribers on one gateway, the ingest polling the
 #              consolidated file at each --interval of $FRESH_INTERVALS (the old default 10s,
 #              the new 1s), alternating, $RUNS times each, each on a fresh stack: from a file
@@ -52,6 +59,14 @@ FRESH_INTERVALS="${FRESH_INTERVALS:-10s 1s}" # freshness: the ingest's --interva
 FRESH_SETTLE="${FRESH_SETTLE:-15s}"    # freshness: ticks out this close to the end are not counted
 FRESH_PHASE_MS="${FRESH_PHASE_MS:-10000}" # freshness: the ingest starts 0 to this many ms after the simulator
 SIM_DURATION="${SIM_DURATION:-2h}"     # the count never finishes during a bench
+TSE_NIGHT="${TSE_NIGHT:-30m}"          # tsepeak: the simulated night, first section to last
+TSE_SIM_INTERVAL="${TSE_SIM_INTERVAL:-10s}" # tsepeak: a new set of files this often
+TSE_INTERVALS="${TSE_INTERVALS:-5s}"   # tsepeak: the ingest's --interval on each side
+TSE_SUBS="${TSE_SUBS:-10000}"          # tsepeak: subscribers (mayor topics, capitals and a Zipf tail)
+TSE_WAIT="${TSE_WAIT:-180s}"           # tsepeak: subscribers come this long after the start (every city published)
+TSE_HOLD="${TSE_HOLD:-600s}"           # tsepeak: and hold this long
+TSE_SETTLE="${TSE_SETTLE:-30s}"        # tsepeak: ticks out this close to the end are not counted
+LOAD_MAX_DURATION="${LOAD_MAX_DURATION:-9m}" # apura-load's own bound (tsepeak raises it)
 FULL_FEED="${FULL_FEED:-0}"            # 1: ingest councillors too (a 30-60 MB file per cycle)
 WRK_THREADS="${WRK_THREADS:-1}"
 WRK_CONNS="${WRK_CONNS:-64}"
@@ -65,6 +80,7 @@ GW_PORT=$((PORT_BASE + 80))
 SIM_PORT=$((PORT_BASE + 81))
 STATIC_PORT=$((PORT_BASE + 90))
 NCHAN_PORT=$((PORT_BASE + 91))
+INGEST_METRICS_PORT=$((PORT_BASE + 98))
 ADMIN_PORT_BASE=$((PORT_BASE + 100)) # gateway i's /metrics and /status on ADMIN_PORT_BASE + i
 OUT="${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 APURA="${APURA:-}"
@@ -242,7 +258,7 @@ load() {
     # exit when it does).
     "$LOAD" run --target "$target" --sse "$sse" --ws "$ws" \
         --workers "$(workers_for "$subs")" --connect-rate "$rate" --hold "$hold" \
-        --max-duration 9m --sources "$SOURCES" --watch-pid "$watch" --handshake-timeout 30s \
+        --max-duration "$LOAD_MAX_DURATION" --sources "$SOURCES" --watch-pid "$watch" --handshake-timeout 30s \
         --label "$label" --out "$OUT/$label.json" "$@" >"$OUT/logs/$label.out" 2>>"$OUT/logs/$label.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
@@ -386,6 +402,48 @@ phase_freshness() {
     done
 }
 
+# The TSE stack: the simulator in the TSE layout (authority's limit and block emulated), the
+# ingest at its default budget as the only leader, Redis; gateways come after.
+start_tse_stack() {
+    local ingest_interval=$1
+    start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    STACK_PIDS=("$LAST_PID")
+    for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    start simulate "$APURA" simulate --layout tse --listen "127.0.0.1:$SIM_PORT" \
+        --duration "$TSE_NIGHT" --interval "$TSE_SIM_INTERVAL"
+    STACK_PIDS+=("$LAST_PID")
+    wait_http "http://127.0.0.1:$SIM_PORT/tse/status"
+    start ingest "$APURA" ingest --redis "redis://127.0.0.1:$REDIS_PORT/0" --source tse \
+        --base-url "http://127.0.0.1:$SIM_PORT/oficial/ele2028/" --election 9426 \
+        --interval "$ingest_interval" --metrics-listen "127.0.0.1:$INGEST_METRICS_PORT"
+    STACK_PIDS+=("$LAST_PID")
+    for _ in $(seq 600); do
+        [ "$(redis-cli -p "$REDIS_PORT" hlen apura:topics 2>/dev/null || echo 0)" -gt 0 ] && break
+        sleep 0.2
+    done
+}
+
+phase_tsepeak() {
+    local i iv label started wait_s hold_s
+    wait_s=${TSE_WAIT%s} hold_s=${TSE_HOLD%s}
+    for i in $(seq "$RUNS"); do
+        for iv in $TSE_INTERVALS; do
+            label="tsepeak-$iv-$i"
+            log "$label: TSE night of $TSE_NIGHT, ingest --interval $iv, $TSE_SUBS subscribers from ${wait_s}s for ${hold_s}s"
+            started=$(date +%s)
+            start_tse_stack "$iv"
+            start_gateways 1
+            # Subscribers come once every city is published (a topic not yet out is a 404).
+            sleep $((started + wait_s - $(date +%s) > 0 ? started + wait_s - $(date +%s) : 0))
+            LOAD_MAX_DURATION=$((hold_s / 60 + 5))m load "$label" "127.0.0.1:$GW_PORT" "$TSE_SUBS" "$CONNECT_RATE" "$TSE_HOLD" "${GW_PIDS[0]}" \
+                --source-ticks "127.0.0.1:$SIM_PORT/ticks" --freshness-settle "$TSE_SETTLE" --server-metrics "$(gw_metrics)"
+            curl -sf "http://127.0.0.1:$INGEST_METRICS_PORT/metrics" >"$OUT/logs/$label-ingest-metrics.txt" || true
+            curl -sf "http://127.0.0.1:$SIM_PORT/tse/status" >"$OUT/logs/$label-sim-status.json" || true
+            stop_stack
+        done
+    done
+}
+
 phase_scale() {
     start_stack "$SCALE_INTERVAL"
     start_gateways "$SCALE_GATEWAYS"
@@ -405,7 +463,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do

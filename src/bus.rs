@@ -90,6 +90,36 @@ pub trait Bus: Send + Sync + 'static {
     async fn snapshot(&self) -> anyhow::Result<Vec<Document>>;
     /// Cycles published from now on. Subscribe before reading the snapshot.
     async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, BusEvent>>;
+    /// A gateway's audience now: its most-subscribed topics with their subscriptions. It
+    /// replaces this process's last report and counts for [`AUDIENCE_TTL`].
+    async fn report_audience(&self, top: &[(Arc<str>, u64)]) -> anyhow::Result<()>;
+    /// The audience of every gateway that reported within [`AUDIENCE_TTL`], summed per topic,
+    /// most subscribed first: what the ingest fetches first.
+    async fn audience(&self) -> anyhow::Result<Vec<(String, u64)>>;
+}
+
+/// How often a gateway reports its audience ([`Bus::report_audience`]).
+pub const AUDIENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a report counts: three reports, so that one late report does not drop a gateway's
+/// audience, and a gateway gone stops counting within 15 s.
+pub const AUDIENCE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+/// Topics per report: the ingest's first places (capitals, then the 50 most subscribed) with
+/// room for gateways whose top topics differ.
+pub const AUDIENCE_TOP: usize = 200;
+
+/// Several reports summed per topic, most subscribed first, then by name.
+pub fn sum_audience<'a>(
+    reports: impl IntoIterator<Item = &'a [(Arc<str>, u64)]>,
+) -> Vec<(String, u64)> {
+    let mut sum: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for report in reports {
+        for (topic, n) in report {
+            *sum.entry(topic).or_default() += n;
+        }
+    }
+    let mut out: Vec<(String, u64)> = sum.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+    out.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// Unix milliseconds now.

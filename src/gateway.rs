@@ -340,6 +340,30 @@ const RETRY_START: Duration = Duration::from_millis(100);
 /// 2 s from each gateway is no load on a Redis that is coming back.
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
+/// Tell the ingest, through the bus, which topics this gateway's clients follow, every
+/// [`AUDIENCE_EVERY`](crate::bus::AUDIENCE_EVERY): the TSE source fetches the most-followed
+/// cities first. One pass over the topics every 5 s; a failed report is retried at the next.
+async fn report_audience(bus: Arc<dyn Bus>, hub: Arc<Hub>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(crate::bus::AUDIENCE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if !hub.is_ready() {
+            continue;
+        }
+        let top = hub.audience(crate::bus::AUDIENCE_TOP).top;
+        if let Err(e) = bus.report_audience(&top).await {
+            tracing::debug!(
+                error = format!("{e:#}"),
+                "audience report failed; next one in 5 s"
+            );
+        }
+    }
+}
+
 /// Keep the hub in step with the bus until `shutdown`: subscribe first, then load every
 /// snapshot, then report ready; on a resync (lag, or a bus reconnect) load the snapshots again.
 ///
@@ -352,6 +376,10 @@ pub async fn follow(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Stops when this function returns, however it returns.
+    let reporting = shutdown.child_token();
+    let _stop_reporting = reporting.clone().drop_guard();
+    tokio::spawn(report_audience(bus.clone(), hub.clone(), reporting));
     let mut retry = Retry::default();
     let mut events = loop {
         let subscribed = tokio::select! {

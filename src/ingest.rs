@@ -241,6 +241,7 @@ impl Ingest {
                 let (source, list) = tse::TseSource::connect(args, metrics.clone())
                     .await
                     .context("starting the TSE source")?;
+                let source = source.with_audience(bus.clone());
                 let feed = FeedSource::Tse(Box::new(source));
                 Ok(Self::with_source(Arc::new(list), feed, args, bus, metrics))
             }

@@ -62,6 +62,13 @@ const CYCLE_BUCKETS: &[f64] = &[
 const FETCH_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Buckets of a TSE file's wait, from the progress row showing its city moved to the file's
+/// fetch: a hot city's file within a cycle or two (seconds), the sweep's within a full sweep of
+/// every city (minutes at the authority's rate).
+const WAIT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0,
+    450.0, 600.0, 900.0, 1800.0,
+];
 /// Buckets of a call to the bus: a Redis round trip on a LAN is under a millisecond; a cycle
 /// of a few megabytes, tens of milliseconds.
 const BUS_BUCKETS: &[f64] = &[
@@ -177,6 +184,8 @@ pub struct Metrics {
     fetches: HistogramVec,
     /// Calls to the bus by operation.
     bus_round_trips: HistogramVec,
+    /// TSE: files' waits from their row moving to their fetch, by tier.
+    tse_waits: HistogramVec,
     /// The histograms and the process metrics.
     registry: Registry,
 }
@@ -219,8 +228,18 @@ impl Default for Metrics {
             &["op"],
         )
         .expect("a valid histogram");
+        let tse_waits = HistogramVec::new(
+            HistogramOpts::new(
+                "apura_tse_file_wait_seconds",
+                "TSE: seconds from a city's progress row showing a change to the fetch of its file, by tier (hot: capitals, second rounds, the most-subscribed cities; sweep: every other city, oldest change first).",
+            )
+            .buckets(WAIT_BUCKETS.to_vec()),
+            &["tier"],
+        )
+        .expect("a valid histogram");
         for c in [
             Box::new(lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tse_waits.clone()),
             Box::new(ingest_cycle.clone()),
             Box::new(fetches.clone()),
             Box::new(bus_round_trips.clone()),
@@ -273,6 +292,7 @@ impl Default for Metrics {
             ingest_cycle,
             fetches,
             bus_round_trips,
+            tse_waits,
             registry,
         }
     }
@@ -338,6 +358,13 @@ impl Metrics {
         self.last_cycle_micros
             .store(took.as_micros() as u64, Relaxed);
         self.ingest_cycle.observe(took.as_secs_f64());
+    }
+
+    /// Record a TSE file fetched `waited` after its row moved; `hot` for the first tier.
+    pub fn tse_waited(&self, hot: bool, waited: Duration) {
+        self.tse_waits
+            .with_label_values(&[if hot { "hot" } else { "sweep" }])
+            .observe(waited.as_secs_f64());
     }
 
     /// Record one feed fetch from `source` (a kind of file: a bounded label) that took `took`.

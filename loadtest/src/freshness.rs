@@ -7,17 +7,22 @@
 //! ticks is charged for each tick it skipped, from when that tick came out. The document a
 //! subscriber gets when it subscribes (its snapshot) sets what it holds and is no sample.
 //!
-//! Workers record arrivals grouped by (class of the topic, source time held, source time
+//! In the TSE layout a city's file is rewritten only at the ticks where its count moved, so a
+//! document skipping from one `source_time` to a later one skipped only that city's changes in
+//! between: the tick list then also gives, per topic, the ticks at which its file was written
+//! (`changes`), and only those are charged.
+//!
+//! Workers record arrivals grouped by (class of the topic, topic, source time held, source time
 //! received); the parent, once it has the tick list, turns them into samples per tick.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound::{Excluded, Included};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{Pairs, hist, to_pairs};
+use crate::stats::{Pairs, hist};
 
 /// Class flag: the topic is a state capital's.
 pub const CAPITAL: u8 = 1;
@@ -28,32 +33,39 @@ pub const TOP_TOPICS: usize = 50;
 /// Share of the subscribers the coverage figure waits for.
 pub const COVERAGE: f64 = 0.99;
 
-/// What one subscriber holds: its topic's class and the source time of its last document.
+/// What one subscriber holds: its topic (index in the run's list) and the topic's class, and
+/// the source time of its last document.
 #[derive(Debug, Clone, Copy)]
 pub struct Held {
     pub class: u8,
+    pub topic: u32,
     pub source: Option<i64>,
 }
 
 impl Held {
-    pub fn new(class: u8) -> Self {
+    pub fn new(class: u8, topic: usize) -> Self {
         Held {
             class,
+            topic: topic as u32,
             source: None,
         }
     }
 }
 
-/// Arrivals of one move (a class, from one source time to a later one): when each arrived, in
-/// µs after the first of them.
+/// Offsets are kept to this many µs: a tenth of a millisecond, far below any freshness.
+const OFFSET_STEP_US: u64 = 100;
+
+/// Arrivals of one move (a topic, from one source time to a later one): when each arrived, in
+/// µs after the first of them, to [`OFFSET_STEP_US`]. One number per delivery: a histogram per
+/// topic and move would cost ~190 KB each.
 struct Arrivals {
     base_us: u64,
-    offsets: Histogram<u64>,
+    offsets: Vec<u64>,
 }
 
-/// A worker's arrivals, by move.
+/// A worker's arrivals, by move: (class, topic, from, to).
 #[derive(Default)]
-pub struct Recorder(HashMap<(u8, i64, i64), Arrivals>);
+pub struct Recorder(HashMap<(u8, u32, i64, i64), Arrivals>);
 
 impl Recorder {
     /// A document of source time `source` arrived at `now_us` for a subscriber holding `held`.
@@ -64,13 +76,13 @@ impl Recorder {
             Some(from) if source > from => {
                 let a = self
                     .0
-                    .entry((held.class, from, source))
+                    .entry((held.class, held.topic, from, source))
                     .or_insert_with(|| Arrivals {
                         base_us: now_us,
-                        offsets: hist(),
+                        offsets: Vec::new(),
                     });
-                a.offsets
-                    .saturating_record(now_us.saturating_sub(a.base_us).max(1));
+                let offset = now_us.saturating_sub(a.base_us);
+                a.offsets.push(offset / OFFSET_STEP_US * OFFSET_STEP_US);
                 held.source = Some(source);
             }
             // The same source time again (another change of the document), or an older one.
@@ -81,12 +93,24 @@ impl Recorder {
     pub fn report(&self) -> Vec<Move> {
         self.0
             .iter()
-            .map(|(&(class, from, to), a)| Move {
-                class,
-                from,
-                to,
-                base_us: a.base_us,
-                offsets: to_pairs(&a.offsets),
+            .map(|(&(class, topic, from, to), a)| {
+                let mut sorted = a.offsets.clone();
+                sorted.sort_unstable();
+                let mut offsets: Pairs = Vec::new();
+                for v in sorted {
+                    match offsets.last_mut() {
+                        Some((last, n)) if *last == v => *n += 1,
+                        _ => offsets.push((v, 1)),
+                    }
+                }
+                Move {
+                    class,
+                    topic: Some(topic),
+                    from,
+                    to,
+                    base_us: a.base_us,
+                    offsets,
+                }
             })
             .collect()
     }
@@ -97,6 +121,9 @@ impl Recorder {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Move {
     pub class: u8,
+    /// The topic's index in the run's list.
+    #[serde(default)]
+    pub topic: Option<u32>,
     pub from: i64,
     pub to: i64,
     pub base_us: u64,
@@ -155,6 +182,16 @@ pub struct Tick {
 #[derive(Deserialize)]
 struct TickList {
     ticks: Vec<TickEntry>,
+    /// TSE layout: per topic, the ticks its file was written at.
+    #[serde(default)]
+    changes: Option<HashMap<String, Vec<u64>>>,
+}
+
+/// The simulator's tick list and, in the TSE layout, the ticks each topic's file was written
+/// at.
+pub struct SourceTicks {
+    pub ticks: Vec<Tick>,
+    pub changes: Option<HashMap<String, BTreeSet<u64>>>,
 }
 
 #[derive(Deserialize)]
@@ -167,9 +204,15 @@ struct TickEntry {
 }
 
 /// The ticks of the simulator's `GET /ticks` body.
-pub fn parse_ticks(body: &[u8]) -> anyhow::Result<Vec<Tick>> {
+pub fn parse_ticks(body: &[u8]) -> anyhow::Result<SourceTicks> {
     let list: TickList = serde_json::from_slice(body).context("parsing the tick list")?;
-    list.ticks
+    let changes = list.changes.map(|c| {
+        c.into_iter()
+            .map(|(topic, ticks)| (topic, ticks.into_iter().collect()))
+            .collect()
+    });
+    let ticks = list
+        .ticks
         .into_iter()
         .map(|t| {
             let source = parse_source_time(t.source_time.as_bytes()).with_context(|| {
@@ -185,7 +228,8 @@ pub fn parse_ticks(body: &[u8]) -> anyhow::Result<Vec<Tick>> {
                 ambiguous: t.ambiguous,
             })
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(SourceTicks { ticks, changes })
 }
 
 /// Freshness of the ticks that came out within a window, from the workers' moves.
@@ -202,7 +246,15 @@ pub struct Figures {
 }
 
 /// The samples of `moves` for the ticks that came out from `from_us` to `to_us` (Unix µs).
-pub fn compute(moves: &[Move], ticks: &[Tick], from_us: u64, to_us: u64) -> Figures {
+/// `written`, where given, says per topic index at which ticks its file was written: a move of
+/// such a topic is charged only those ticks.
+pub fn compute(
+    moves: &[Move],
+    ticks: &[Tick],
+    written: Option<&HashMap<u32, &BTreeSet<u64>>>,
+    from_us: u64,
+    to_us: u64,
+) -> Figures {
     let mut by_source: BTreeMap<i64, Vec<&Tick>> = BTreeMap::new();
     for t in ticks {
         by_source.entry(t.source).or_default().push(t);
@@ -226,6 +278,12 @@ pub fn compute(moves: &[Move], ticks: &[Tick], from_us: u64, to_us: u64) -> Figu
     for m in moves {
         for (_, same) in by_source.range((Excluded(m.from), Included(m.to))) {
             let [t] = same.as_slice() else { continue };
+            if let (Some(written), Some(topic)) = (written, m.topic) {
+                // A topic the simulator does not list was never written: nothing to charge.
+                if !written.get(&topic).is_some_and(|w| w.contains(&t.tick)) {
+                    continue;
+                }
+            }
             let Some((_, per_tick)) = f.ticks.get_mut(&t.tick) else {
                 continue;
             };
@@ -295,7 +353,7 @@ mod tests {
     #[test]
     fn the_snapshot_is_no_sample_and_skipped_ticks_are_charged() {
         let mut rec = Recorder::default();
-        let mut held = Held::new(CAPITAL | TOP);
+        let mut held = Held::new(CAPITAL | TOP, 0);
         // Snapshot of tick 1, at tick 2's time: no sample.
         rec.arrived(&mut held, 100, T0 + 10_000_000);
         assert!(rec.report().is_empty());
@@ -305,12 +363,12 @@ mod tests {
         // Ticks 3 and 4 skipped, tick 5 arrives 0.5 s after it came out: 3, 4 and 5 charged.
         rec.arrived(&mut held, 500, T0 + 25_500_000);
         // Another subscriber of the long tail gets tick 2 at 2 s.
-        let mut other = Held::new(0);
+        let mut other = Held::new(0, 1);
         rec.arrived(&mut other, 100, T0 + 9_000_000);
         rec.arrived(&mut other, 200, T0 + 12_000_000);
 
         let ticks: Vec<Tick> = (0..=6).map(|t| tick(t, t as i64 * 100)).collect();
-        let f = compute(&rec.report(), &ticks, T0, T0 + 30_000_000);
+        let f = compute(&rec.report(), &ticks, None, T0, T0 + 30_000_000);
         let ms = |h: &Histogram<u64>| {
             let mut v: Vec<u64> = h
                 .iter_recorded()
@@ -341,14 +399,42 @@ mod tests {
     #[test]
     fn ticks_sharing_a_source_time_and_ticks_out_of_the_window_are_not_counted() {
         let mut rec = Recorder::default();
-        let mut held = Held::new(0);
+        let mut held = Held::new(0, 0);
         rec.arrived(&mut held, 100, T0);
         rec.arrived(&mut held, 300, T0 + 16_000_000);
         // Ticks 2 and 3 share a source time; tick 0 is before the window.
         let ticks = vec![tick(0, 0), tick(1, 100), tick(2, 300), tick(3, 300)];
-        let f = compute(&rec.report(), &ticks, T0 + 1, T0 + 30_000_000);
+        let f = compute(&rec.report(), &ticks, None, T0 + 1, T0 + 30_000_000);
         assert_eq!(f.ambiguous, 2);
         assert_eq!(f.all.len(), 0);
         assert!(f.ticks.keys().eq([1].iter()));
+    }
+
+    #[test]
+    fn with_the_ticks_each_file_was_written_at_only_those_are_charged() {
+        let mut rec = Recorder::default();
+        // Topic 0's file was written at ticks 2 and 5 only; topic 1's at every tick.
+        let mut quiet = Held::new(CAPITAL, 0);
+        let mut busy = Held::new(0, 1);
+        rec.arrived(&mut quiet, 100, T0 + 6_000_000);
+        rec.arrived(&mut busy, 100, T0 + 6_000_000);
+        // Both skip from tick 1 to tick 5, 0.5 s after it came out.
+        rec.arrived(&mut quiet, 500, T0 + 25_500_000);
+        rec.arrived(&mut busy, 500, T0 + 25_500_000);
+        let ticks: Vec<Tick> = (0..=6).map(|t| tick(t, t as i64 * 100)).collect();
+        let quiet_written: BTreeSet<u64> = [2, 5].into();
+        let busy_written: BTreeSet<u64> = (0..=6).collect();
+        let written = HashMap::from([(0, &quiet_written), (1, &busy_written)]);
+        let f = compute(&rec.report(), &ticks, Some(&written), T0, T0 + 30_000_000);
+        let mut capitals: Vec<u64> = f
+            .capitals
+            .iter_recorded()
+            .map(|x| to_10ms(x.value_iterated_to()))
+            .collect();
+        capitals.sort();
+        // Ticks 2 (15.5 s before) and 5 (0.5 s): not 3 and 4, where topic 0 did not change.
+        assert_eq!(capitals, vec![500, 15_500]);
+        assert_eq!(f.rest.len(), 4);
+        assert_eq!(f.ticks[&3].1.len(), 1);
     }
 }

@@ -1,12 +1,12 @@
 //! Merge the workers' reports and turn them into the JSON report and a human summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::args::RunArgs;
-use crate::freshness::{self as fresh, Move, Tick};
+use crate::freshness::{self as fresh, Move};
 use crate::proc::Sample;
 use crate::stats::{Counters, Cycle, Second, WorkerReport, add_pairs, hist};
 
@@ -35,8 +35,10 @@ pub struct Merged {
 pub struct FreshnessInput {
     /// `--source-ticks`.
     pub source: String,
+    /// The run's topics, by index.
+    pub topics: Vec<String>,
     /// The simulator's tick list, or why it could not be read.
-    pub ticks: Result<Vec<Tick>, String>,
+    pub ticks: Result<fresh::SourceTicks, String>,
     /// Class flags of every topic.
     pub classes: Vec<u8>,
     /// Subscribers of every topic.
@@ -215,13 +217,21 @@ fn rank(v: &[f64], q: f64) -> f64 {
 /// ramped, and `--freshness-settle` before the stop), and per tick the time for 99 % of the
 /// subscribers open when it came out to hold it.
 fn freshness(args: &RunArgs, m: &Merged, input: &FreshnessInput) -> Value {
-    let ticks = match &input.ticks {
-        Ok(t) => t,
+    let (ticks, changes) = match &input.ticks {
+        Ok(t) => (&t.ticks, t.changes.as_ref()),
         Err(e) => return json!({"source_ticks": input.source, "error": e}),
     };
+    let written: Option<HashMap<u32, &BTreeSet<u64>>> = changes.map(|c| {
+        input
+            .topics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| Some((i as u32, c.get(name)?)))
+            .collect()
+    });
     let settle_us = args.freshness_settle.as_micros() as u64;
     let (from_us, to_us) = (m.ramp_done_us, m.end_us.saturating_sub(settle_us));
-    let f = fresh::compute(&m.freshness, ticks, from_us, to_us);
+    let f = fresh::compute(&m.freshness, ticks, written.as_ref(), from_us, to_us);
     let mut per_tick = Vec::new();
     let (mut to99, mut not_reached) = (Vec::new(), 0);
     for (tick, (came_out_us, h)) in &f.ticks {
@@ -256,6 +266,8 @@ fn freshness(args: &RunArgs, m: &Merged, input: &FreshnessInput) -> Value {
         "source_ticks": input.source,
         "settle_s": args.freshness_settle.as_secs_f64(),
         "ticks_listed": ticks.len(),
+        // TSE layout: each topic is charged only the ticks its own file was written at.
+        "per_topic_changes": changes.is_some(),
         "ticks_ambiguous": f.ambiguous,
         "ticks_counted": f.ticks.len(),
         "ms": {

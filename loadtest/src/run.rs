@@ -215,6 +215,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         let audience = crate::topics::audience(&sampler, topics.len(), args.seed, per_worker);
         report::FreshnessInput {
             source: spec.clone(),
+            topics: topics.clone(),
             ticks: fetch_ticks(spec).map_err(|e| format!("{e:#}")),
             classes: crate::topics::classes(&audience, capitals),
             audience,
@@ -278,7 +279,7 @@ fn reap(c: &mut Child) {
 }
 
 /// The simulator's tick list of `--source-ticks` (`IP:PORT/PATH`).
-fn fetch_ticks(spec: &str) -> anyhow::Result<Vec<crate::freshness::Tick>> {
+fn fetch_ticks(spec: &str) -> anyhow::Result<crate::freshness::SourceTicks> {
     let (addr, path) = spec
         .split_once('/')
         .context("--source-ticks is IP:PORT/PATH")?;

@@ -88,7 +88,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         return;
     };
     let connected_us = shared.established(started, sub.topic);
-    let mut held = Held::new(shared.classes[sub.topic]);
+    let mut held = Held::new(shared.classes[sub.topic], sub.topic);
     let mut stop = shared.stop.clone();
     let mut dechunk = Dechunk::default();
     let mut payload: Vec<u8> = Vec::new();

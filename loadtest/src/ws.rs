@@ -70,7 +70,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         return;
     };
     let connected_us = shared.established(started, sub.topic);
-    let mut held = Held::new(shared.classes[sub.topic]);
+    let mut held = Held::new(shared.classes[sub.topic], sub.topic);
     let mut stop = shared.stop.clone();
     loop {
         let msg = tokio::select! {

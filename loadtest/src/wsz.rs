@@ -157,7 +157,7 @@ pub async fn subscriber(shared: Arc<Shared>, sub: Subscriber) {
         return;
     };
     let connected_us = shared.established(started, sub.topic);
-    let mut held = crate::freshness::Held::new(shared.classes[sub.topic]);
+    let mut held = crate::freshness::Held::new(shared.classes[sub.topic], sub.topic);
     let mut stop = shared.stop.clone();
     let mut assembler = Assembler::default();
     let mut received_at = connected_us;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -9,7 +10,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{Bus, BusEvent, Cycle, Document, now_millis};
+use super::{AUDIENCE_TTL, Bus, BusEvent, Cycle, Document, now_millis, sum_audience};
 use crate::documents::Draft;
 
 /// Cycles buffered for a slow subscriber before it is told to resync. A cycle comes every few
@@ -20,6 +21,8 @@ const CHANNEL_CAPACITY: usize = 64;
 pub struct EmbeddedBus {
     store: Mutex<Store>,
     tx: broadcast::Sender<Arc<Cycle>>,
+    /// The last audience report and when it came: one process, one gateway.
+    audience: Mutex<Option<(Instant, Vec<(Arc<str>, u64)>)>>,
 }
 
 struct Store {
@@ -40,6 +43,7 @@ impl EmbeddedBus {
                 latest: HashMap::new(),
             }),
             tx,
+            audience: Mutex::new(None),
         }
     }
 }
@@ -88,6 +92,19 @@ impl Bus for EmbeddedBus {
                 Err(_lagged) => BusEvent::Resync,
             })
             .boxed())
+    }
+
+    async fn report_audience(&self, top: &[(Arc<str>, u64)]) -> anyhow::Result<()> {
+        *self.audience.lock().expect("audience poisoned") = Some((Instant::now(), top.to_vec()));
+        Ok(())
+    }
+
+    async fn audience(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let audience = self.audience.lock().expect("audience poisoned");
+        Ok(match &*audience {
+            Some((at, top)) if at.elapsed() < AUDIENCE_TTL => sum_audience([&top[..]]),
+            _ => Vec::new(),
+        })
     }
 }
 

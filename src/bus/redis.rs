@@ -10,6 +10,7 @@
 //! | `apura:topics` | hash | topic → version of its latest document: the snapshot index, no `SCAN` |
 //! | `apura:leader` | string, with expiry | the ingest leader lock: the holder's token |
 //! | `apura:cycles` | pub/sub channel | every cycle, whole (see [`RedisBus`] for the message) |
+//! | `apura:audience` | hash | gateway token → its most-subscribed topics and when it said so |
 //!
 //! A cycle is written by one Lua script (the documents, the index and the `PUBLISH`), which Redis
 //! runs atomically: no reader ever sees half a cycle. The same script first compares the lock
@@ -40,6 +41,7 @@
 //! Redis memory and ~11 ms of Redis CPU per gateway for each (re)subscription to 17,000
 //! channels, which every gateway repeats at once when Redis comes back.
 
+mod audience;
 mod codec;
 mod keys;
 mod lock;
@@ -291,6 +293,31 @@ impl Bus for RedisBus {
         let span = tracing::info_span!("bus_subscription", channel = %self.shared.keys.cycles());
         tokio::spawn(follow_channel(self.shared.clone(), pubsub, tx).instrument(span));
         Ok(ReceiverStream::new(rx).boxed())
+    }
+
+    async fn report_audience(&self, top: &[(Arc<str>, u64)]) -> anyhow::Result<()> {
+        let value = audience::encode(now_millis(), top);
+        let commands = &self.shared.commands;
+        let mut con = commands.connection().await?;
+        let () = commands.check(
+            con.hset(self.shared.keys.audience(), &self.shared.token, value)
+                .await,
+        )?;
+        Ok(())
+    }
+
+    async fn audience(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let commands = &self.shared.commands;
+        let mut con = commands.connection().await?;
+        let key = self.shared.keys.audience();
+        let all: Vec<(String, Vec<u8>)> = commands.check(con.hgetall(&key).await)?;
+        let (live, gone) = audience::live(now_millis(), all);
+        if !gone.is_empty() {
+            // A gateway that stopped reporting (stopped, crashed): its entry is dropped here,
+            // by whoever reads, so the hash never grows with restarts.
+            let _: redis::RedisResult<i64> = con.hdel(&key, &gone).await;
+        }
+        Ok(super::sum_audience(live.iter().map(Vec::as_slice)))
     }
 }
 /// The lock check inside the scripts, as an error that says what happened.

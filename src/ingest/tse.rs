@@ -63,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::FeedArgs;
 use super::core::Accepted;
+use crate::bus::Bus;
 use crate::feed::FeedError;
 use crate::feed::municipalities::MunicipalityList;
 use crate::feed::tse::config::MunicipalityConfig;
@@ -90,6 +91,14 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 /// Zone files get at most this share of the request budget (10 of 50 per second), the main
 /// cycle the rest.
 pub const ZONE_SHARE: u32 = 5;
+/// Topics of the gateways' audience whose files are hot: the 50 most-subscribed city races.
+pub const HOT_AUDIENCE: usize = 50;
+/// Hot files take at most this share of a cycle's files (one in two); the rest is the sweep's,
+/// so that no city waits more than a full sweep however many cities are hot.
+pub const HOT_SHARE: usize = 2;
+/// Longest wait for the gateways' audience at the start of a cycle: a slow bus costs the order
+/// its freshest input, never the cycle.
+const AUDIENCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A city of the configuration.
 #[derive(Debug, Clone)]
 struct CityInfo {
@@ -127,6 +136,9 @@ struct Election {
     progress: HashMap<String, (Source, Backoff)>,
     rows: HashMap<u32, Row>,
     files: HashMap<(u32, Office), FileState>,
+    /// Files whose row moved since they were last fetched, and since when: the sweep takes
+    /// the oldest first.
+    stale_since: HashMap<(u32, Office), Instant>,
 }
 
 /// The TSE source's state, kept across cycles.
@@ -154,6 +166,13 @@ pub struct TseSource {
     mayors_waiting: usize,
     /// The zone sweep and what it should cover, once it runs.
     zone_sweep: Option<(tokio::task::JoinHandle<()>, watch::Sender<Vec<ZoneTarget>>)>,
+    /// Where the gateways report their audience (none: no audience, capitals and second
+    /// rounds are the only hot cities).
+    audience: Option<Arc<dyn Bus>>,
+    /// The city race of every `mayors-` and `councillors-` topic.
+    topic_files: HashMap<String, (u32, Office)>,
+    /// The files of the [`HOT_AUDIENCE`] most-subscribed city races, as last reported.
+    hot: HashSet<(u32, Office)>,
 }
 
 /// What a cycle did, for the log line and the tests.
@@ -215,6 +234,13 @@ impl TseSource {
             !list.is_empty(),
             "{config_url}: the municipality configuration is empty"
         );
+        let topic_files = list
+            .iter()
+            .flat_map(|m| {
+                [Office::Mayor, Office::Councillor]
+                    .map(|office| (m.topic(office.topic_kind()), (m.ibge, office)))
+            })
+            .collect();
         let mut cities = HashMap::with_capacity(list.len());
         let mut codes = HashMap::with_capacity(list.len());
         for (state, city) in config.cities() {
@@ -273,9 +299,44 @@ impl TseSource {
                 zones_interval: args.zones_interval,
                 mayors_waiting: 0,
                 zone_sweep: None,
+                audience: None,
+                topic_files,
+                hot: HashSet::new(),
             },
             list,
         ))
+    }
+
+    /// Read the gateways' audience from `bus` at the start of every cycle: the files of the
+    /// most-subscribed city races are fetched first.
+    pub fn with_audience(mut self, bus: Arc<dyn Bus>) -> Self {
+        self.audience = Some(bus);
+        self
+    }
+
+    /// Take the gateways' audience (best effort: on failure the last one stays).
+    async fn read_audience(&mut self) {
+        let Some(bus) = &self.audience else { return };
+        match tokio::time::timeout(AUDIENCE_TIMEOUT, bus.audience()).await {
+            Ok(Ok(topics)) => self.set_audience(&topics),
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    error = format!("{e:#}"),
+                    "audience not read; the last one stays"
+                )
+            }
+            Err(_) => tracing::debug!("audience not read in time; the last one stays"),
+        }
+    }
+
+    /// The hot files: those of the first [`HOT_AUDIENCE`] city races of `topics` (most
+    /// subscribed first).
+    fn set_audience(&mut self, topics: &[(String, u64)]) {
+        self.hot = topics
+            .iter()
+            .filter_map(|(topic, _)| self.topic_files.get(topic).copied())
+            .take(HOT_AUDIENCE)
+            .collect();
     }
 
     /// The throttle every request of this source passes.
@@ -293,6 +354,7 @@ impl TseSource {
         let started = Instant::now();
         let mut stats = PassStats::default();
         let mut rejected = Vec::new();
+        self.read_audience().await;
         self.read_progress(stop, &mut stats, &mut rejected).await;
         let mut due = self.due(Instant::now());
         stats.backlog = due.len().saturating_sub(self.files_per_cycle);
@@ -439,7 +501,7 @@ impl TseSource {
             match result {
                 Ok(Fetched::Modified(bytes)) => match progress::parse(&bytes, &name) {
                     Ok(file) => {
-                        self.take_rows(e, &file);
+                        self.take_rows(e, &file, now);
                         self.set_progress(e, &uf, source, Backoff::default());
                     }
                     Err(err) => {
@@ -473,8 +535,9 @@ impl TseSource {
         }
     }
 
-    /// Take the municipality rows of a progress file.
-    fn take_rows(&mut self, e: usize, file: &progress::ProgressFile) {
+    /// Take the municipality rows of a progress file read at `now`: a row that moved makes its
+    /// files stale from `now`, unless they already were.
+    fn take_rows(&mut self, e: usize, file: &progress::ProgressFile, now: Instant) {
         for row in file.municipalities() {
             let Some(city) = self.cities.get(&row.code) else {
                 if self.unknown_logged.insert(row.code.clone()) {
@@ -485,7 +548,20 @@ impl TseSource {
                 }
                 continue;
             };
-            self.elections[e].rows.insert(
+            let election = &mut self.elections[e];
+            let moved = election
+                .rows
+                .get(&city.ibge)
+                .is_none_or(|old| &old.fingerprint != row.fingerprint());
+            if moved {
+                for &office in election.offices {
+                    election
+                        .stale_since
+                        .entry((city.ibge, office))
+                        .or_insert(now);
+                }
+            }
+            election.rows.insert(
                 city.ibge,
                 Row {
                     fingerprint: row.fingerprint().clone(),
@@ -497,8 +573,11 @@ impl TseSource {
     }
 
     /// Files to fetch this cycle, in the order of work: every file asked for the first time or
-    /// because its row moved before any retry of a 404 or a failure; then second round first,
-    /// capitals first, mayors before councillors, largest electorate first.
+    /// because its row moved before any retry of a 404 or a failure; among those, the hot files
+    /// (second round, capitals, the most-subscribed city races), at most one in [`HOT_SHARE`]
+    /// of the cycle's files, then the sweep: the file whose row moved longest ago first, ties
+    /// (a cold start: every row read at once) mayors before councillors, largest electorate
+    /// first.
     fn due(&self, now: Instant) -> Vec<Due> {
         let mut due = Vec::new();
         for (e, election) in self.elections.iter().enumerate() {
@@ -527,6 +606,14 @@ impl TseSource {
                         round: election.round,
                         ibge,
                         office,
+                        hot: election.round == 2
+                            || city.capital
+                            || self.hot.contains(&(ibge, office)),
+                        since: election
+                            .stale_since
+                            .get(&(ibge, office))
+                            .copied()
+                            .unwrap_or(now),
                         retry: state.is_some_and(|s| s.retry),
                         first: state.is_none_or(|s| s.fetched_for.is_none()),
                         capital: city.capital,
@@ -538,15 +625,27 @@ impl TseSource {
                 }
             }
         }
-        due.sort_by(|a, b| {
+        let order = |a: &Due, b: &Due| {
             a.retry
                 .cmp(&b.retry)
+                .then(b.hot.cmp(&a.hot))
                 .then(b.round.cmp(&a.round))
                 .then(b.capital.cmp(&a.capital))
+                .then(a.since.cmp(&b.since))
                 .then((a.office == Office::Councillor).cmp(&(b.office == Office::Councillor)))
                 .then(b.electorate.cmp(&a.electorate))
                 .then(a.ibge.cmp(&b.ibge))
-        });
+        };
+        due.sort_by(order);
+        // Past its share, a hot file takes its place in the sweep like any other.
+        let share = self.files_per_cycle / HOT_SHARE;
+        let hot = due.iter().take_while(|d| !d.retry && d.hot).count();
+        if hot > share {
+            for d in &mut due[share..hot] {
+                d.hot = false;
+            }
+            due.sort_by(order);
+        }
         due
     }
 
@@ -574,6 +673,7 @@ impl TseSource {
         match result {
             Ok(Fetched::Modified(bytes)) => {
                 stats.modified += 1;
+                waited(&self.metrics, &mut election.stale_since, &d);
                 state.source = source;
                 state.fetched_for = Some(d.fingerprint);
                 state.backoff = Backoff::default();
@@ -598,6 +698,7 @@ impl TseSource {
             }
             Ok(Fetched::NotModified) => {
                 stats.not_modified += 1;
+                waited(&self.metrics, &mut election.stale_since, &d);
                 state.source = source;
                 state.fetched_for = Some(d.fingerprint);
                 state.backoff = Backoff::default();
@@ -606,6 +707,8 @@ impl TseSource {
             }
             Ok(Fetched::NotFound) => {
                 stats.not_found += 1;
+                // Not there yet: nothing is stale until its row moves again.
+                election.stale_since.remove(&(d.ibge, d.office));
                 state.retry = true;
                 let now = Instant::now();
                 state
@@ -678,12 +781,23 @@ fn files_per_cycle(rate: u32, interval: Duration, max_in_flight: usize) -> usize
     budget.max(2 * max_in_flight.max(1))
 }
 
+/// The file of `d` is fetched: it is no longer stale; its wait is recorded.
+fn waited(metrics: &Metrics, stale_since: &mut HashMap<(u32, Office), Instant>, d: &Due) {
+    if let Some(since) = stale_since.remove(&(d.ibge, d.office)) {
+        metrics.tse_waited(d.hot, since.elapsed());
+    }
+}
+
 /// A file due this cycle.
 struct Due {
     election: usize,
     round: u8,
     ibge: u32,
     office: Office,
+    /// Second round, capital, or one of the most-subscribed (within [`HOT_SHARE`]).
+    hot: bool,
+    /// Since when its row moved without it being fetched (now if it did not).
+    since: Instant,
     /// A retry of a 404 or a failure.
     retry: bool,
     /// No document of this file yet.
@@ -713,6 +827,7 @@ impl Election {
             progress,
             rows: HashMap::new(),
             files: HashMap::new(),
+            stale_since: HashMap::new(),
         }
     }
 }

@@ -509,9 +509,10 @@ impl Simulator {
         self.municipalities_file.body.clone()
     }
 
-    /// The ticks of the consolidated layout whose files are out, at most the last
+    /// The ticks of the first round whose files are out, at most the last
     /// [`MAX_LISTED_TICKS`]: what each one's documents say (`source_time`) and when its files came
-    /// out. Ticks past the last serve the final files again and are not listed.
+    /// out. Ticks past the last serve the final files again and are not listed. In the TSE
+    /// layout a city file carries the `source_time` of the tick it was last rewritten at.
     pub fn ticks(&self) -> Vec<TickInfo> {
         let last = self.current_tick().min(self.last_tick);
         let first = last.saturating_sub(MAX_LISTED_TICKS - 1);

@@ -232,6 +232,15 @@ async fn status(State(sim): State<Arc<Simulator>>) -> Response {
 }
 
 async fn ticks(State(sim): State<Arc<Simulator>>) -> Response {
+    ticks_response(&sim, None)
+}
+
+/// `GET /ticks` of either layout: [`Simulator::ticks`] as JSON, `published_at` in Unix ms, and
+/// the TSE layout's `changes` (topic → ticks its file was written at).
+pub(crate) fn ticks_response(
+    sim: &Simulator,
+    changes: Option<Vec<(String, Vec<u64>)>>,
+) -> Response {
     let ticks: Vec<serde_json::Value> = sim
         .ticks()
         .into_iter()
@@ -248,10 +257,18 @@ async fn ticks(State(sim): State<Arc<Simulator>>) -> Response {
             })
         })
         .collect();
-    no_store(json!({
+    let mut body = json!({
         "interval_ms": sim.interval.as_millis() as u64,
         "ticks": ticks,
-    }))
+    });
+    if let Some(changes) = changes {
+        body["changes"] = changes
+            .into_iter()
+            .map(|(topic, ticks)| (topic, json!(ticks)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    no_store(body)
 }
 
 /// Build the night from `config` (the count starts once it is built), then serve it on

@@ -43,6 +43,11 @@ impl Keys {
     pub fn cycles(&self) -> String {
         format!("{}:cycles", self.prefix)
     }
+
+    /// `apura:audience`: hash of gateway token → its last audience report.
+    pub fn audience(&self) -> String {
+        format!("{}:audience", self.prefix)
+    }
 }
 
 /// Every problem with a Redis URL, CA file and key prefix, reported at once.

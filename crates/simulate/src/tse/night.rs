@@ -206,6 +206,43 @@ impl Simulator {
         out
     }
 
+    /// Per topic (`mayors-…`, `councillors-…`), the first-round ticks from `first` to `last`
+    /// at which the city's file was written: when it first came out, and each tick its sections
+    /// moved. What a freshness measure charges a city for, beside [`Simulator::ticks`]. An
+    /// office whose files are never published (`--missing-office`) has none.
+    pub fn tse_changes(&self, first: u64, last: u64) -> Vec<(String, Vec<u64>)> {
+        let missing = self.tse_options.missing_office.map(|m| m.cargo());
+        let mut out = Vec::new();
+        for (idx, city) in self.election.cities().iter().enumerate() {
+            let mut written = Vec::new();
+            let mut before = first
+                .checked_sub(1)
+                .filter(|&j| self.published(idx, 1, j))
+                .map(|j| self.race_sections(idx, RaceKey::Mayor, 1, j));
+            for j in first..=last {
+                if !self.published(idx, 1, j) {
+                    continue;
+                }
+                // Both offices' files depend on the city's sections alone.
+                let now = self.race_sections(idx, RaceKey::Mayor, 1, j);
+                if before != Some(now) {
+                    written.push(j);
+                }
+                before = Some(now);
+            }
+            for office in [Office::Mayor, Office::Councillor] {
+                if missing == Some(office.tse_code()) {
+                    continue;
+                }
+                out.push((
+                    city.municipality.topic(office.topic_kind()),
+                    written.clone(),
+                ));
+            }
+        }
+        out
+    }
+
     /// The TSE code of a municipality of the simulated list (the layout's own when the list
     /// has none).
     pub fn tse_code(&self, ibge: u32) -> Option<&str> {

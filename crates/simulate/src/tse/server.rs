@@ -146,7 +146,33 @@ pub fn router(sim: Arc<Simulator>) -> Router {
         .route("/status", get(status))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), limit))
+        // Outside the limiter: a measuring client on the ingest's address must not take a
+        // share of the ingest's budget, nor be blocked with it.
+        .route("/ticks", get(ticks))
         .with_state(state)
+}
+
+/// `GET /ticks`: the first round's ticks, as the consolidated layout lists them, and `changes`:
+/// per topic, the listed ticks its city's file was written at. A city file written at a tick
+/// carries that tick's `source_time`; a city that did not change at a tick keeps the time of
+/// the tick it last changed.
+async fn ticks(State(srv): State<Arc<TseServer>>) -> Response {
+    let sim = srv.sim.clone();
+    let listed = sim.ticks();
+    let (Some(first), Some(last)) = (listed.first(), listed.last()) else {
+        return crate::server::ticks_response(&sim, None);
+    };
+    let (first, last) = (first.tick, last.tick);
+    // A few million section counts for a full list of cities: off the async threads.
+    match tokio::task::spawn_blocking(move || {
+        let changes = sim.tse_changes(first, last);
+        crate::server::ticks_response(&sim, Some(changes))
+    })
+    .await
+    {
+        Ok(response) => response,
+        Err(e) => ApiError::Internal(format!("listing changes: {e}")).into_response(),
+    }
 }
 
 /// What a path asks for, for the counters.
