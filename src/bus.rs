@@ -98,6 +98,9 @@ pub trait Bus: Send + Sync + 'static {
     async fn audience(&self) -> anyhow::Result<Vec<(String, u64)>>;
 }
 
+/// Topics with their subscriptions, as a gateway reports them.
+pub type TopicCounts = Vec<(Arc<str>, u64)>;
+
 /// How often a gateway reports its audience ([`Bus::report_audience`]).
 pub const AUDIENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a report counts: three reports, so that one late report does not drop a gateway's

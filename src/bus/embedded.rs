@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{AUDIENCE_TTL, Bus, BusEvent, Cycle, Document, now_millis, sum_audience};
+use super::{AUDIENCE_TTL, Bus, BusEvent, Cycle, Document, TopicCounts, now_millis, sum_audience};
 use crate::documents::Draft;
 
 /// Cycles buffered for a slow subscriber before it is told to resync. A cycle comes every few
@@ -22,7 +22,7 @@ pub struct EmbeddedBus {
     store: Mutex<Store>,
     tx: broadcast::Sender<Arc<Cycle>>,
     /// The last audience report and when it came: one process, one gateway.
-    audience: Mutex<Option<(Instant, Vec<(Arc<str>, u64)>)>>,
+    audience: Mutex<Option<(Instant, TopicCounts)>>,
 }
 
 struct Store {

@@ -300,7 +300,7 @@ pub struct Audience {
     /// Every kind, in [`TopicClass::ALL`]'s order.
     pub kinds: Vec<KindCount>,
     /// The topics with the most subscribers (none without), most first, then by name.
-    pub top: Vec<(Arc<str>, u64)>,
+    pub top: crate::bus::TopicCounts,
 }
 
 /// Replace a channel's value with a newer one without notifying its receivers (they are woken

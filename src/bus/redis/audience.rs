@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::bus::AUDIENCE_TTL;
+use crate::bus::{AUDIENCE_TTL, TopicCounts};
 
 /// A report's value.
 pub(super) fn encode(now_ms: i64, top: &[(Arc<str>, u64)]) -> String {
@@ -21,10 +21,7 @@ pub(super) fn encode(now_ms: i64, top: &[(Arc<str>, u64)]) -> String {
 
 /// The reports of `all` (field, value) younger than [`AUDIENCE_TTL`], read; and the fields of
 /// the others (too old, or unreadable), to delete.
-pub(super) fn live(
-    now_ms: i64,
-    all: Vec<(String, Vec<u8>)>,
-) -> (Vec<Vec<(Arc<str>, u64)>>, Vec<String>) {
+pub(super) fn live(now_ms: i64, all: Vec<(String, Vec<u8>)>) -> (Vec<TopicCounts>, Vec<String>) {
     let ttl = AUDIENCE_TTL.as_millis() as i64;
     let mut live = Vec::new();
     let mut gone = Vec::new();
@@ -37,7 +34,7 @@ pub(super) fn live(
     (live, gone)
 }
 
-fn decode(value: &[u8]) -> Option<(i64, Vec<(Arc<str>, u64)>)> {
+fn decode(value: &[u8]) -> Option<(i64, TopicCounts)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut lines = text.split('\n');
     let at = lines.next()?.parse().ok()?;
