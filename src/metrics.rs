@@ -69,6 +69,24 @@ const WAIT_BUCKETS: &[f64] = &[
     1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0,
     450.0, 600.0, 900.0, 1800.0,
 ];
+/// Buckets of the detection delay, from a file's generation time (as the source stamps it) to
+/// its parse: a second or two when polled every second, a cycle or a sweep for the TSE.
+const DETECT_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0,
+    600.0, 1800.0,
+];
+/// The sources' stamps are Brasília time (UTC-3, no daylight saving since 2019).
+const SOURCE_UTC_OFFSET: Duration = Duration::from_secs(3 * 3600);
+
+/// How long ago, at `now`, a file stamped `stamp` (the documents' `source_time`: local
+/// Brasília time, ISO 8601 without zone) was generated. None for a stamp that does not parse or
+/// lies in the future (the clocks disagree, or a replay of another night's files): such a delay
+/// says nothing about this ingest.
+pub fn detection_delay(stamp: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let local = humantime::parse_rfc3339_weak(stamp).ok()?;
+    now.duration_since(local + SOURCE_UTC_OFFSET).ok()
+}
+
 /// Buckets of a call to the bus: a Redis round trip on a LAN is under a millisecond; a cycle
 /// of a few megabytes, tens of milliseconds.
 const BUS_BUCKETS: &[f64] = &[
@@ -186,6 +204,7 @@ pub struct Metrics {
     bus_round_trips: HistogramVec,
     /// TSE: files' waits from their row moving to their fetch, by tier.
     tse_waits: HistogramVec,
+    detections: HistogramVec,
     /// The histograms and the process metrics.
     registry: Registry,
 }
@@ -237,9 +256,19 @@ impl Default for Metrics {
             &["tier"],
         )
         .expect("a valid histogram");
+        let detections = HistogramVec::new(
+            HistogramOpts::new(
+                "apura_source_detection_delay_seconds",
+                "Ingest: seconds from a file's generation, as the source stamps it (Brasília time), to its parse, by source (consolidated, tse); files stamped in the future are not counted.",
+            )
+            .buckets(DETECT_BUCKETS.to_vec()),
+            &["source"],
+        )
+        .expect("a valid histogram");
         for c in [
             Box::new(lag.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(tse_waits.clone()),
+            Box::new(detections.clone()),
             Box::new(ingest_cycle.clone()),
             Box::new(fetches.clone()),
             Box::new(bus_round_trips.clone()),
@@ -293,6 +322,7 @@ impl Default for Metrics {
             fetches,
             bus_round_trips,
             tse_waits,
+            detections,
             registry,
         }
     }
@@ -365,6 +395,16 @@ impl Metrics {
         self.tse_waits
             .with_label_values(&[if hot { "hot" } else { "sweep" }])
             .observe(waited.as_secs_f64());
+    }
+
+    /// Record the detection delay of a file of `source` (`consolidated`, `tse`) stamped `stamp`,
+    /// parsed now ([`detection_delay`]).
+    pub fn detected(&self, source: &str, stamp: &str) {
+        if let Some(delay) = detection_delay(stamp, std::time::SystemTime::now()) {
+            self.detections
+                .with_label_values(&[source])
+                .observe(delay.as_secs_f64());
+        }
     }
 
     /// Record one feed fetch from `source` (a kind of file: a bounded label) that took `took`.
@@ -889,6 +929,17 @@ fn read(counters: &Mutex<Vec<(String, u64)>>, label: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_in_brasilia_time_is_read_as_utc_minus_three() {
+        let now = humantime::parse_rfc3339("2028-10-01T22:12:30Z").unwrap();
+        assert_eq!(
+            detection_delay("2028-10-01T19:12:00", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(detection_delay("2028-10-01T19:13:00", now), None);
+        assert_eq!(detection_delay("01/10/2028 19:12:00", now), None);
+    }
 
     #[test]
     fn openmetrics_only_for_a_scraper_that_asks_for_it() {

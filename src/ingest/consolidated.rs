@@ -115,6 +115,7 @@ impl ConsolidatedSource {
             };
             if let (Some(polled), Some(t)) = (polled, &feed.source_time) {
                 polled.accepted_time = Some(t.clone());
+                self.metrics.detected("consolidated", t);
             }
             if *office == Office::Mayor {
                 self.turnout

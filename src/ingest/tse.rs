@@ -23,14 +23,18 @@
 //!
 //! **Order.** Every file asked for the first time, or because its city's row moved, comes
 //! before any retry of a file that answered 404 or failed: a file that is not there never takes
-//! the turn of one that is. Within each of the two, second round first, then capitals, then
+//! the turn of one that is. Within each of the two, the hot files first: second round, capitals,
+//! and the files of the [`HOT_AUDIENCE`] city races the gateways' clients follow most (their
+//! audience, read through the bus at the start of each cycle), at most one in [`HOT_SHARE`] of
+//! a cycle's files. Then the sweep, the file whose row moved longest ago first: at the peak,
+//! when every row moves every few seconds, the largest cities' new counts never take every turn
+//! and no city waits more than one full sweep. Ties (a cold start reads every row at once) go
 //! mayors before councillors, then by electorate (the progress row's `e.te`), largest first:
-//! the most-watched results (São Paulo alone is a quarter of the audience) come out in the first
-//! seconds of a cycle, every city's mayor before the long tail's councillors, and an office
-//! missing everywhere (its files all 404) costs the other office nothing. While mayor files never
-//! fetched are left for the next cycle (a cold start), the zone sweep waits, so that its share of
-//! the budget goes to them too: at 50 requests/s the 5,568 mayor files of a cold start take
-//! under two minutes.
+//! every city's mayor before the long tail's councillors, and an office missing everywhere (its
+//! files all 404) costs the other office nothing. While mayor files never fetched are left for
+//! the next cycle (a cold start), the zone sweep waits, so that its share of the budget goes to
+//! them too: at 50 requests/s the 5,568 mayor files of a cold start take under two minutes.
+//! `apura_tse_file_wait_seconds{tier}` is each file's wait for its turn.
 //!
 //! **Budget.** Every request, retries included, goes through one [`Throttle`]: at most
 //! `--rate-limit` starts per second (50), evenly spaced, and `--max-in-flight` open (8). The
@@ -680,7 +684,12 @@ impl TseSource {
                 state.retry = false;
                 let code = self.codes.get(&d.ibge).map(String::as_str).unwrap_or("");
                 match race_of(&bytes, &name, code, d.ibge, d.office, election.round) {
-                    Ok(race) => Some(Accepted::Race(race)),
+                    Ok(race) => {
+                        if let Some(stamp) = &race.source_time {
+                            self.metrics.detected("tse", stamp);
+                        }
+                        Some(Accepted::Race(race))
+                    }
                     Err(error) => {
                         // Validators kept: the same bad file is not fetched again until its
                         // row moves. The city is quarantined; no other city waits for it.
