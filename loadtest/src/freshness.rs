@@ -433,7 +433,16 @@ mod tests {
             .collect();
         capitals.sort();
         // Ticks 2 (15.5 s before) and 5 (0.5 s): not 3 and 4, where topic 0 did not change.
-        assert_eq!(capitals, vec![500, 15_500]);
+        // The histogram keeps about three significant digits.
+        let expected = [500, 15_500];
+        assert!(
+            capitals.len() == 2
+                && capitals
+                    .iter()
+                    .zip(expected)
+                    .all(|(got, want)| got.abs_diff(want) <= want / 100),
+            "{capitals:?}, not about {expected:?}"
+        );
         assert_eq!(f.rest.len(), 4);
         assert_eq!(f.ticks[&3].1.len(), 1);
     }
