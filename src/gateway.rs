@@ -435,6 +435,7 @@ pub async fn follow(
         match event {
             Some(BusEvent::Cycle(cycle)) => {
                 hub.apply_cycle(&cycle.documents, cycle.version);
+                hub.metrics.cycle_arrived(cycle.published_at);
                 if loaded && !hub.is_ready() && !hub.is_empty() {
                     hub.set_ready();
                 }

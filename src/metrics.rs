@@ -198,6 +198,8 @@ pub struct Metrics {
     /// Publish→write lag of live changes, by [`StreamKind`].
     delivery_lag: [Histogram; 2],
     ingest_cycle: Histogram,
+    /// Gateway: publication→applied lag of each cycle received from the bus.
+    cycle_arrival: Histogram,
     /// Feed fetches by source and outcome.
     fetches: HistogramVec,
     /// Calls to the bus by operation.
@@ -227,6 +229,14 @@ impl Default for Metrics {
                 "Duration of ingest cycles (every source polled, parsed, sliced, diffed and published).",
             )
             .buckets(CYCLE_BUCKETS.to_vec()),
+        )
+        .expect("a valid histogram");
+        let cycle_arrival = Histogram::with_opts(
+            HistogramOpts::new(
+                "apura_cycle_arrival_seconds",
+                "Gateway: seconds from a cycle's publication (the ingest's stamp, before its bus write) to its documents held in the gateway's hub, ready to be written: the bus's share of the delivery lag.",
+            )
+            .buckets(LAG_BUCKETS.to_vec()),
         )
         .expect("a valid histogram");
         let fetches = HistogramVec::new(
@@ -270,6 +280,7 @@ impl Default for Metrics {
             Box::new(tse_waits.clone()),
             Box::new(detections.clone()),
             Box::new(ingest_cycle.clone()),
+            Box::new(cycle_arrival.clone()),
             Box::new(fetches.clone()),
             Box::new(bus_round_trips.clone()),
             Box::new(ProcessCollector::for_self()),
@@ -319,6 +330,7 @@ impl Default for Metrics {
                 lag.with_label_values(&["ws"]),
             ],
             ingest_cycle,
+            cycle_arrival,
             fetches,
             bus_round_trips,
             tse_waits,
@@ -381,6 +393,12 @@ impl Metrics {
             let lag = (now_millis() - at).max(0) as f64 / 1000.0;
             self.delivery_lag[kind as usize].observe(lag);
         }
+    }
+
+    /// Record a cycle from the bus held in the hub, published at `published_at`.
+    pub fn cycle_arrived(&self, published_at: i64) {
+        let lag = (now_millis() - published_at).max(0) as f64 / 1000.0;
+        self.cycle_arrival.observe(lag);
     }
 
     /// Record one ingest cycle (every source polled) that took `took`.

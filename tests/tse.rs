@@ -270,7 +270,7 @@ async fn a_quiet_cycle_makes_only_the_27_conditional_progress_requests() {
 
 /// Acceptance 4: a night's update in which more than 500 cities changed is fetched, parsed and
 /// published within the rate budget, capitals and the largest cities first. Each cycle fetches
-/// at most what one interval's budget allows (500 files at 50 requests/s every 10 s) and the
+/// at most what one interval's budget allows (250 files at 50 requests/s every 5 s) and the
 /// next one starts at once, reading the progress files again first, as the run loop does. The
 /// figures are printed (run with `--nocapture`); what is asserted is that the rate never went
 /// over the limit and every city was published.

@@ -566,6 +566,12 @@ pub fn summary(r: &Value) -> String {
             "  gateways' lag histogram over the hold: p50 {/server_lag/p50_ms} ms  p99 {/server_lag/p99_ms} ms = {/server_lag/p99_over_client_p99}× the subscribers' p99 ({/server_lag/observations} observations)\n",
         );
     }
+    if r["server_arrival"]["observations"].is_u64() {
+        out += &fill(
+            r,
+            "  cycles held in the gateways' hubs after publication (apura_cycle_arrival_seconds): p50 {/server_arrival/p50_ms} ms  p99 {/server_arrival/p99_ms} ms ({/server_arrival/observations} cycles)\n",
+        );
+    }
     if r["status_audience"]["topics_compared"].is_u64() {
         out += &fill(
             r,
@@ -658,10 +664,16 @@ mod tests {
             "get": {"ok": 0, "not_modified": 0},
             "server_lag": {"p50_ms": 120.5, "p99_ms": 410.0, "p99_over_client_p99": 0.95,
                            "observations": 570000},
+            "server_arrival": {"p50_ms": 12.5, "p99_ms": 24.0, "p99_over_client_p99": null,
+                               "observations": 30},
         });
         let s = summary(&r);
         assert!(
             s.contains("p99 410.0 ms = 0.95× the subscribers' p99 (570000 observations)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("hubs after publication (apura_cycle_arrival_seconds): p50 12.5 ms  p99 24.0 ms (30 cycles)"),
             "{s}"
         );
         r["server_lag"] = json!({"error": "reading 127.0.0.1:1/metrics: connection refused"});

@@ -168,10 +168,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
             if !args.server_metrics.is_empty() {
                 let specs = args.server_metrics.clone();
                 lag_before = Some(std::thread::spawn(move || {
-                    let lag = crate::scrape::read(&specs);
+                    let lag = crate::scrape::read(&specs, crate::scrape::FAMILY);
+                    let arrival = crate::scrape::read(&specs, crate::scrape::ARRIVAL);
                     // The last WebSocket subscribe messages of the ramp are read by now.
                     std::thread::sleep(Duration::from_secs(2));
-                    (lag, crate::scrape::read_audience(&specs))
+                    (lag, arrival, crate::scrape::read_audience(&specs))
                 }));
             }
             bar.println(format!(
@@ -187,8 +188,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     // ... and as it ends: every worker has reported, so every delivery of the hold is written.
     let server_lag = lag_before.map(|before| {
-        let (before, audience) = before.join().expect("metrics reader");
-        (before, crate::scrape::read(&args.server_metrics), audience)
+        let (before, arrival_before, audience) = before.join().expect("metrics reader");
+        let after = crate::scrape::read(&args.server_metrics, crate::scrape::FAMILY);
+        let arrival_after = crate::scrape::read(&args.server_metrics, crate::scrape::ARRIVAL);
+        (before, after, arrival_before, arrival_after, audience)
     });
     sampling.store(false, Relaxed);
     let _ = sampler.join();
@@ -225,10 +228,15 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("warning: no freshness figures: {e}");
     }
     let mut json = report::build(&args, topics.len(), &merged, freshness.as_ref());
-    if let Some((before, after, audience)) = server_lag {
+    if let Some((before, after, arrival_before, arrival_after, audience)) = server_lag {
         let client_p99 = json["fanout"]["latency_ms_hold_cycles"]["p99"].as_f64();
         json["server_lag"] = match (before, after) {
             (Ok(before), Ok(after)) => crate::scrape::section(&before, &after, client_p99),
+            (Err(e), _) | (_, Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+        };
+        // One observation per cycle and gateway: the bus's share of the delivery lag.
+        json["server_arrival"] = match (arrival_before, arrival_after) {
+            (Ok(before), Ok(after)) => crate::scrape::section(&before, &after, None),
             (Err(e), _) | (_, Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
         };
         json["status_audience"] = match audience {

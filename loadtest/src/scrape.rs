@@ -16,6 +16,8 @@ use crate::net::parse_target;
 
 /// The histogram read: `apura_delivery_lag_seconds`, every stream kind together.
 pub const FAMILY: &str = "apura_delivery_lag_seconds";
+/// The bus's share of it: a cycle's publication to its documents held in a gateway's hub.
+pub const ARRIVAL: &str = "apura_cycle_arrival_seconds";
 
 /// A cumulative histogram: `(upper bound, observations at or below it)` in increasing bound
 /// order, the last bound `+Inf`.
@@ -118,8 +120,8 @@ pub fn quantile(q: f64, b: &Buckets) -> Option<f64> {
     Some(lower + (upper - lower) * (rank - below) / (count - below))
 }
 
-/// Read every server's histogram now.
-pub fn read(specs: &[String]) -> anyhow::Result<Buckets> {
+/// Read every server's `family` histogram now.
+pub fn read(specs: &[String], family: &str) -> anyhow::Result<Buckets> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -133,7 +135,7 @@ pub fn read(specs: &[String]) -> anyhow::Result<Buckets> {
             bail!("{spec} answered {status}");
         }
         let text = String::from_utf8_lossy(&body);
-        all.push(parse(&text, FAMILY).with_context(|| format!("reading {spec}"))?);
+        all.push(parse(&text, family).with_context(|| format!("reading {spec}"))?);
     }
     sum(&all)
 }

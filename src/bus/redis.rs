@@ -91,6 +91,10 @@ const MGET_BATCH: usize = 1_000;
 /// one: ~17,000 documents, tens of MB; early count night when every city moves) is announced by
 /// its list of topics (~40 bytes each, < 1 MB for all of them) and every gateway reads those
 /// documents with `MGET`: ordinary replies, fetched in batches, with no output limit.
+/// Sending a 6 MB cycle of every mayor document inline instead was measured slower, not
+/// faster: 70 ms from publication to the gateway's hub against 53 ms, the ingest sending the
+/// documents twice (keys and message) and Redis copying the message into the script
+/// (BENCHMARKS.md, "Where a cycle's time goes").
 pub(super) const INLINE_CYCLE_LIMIT: usize = 4 * 1024 * 1024;
 /// Events buffered for a slow subscriber before it is told to resync, as on the embedded bus:
 /// a cycle comes every few seconds and a gateway applies one in microseconds.

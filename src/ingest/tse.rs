@@ -15,8 +15,8 @@
 //!    every [`PUBLISH_EVERY`](super::core::PUBLISH_EVERY), so that the first cities of a long cycle do not wait for the
 //!    last.
 //!
-//! A cycle fetches at most what the budget allows in one `--interval` (500 files at 50
-//! requests/s every 10 s), most-watched first; the rest stay due and go first in the next cycle,
+//! A cycle fetches at most what the budget allows in one `--interval` (250 files at 50
+//! requests/s every 5 s), most-watched first; the rest stay due and go first in the next cycle,
 //! which reads the progress files again before. So when thousands of towns change at once (the
 //! first minutes of the night, or a restart), a capital that changes meanwhile waits at most
 //! about one interval, not the whole backlog.
