@@ -6,7 +6,8 @@
 # cycle:
 #   - publish: the ingest's round trip of the cycle script (`apura_bus_call_duration_seconds`,
 #     op="publish": sending the documents, the script, the reply), mean over the cycles;
-#   - script: Redis' own time for each cycle script, from its slow log (commands over 1 ms);
+#   - write: Redis' own time for each cycle's write: the `MSET`, `HSET` and `PUBLISH` of its
+#     transaction (INFO commandstats, mean), or a cycle script of more than two keys (slow log);
 #   - mget: Redis' time per `MGET` the gateway sent to read a cycle announced by its topics;
 #   - arrival: publication (the ingest's stamp) to the documents held in the gateway's hub
 #     (`apura_cycle_arrival_seconds`), mean over the cycles.
@@ -79,8 +80,8 @@ redis-cli -p "$REDIS_PORT" slowlog reset >/dev/null
 read_metrics before
 sleep "$SECONDS_EACH"
 read_metrics after
-# The slow log's entries, one per line: id, time, microseconds, then the command's words; the
-# cycle script is the EVALSHA (or EVAL) whose key count is above 2.
+# The slow log's entries: id, time, microseconds, then the command's words (a cycle script is
+# one entry; a transaction's commands are logged one by one, and EXEC not at all).
 redis-cli -p "$REDIS_PORT" --json slowlog get 1024 >"$DIR/slowlog.json"
 
 python3 - "$DIR" <<'PY'
@@ -103,17 +104,21 @@ def stat(kind, cmd, field):
     return float(m.group(1)) if m else 0.0
 mget_calls = stat("redis-after.txt", "mget", "calls") - stat("redis-before.txt", "mget", "calls")
 mget_us = stat("redis-after.txt", "mget", "usec") - stat("redis-before.txt", "mget", "usec")
+tx_us = sum(stat("redis-after.txt", c, "usec") - stat("redis-before.txt", c, "usec") for c in ("mset", "hset", "publish"))
 scripts = []
 # An inline cycle's message is binary: the log is read for its numbers, not its text.
 for entry in json.loads(open(f"{d}/slowlog.json", "rb").read().decode("utf-8", "replace")):
     words = entry[3] if len(entry) > 3 else []
-    if words and str(words[0]).lower() in ("evalsha", "eval") and len(words) > 2 and int(words[2]) > 2:
+    name = str(words[0]).lower() if words else ""
+    if name in ("evalsha", "eval") and len(words) > 2 and int(words[2]) > 2:
         scripts.append(entry[2] / 1000)
 out = {
     "cycles": int(pub_n),
     "publish_round_trip_ms_mean": round(pub_s / pub_n * 1000, 1) if pub_n else None,
-    "cycle_script_ms": {"n": len(scripts), "median": round(statistics.median(scripts), 1) if scripts else None,
-                        "min": round(min(scripts), 1) if scripts else None, "max": round(max(scripts), 1) if scripts else None},
+    # A script's time from the slow log; a transaction's from its commands (EXEC is not logged).
+    "cycle_write_in_redis_ms": {"n": len(scripts), "median": round(statistics.median(scripts), 1),
+                                "min": round(min(scripts), 1), "max": round(max(scripts), 1)} if scripts else
+                               {"mean": round(tx_us / pub_n / 1000, 1) if pub_n else None},
     "mget_per_cycle": round(mget_calls / arr_n, 1) if arr_n else None,
     "mget_ms_mean_in_redis": round(mget_us / mget_calls / 1000, 2) if mget_calls else None,
     "arrival_ms_mean": round(arr_s / arr_n * 1000, 1) if arr_n else None,

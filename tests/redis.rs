@@ -174,6 +174,10 @@ async fn only_the_lock_holder_publishes_and_a_standby_takes_over_when_it_dies() 
         .unwrap();
     let sp: serde_json::Value = serde_json::from_slice(&sp.json).unwrap();
     assert_eq!(sp["candidates"][0]["votes"], 900);
+    // Subscribers hear the cycle as Redis runs the write, the writer a moment later with its
+    // answer: its count follows, and stays at one.
+    eventually(|| second.cycles_published() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(second.cycles_published(), 1);
 }
 
@@ -391,4 +395,89 @@ async fn a_standby_that_takes_over_an_emptied_redis_continues_above_the_last_ver
         "version {} after {last}: gateways would ignore it",
         next.version
     );
+}
+
+/// A leader whose lock is taken while it writes cycles back to back: from the moment the lock
+/// is someone else's, not one more of its cycles reaches Redis, whatever point of a write the
+/// theft falls on (before the lock is checked, or between the check and the `EXEC`). The theft
+/// and a marker message are one transaction, so the marker's place on the channel is the
+/// theft's place among the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lock_is_taken_mid_write_writes_nothing_after() {
+    let server = RedisServer::start().await;
+    let leader = publisher(&server, Duration::from_secs(30)).await;
+    let channel = leader.keys().cycles();
+    let mut pubsub = server.client().get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    let writer = {
+        let leader = leader.clone();
+        tokio::spawn(async move {
+            let mut written = 0u64;
+            loop {
+                let drafts = (0..2_000)
+                    .map(|i| padded(&format!("t-{i}"), written, 1_000))
+                    .collect();
+                match leader.publish(drafts).await {
+                    Ok(_) => written += 1,
+                    Err(e) => return (written, format!("{e:#}")),
+                }
+            }
+        })
+    };
+    // Let a few cycles through, then take the lock at a moment the writer does not choose.
+    tokio::time::sleep(Duration::from_millis(300 + rand_ms())).await;
+    let mut con = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("apura:leader")
+        .arg("someone-else")
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(&channel)
+        .arg("theft")
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let (written, error) = tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();
+    assert!(written >= 1, "no cycle went through before the theft");
+    assert!(
+        error.contains("does not hold the leader lock"),
+        "the writer stopped on: {error}"
+    );
+    // Every message up to the marker is a cycle; none follows it.
+    let mut messages = pubsub.on_message();
+    let mut before = 0;
+    loop {
+        let msg = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if msg.get_payload_bytes() == b"theft" {
+            break;
+        }
+        before += 1;
+    }
+    assert_eq!(
+        before, written,
+        "every acknowledged cycle came before the theft"
+    );
+    let after = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+    assert!(
+        after.is_err(),
+        "a cycle was published after the lock was taken"
+    );
+}
+
+fn rand_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        % 200
 }

@@ -12,11 +12,12 @@
 //! | `apura:cycles` | pub/sub channel | every cycle, whole (see [`RedisBus`] for the message) |
 //! | `apura:audience` | hash | gateway token → its most-subscribed topics and when it said so |
 //!
-//! A cycle is written by one Lua script (the documents, the index and the `PUBLISH`), which Redis
-//! runs atomically: no reader ever sees half a cycle. The same script first compares the lock
-//! with this process's token and refuses to write otherwise, so an ingest that lost the lock
-//! (paused, partitioned, slow) can never publish over its successor: the lock's expiry is a
-//! liveness device, the fencing inside the script is what makes duplicates impossible.
+//! A cycle is written by one `MULTI`/`EXEC` transaction (the documents, the index and the
+//! `PUBLISH`), which Redis runs as a unit: no reader ever sees half a cycle. The transaction is
+//! sent after a `WATCH` of the lock and a check that it holds this process's token, and Redis
+//! refuses the `EXEC` if the lock changed in between, so an ingest that lost the lock (paused,
+//! partitioned, slow) can never publish over its successor: the lock's expiry is a liveness
+//! device, the fencing of every write is what makes duplicates impossible.
 //!
 //! # Why one channel
 //!
@@ -70,7 +71,7 @@ use crate::metrics::Metrics;
 use codec::{encode, stamped};
 pub use keys::{DEFAULT_PREFIX, Keys, check_options, redacted};
 pub use lock::Renewal;
-use scripts::{ACQUIRE_LUA, CONTINUE_LUA, NEXT_VERSION_LUA, PUBLISH_LUA, RELEASE_LUA, RENEW_LUA};
+use scripts::{ACQUIRE_LUA, CONTINUE_LUA, NEXT_VERSION_LUA, RELEASE_LUA, RENEW_LUA};
 use server::Commands;
 pub use server::Server;
 use subscriber::{follow_channel, open_subscription};
@@ -135,7 +136,8 @@ pub(super) struct Shared {
     highest: AtomicU64,
     metrics: Arc<Metrics>,
     next_version: Script,
-    publish: Script,
+    /// The connection of [`write_cycle`], opened on first use and dropped when a write fails.
+    writer: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     acquire: Script,
     renew: Script,
     release: Script,
@@ -188,7 +190,7 @@ impl RedisBus {
                 highest: AtomicU64::new(0),
                 metrics,
                 next_version: Script::new(NEXT_VERSION_LUA),
-                publish: Script::new(PUBLISH_LUA),
+                writer: tokio::sync::Mutex::new(None),
                 acquire: Script::new(ACQUIRE_LUA),
                 renew: Script::new(RENEW_LUA),
                 release: Script::new(RELEASE_LUA),
@@ -245,22 +247,8 @@ impl Bus for RedisBus {
             .collect();
         drop(drafts);
         let message = encode(version, published_at, &documents, INLINE_CYCLE_LIMIT);
-        let mut call = self.shared.publish.prepare_invoke();
-        call.key(keys.leader()).key(keys.topics());
-        for doc in &documents {
-            call.key(keys.document(&doc.topic));
-        }
-        call.arg(&self.shared.token)
-            .arg(keys.cycles())
-            .arg(&message[..])
-            .arg(version);
-        for doc in &documents {
-            call.arg(&*doc.topic).arg(&doc.json[..]);
-        }
-        let _receivers: i64 = commands
-            .invoke(&call)
+        write_cycle(&self.shared, version, &message, &documents)
             .await
-            .map_err(fenced)
             .with_context(|| format!("publishing cycle {version}"))?;
         Ok(Arc::new(Cycle {
             version,
@@ -325,9 +313,112 @@ impl Bus for RedisBus {
     }
 }
 /// The lock check inside the scripts, as an error that says what happened.
+/// Times a cycle's write is tried again when its `EXEC` was aborted while the lock is still
+/// this process's: the lock's own renewal (a `PEXPIRE` of the watched key, every third of a
+/// ttl) touched it between the `WATCH` and the `EXEC`.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Write a cycle, fenced by the leader lock: the documents, the index and the `PUBLISH` in one
+/// `MULTI`/`EXEC`, which Redis runs as a unit, after a `WATCH` of the lock and a check that it
+/// holds this process's token. If the lock changes after the check, Redis refuses the `EXEC`
+/// and nothing is written; if it changed before, nothing is sent. So a process that lost the
+/// lock writes nothing. A Lua script could check and write in one step, but Redis takes a
+/// seventh of the time this way for a cycle of every mayor document (3 ms against 22: Lua's
+/// cost is taking 16,700 arguments; BENCHMARKS.md, "Where a cycle's time goes").
+///
+/// A `WATCH` holds only on the connection that sent it, so the write has a connection of its
+/// own that never reconnects by itself: one that broke after the `WATCH` fails the `EXEC`
+/// instead of sending it unwatched on a new connection. A failed write drops the connection;
+/// the next write opens a new one (on the current primary, under Sentinel).
+async fn write_cycle(
+    shared: &Shared,
+    version: u64,
+    message: &[u8],
+    documents: &[Document],
+) -> anyhow::Result<()> {
+    let keys = &shared.keys;
+    let mut writer = shared.writer.lock().await;
+    let outcome = async {
+        if writer.is_none() {
+            let client = shared.commands.primary().await?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(COMMAND_TIMEOUT));
+            *writer = Some(
+                shared.commands.check(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await,
+                )?,
+            );
+        }
+        let con = writer.as_mut().expect("just opened");
+        let mut docs = redis::cmd("MSET");
+        let mut index = redis::cmd("HSET");
+        index.arg(keys.topics());
+        for doc in documents {
+            docs.arg(keys.document(&doc.topic)).arg(&doc.json[..]);
+            index.arg(&*doc.topic).arg(version);
+        }
+        let mut tx = redis::pipe();
+        tx.atomic();
+        if !documents.is_empty() {
+            tx.add_command(docs).ignore().add_command(index).ignore();
+        }
+        tx.cmd("PUBLISH").arg(keys.cycles()).arg(message).ignore();
+        for _ in 0..WRITE_ATTEMPTS {
+            let (_, holder): ((), Option<String>) = shared.commands.check(
+                redis::pipe()
+                    .cmd("WATCH")
+                    .arg(keys.leader())
+                    .cmd("GET")
+                    .arg(keys.leader())
+                    .query_async(con)
+                    .await,
+            )?;
+            if holder.as_deref() != Some(shared.token.as_str()) {
+                let _: () = shared
+                    .commands
+                    .check(redis::cmd("UNWATCH").query_async(con).await)?;
+                return Ok(Written::Fenced);
+            }
+            let done: Option<()> = shared.commands.check(tx.query_async(con).await)?;
+            if done.is_some() {
+                return Ok(Written::Yes);
+            }
+        }
+        Ok::<_, redis::RedisError>(Written::Aborted)
+    }
+    .await;
+    match outcome {
+        Ok(Written::Yes) => Ok(()),
+        Ok(Written::Fenced) => Err(fenced_error()),
+        Ok(Written::Aborted) => anyhow::bail!(
+            "the leader lock kept changing during the write ({WRITE_ATTEMPTS} attempts); nothing was written"
+        ),
+        Err(e) => {
+            *writer = None;
+            Err(e.into())
+        }
+    }
+}
+
+/// How [`write_cycle`] ended.
+enum Written {
+    Yes,
+    /// The lock is not this process's.
+    Fenced,
+    /// Every `EXEC` was refused.
+    Aborted,
+}
+
+fn fenced_error() -> anyhow::Error {
+    anyhow::anyhow!("fenced: this process does not hold the leader lock")
+}
+
 pub(super) fn fenced(e: redis::RedisError) -> anyhow::Error {
     if e.to_string().contains("FENCED") {
-        anyhow::anyhow!("fenced: this process does not hold the leader lock")
+        fenced_error()
     } else {
         e.into()
     }

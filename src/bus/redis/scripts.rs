@@ -1,18 +1,7 @@
-//! The Lua scripts that write to Redis. Redis runs each one atomically, and each first compares
-//! the leader lock with the caller's token: a process that lost the lock can write nothing.
-
-/// Write a cycle, fenced by the leader lock. KEYS: leader, topics index, then one document key
-/// per document. ARGV: token, channel, message, version, then topic and JSON of each document.
-pub(super) const PUBLISH_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED this process does not hold the leader lock')
-end
-for i = 1, #KEYS - 2 do
-  redis.call('SET', KEYS[i + 2], ARGV[4 + 2 * i])
-  redis.call('HSET', KEYS[2], ARGV[3 + 2 * i], ARGV[4])
-end
-return redis.call('PUBLISH', ARGV[2], ARGV[3])
-"#;
+//! The Lua scripts of the leader lock and the version sequence. Redis runs each one atomically,
+//! and each that writes first compares the leader lock with the caller's token: a process that
+//! lost the lock can write nothing. (A cycle's documents are written by a watched transaction:
+//! `write_cycle` in the parent module.)
 
 /// Take the next version, fenced by the lock like the write itself: a process that lost the
 /// lock cannot even create the sequence in a Redis that came back empty (the new leader starts
