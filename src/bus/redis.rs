@@ -33,7 +33,7 @@
 //!   against every pattern of every client, so K messages × N gateways glob matches per cycle;
 //! - sharded pub/sub (`SSUBSCRIBE`, Redis 7): spreads channels over the slots of a cluster, which
 //!   only helps when subscribers want a subset; every gateway would subscribe on every shard, and
-//!   a cycle could no longer be written and announced by one atomic script.
+//!   a cycle could no longer be written and announced by one transaction.
 //!
 //! Measured with `loadtest/redis-channels.sh` (redis-server 7 on a shared 2-core machine,
 //! cycles of 3,000 documents of 1 KB, the same bytes sent to Redis in every layout), Redis CPU
@@ -77,7 +77,7 @@ pub use server::Server;
 use subscriber::{follow_channel, open_subscription};
 
 /// Timeout of one command. The largest is the first cycle's publish: ~17,000 documents, tens of
-/// MB, which loopback or a LAN carries in well under a second and the script applies in ~50 ms;
+/// MB, which loopback or a LAN carries in well under a second and Redis applies in tens of ms;
 /// 5 s leaves room on a loaded host and still reports an outage within one 10 s poll interval.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of one connection attempt: a reachable Redis answers in milliseconds.
@@ -94,8 +94,8 @@ const MGET_BATCH: usize = 1_000;
 /// documents with `MGET`: ordinary replies, fetched in batches, with no output limit.
 /// Sending a 6 MB cycle of every mayor document inline instead was measured slower, not
 /// faster: 70 ms from publication to the gateway's hub against 53 ms, the ingest sending the
-/// documents twice (keys and message) and Redis copying the message into the script
-/// (BENCHMARKS.md, "Where a cycle's time goes").
+/// documents twice (keys and message), measured with the cycle written by a Lua script, which
+/// copied the message once more (BENCHMARKS.md, "Where a cycle's time goes").
 pub(super) const INLINE_CYCLE_LIMIT: usize = 4 * 1024 * 1024;
 /// Events buffered for a slow subscriber before it is told to resync, as on the embedded bus:
 /// a cycle comes every few seconds and a gateway applies one in microseconds.

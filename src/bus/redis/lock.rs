@@ -1,5 +1,6 @@
 //! The ingest leader lock: one leader at a time, a standby taking over when the lock expires.
-//! Used by `ingest::leader`; the fencing of every write by the same lock is in the scripts.
+//! Used by `ingest::leader`; the fencing of every write by the same lock is in the scripts and
+//! in the cycle's watched transaction (`write_cycle`).
 
 use std::time::Duration;
 
