@@ -481,3 +481,72 @@ fn rand_ms() -> u64 {
         .subsec_nanos() as u64
         % 200
 }
+
+/// The lock's key touched again and again while the leader writes (as its own renewal does, a
+/// `PEXPIRE` every third of a ttl, here as fast as Redis answers): an `EXEC` refused because
+/// of it is tried again, and a write is reported done only if it was done. Every cycle the
+/// leader was told is published is on the channel and in the keys; none of the others is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_because_the_lock_was_touched_is_never_reported_done() {
+    let server = RedisServer::start().await;
+    let leader = publisher(&server, Duration::from_secs(30)).await;
+    let channel = leader.keys().cycles();
+    let mut pubsub = server.client().get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    let touching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let toucher = {
+        let touching = touching.clone();
+        let client = server.client();
+        tokio::spawn(async move {
+            let mut con = client.get_multiplexed_async_connection().await.unwrap();
+            let mut touches = 0u64;
+            while touching.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: i64 = ::redis::cmd("PEXPIRE")
+                    .arg("apura:leader")
+                    .arg(30_000)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                touches += 1;
+            }
+            touches
+        })
+    };
+    let mut done = Vec::new();
+    let mut refused = 0;
+    for n in 0..40u64 {
+        let drafts = (0..500)
+            .map(|i| padded(&format!("t-{i}"), n, 1_000))
+            .collect();
+        match leader.publish(drafts).await {
+            Ok(cycle) => done.push(cycle.version),
+            Err(e) => {
+                assert!(
+                    format!("{e:#}").contains("kept changing"),
+                    "unexpected failure: {e:#}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    touching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let touches = toucher.await.unwrap();
+    assert!(touches > 100, "the lock was touched {touches} times only");
+    assert!(!done.is_empty(), "every write was refused ({refused})");
+    // The channel holds exactly the cycles reported done, in order.
+    let mut messages = pubsub.on_message();
+    let mut heard = Vec::new();
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(Duration::from_millis(500), messages.next()).await
+    {
+        let payload = msg.get_payload_bytes();
+        heard.push(u64::from_be_bytes(payload[1..9].try_into().unwrap()));
+    }
+    assert_eq!(heard, done, "{refused} writes refused");
+    // And the keys hold the last of them.
+    let snapshot = leader.snapshot().await.unwrap();
+    assert!(
+        snapshot.iter().all(|d| d.version == *done.last().unwrap()),
+        "the keys hold a version that was not reported done"
+    );
+}
