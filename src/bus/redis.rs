@@ -312,7 +312,6 @@ impl Bus for RedisBus {
         Ok(super::sum_audience(live.iter().map(Vec::as_slice)))
     }
 }
-/// The lock check inside the scripts, as an error that says what happened.
 /// Times a cycle's write is tried again when its `EXEC` was aborted while the lock is still
 /// this process's: the lock's own renewal (a `PEXPIRE` of the watched key, every third of a
 /// ttl) touched it between the `WATCH` and the `EXEC`.
@@ -412,10 +411,12 @@ enum Written {
     Aborted,
 }
 
+/// A write refused because the lock is not this process's.
 fn fenced_error() -> anyhow::Error {
     anyhow::anyhow!("fenced: this process does not hold the leader lock")
 }
 
+/// The lock check inside the scripts, as an error that says what happened.
 pub(super) fn fenced(e: redis::RedisError) -> anyhow::Error {
     if e.to_string().contains("FENCED") {
         fenced_error()
