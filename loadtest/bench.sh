@@ -5,7 +5,8 @@
 #   fanout     $SUBS subscribers (half SSE, half WebSocket) on ONE apura gateway process;
 #              COMPRESS="0 1" runs it with identity streams, then compressed ones (gzip SSE,
 #              permessage-deflate WebSocket), each on a fresh gateway, in every run
-#   nchan      the same $SUBS subscribers and message size on nginx + nchan
+#   nchan      the same $SUBS subscribers and message size on nginx + nchan, stamped both ways
+#              (nchan-N: published_at per message; nchan-cycle-N: once per cycle, as apura's ingest)
 #   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
 #              (nchan twice: published_at stamped per message, and per cycle)
 #   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
@@ -339,7 +340,8 @@ nchan_run() {
     local pub=$LAST_PID
     sleep 2 # the first cycle creates the channels
     load "$label" "127.0.0.1:$NCHAN_PORT" "$subs" "$CONNECT_RATE" "$hold" "$(nginx_pids)" \
-        --topics-file "$OUT/docs/topics.txt" --sse-path "/sub/{topic}" --ws-path "/sub/{topic}" --ws-subscribe ""
+        --topics-file "$OUT/docs/topics.txt" --sse-path "/sub/{topic}" --ws-path "/sub/{topic}" --ws-subscribe "" \
+        --cycle-key version
     stop "$pub" "$NGINX_PID"
 }
 
@@ -348,7 +350,8 @@ phase_nchan() {
     local i workers=$(((SUBS + 19000 - 1) / 19000))
     [ "$workers" -lt "$SERVER_WORKERS" ] && workers=$SERVER_WORKERS
     for i in $(seq "$RUNS"); do
-        nchan_run "nchan-$i" "$SUBS" "$workers" "$HOLD"
+        nchan_run "nchan-$i" "$SUBS" "$workers" "$HOLD" message
+        nchan_run "nchan-cycle-$i" "$SUBS" "$workers" "$HOLD" cycle
     done
 }
 

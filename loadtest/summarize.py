@@ -133,11 +133,15 @@ def main(out):
         return [load(p) for p in sorted(glob.glob(os.path.join(out, pattern)))]
 
     fan, nch = reports("fanout-*.json"), [r for r in reports("nchan-*.json") if re.fullmatch(r"nchan-\d+", r.get("label", ""))]
-    if fan or nch:
-        subs = dig((fan or nch)[0], "config", "sse") + dig((fan or nch)[0], "config", "ws")
+    ncy = [r for r in reports("nchan-cycle-*.json") if re.fullmatch(r"nchan-cycle-\d+", r.get("label", ""))]
+    if fan or nch or ncy:
+        first = (fan or ncy or nch)[0]
+        subs = dig(first, "config", "sse") + dig(first, "config", "ws")
         cols = []
         if fan:
             cols.append((f"apura, 1 gateway ({len(fan)} runs)", fan))
+        if ncy:
+            cols.append((f"nginx+nchan, stamped per cycle ({len(ncy)} runs)", ncy))
         if nch:
             cols.append((f"nginx+nchan, stamped per message ({len(nch)} runs)", nch))
         parts.append(f"## Fan-out, {subs:,} subscribers, one server process (medians)\n\n" + table(cols))

@@ -84,8 +84,15 @@ pub enum BusEvent {
 /// The bus and store behind ingest and gateways.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Publish one cycle: all drafts under the next version, or none of them.
-    async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>>;
+    /// Publish one cycle: all drafts under the next version, or none of them, stamped with
+    /// `published_at` (Unix milliseconds): the ingest publishes a large change as several
+    /// cycles that share the time the first one went out.
+    async fn publish_at(&self, drafts: Vec<Draft>, published_at: i64)
+    -> anyhow::Result<Arc<Cycle>>;
+    /// Publish one cycle stamped now.
+    async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>> {
+        self.publish_at(drafts, now_millis()).await
+    }
     /// The latest document of every topic.
     async fn snapshot(&self) -> anyhow::Result<Vec<Document>>;
     /// Cycles published from now on. Subscribe before reading the snapshot.

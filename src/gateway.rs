@@ -448,6 +448,39 @@ pub async fn follow(
     }
 }
 
+/// [`follow`] on a thread of its own, with a single-threaded runtime; the answer is
+/// [`follow`]'s when it ends. The connections' tasks run on the main runtime, and a cycle wakes
+/// thousands of them at once: on a shared runtime the task applying the next cycle waits in the
+/// same queue behind every connection the last one woke, so a change sent as many cycles
+/// (see `crate::ingest::core::CYCLE_BYTES`) reached the hub one fan-out at a time. On its own
+/// thread the bus is read and each cycle applied as it arrives, and the kernel's scheduler
+/// shares the cores between it and the connections (BENCHMARKS.md, "A large change in cycles
+/// of 256 KiB").
+pub fn follow_apart(
+    bus: Arc<dyn Bus>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("apura-bus".into())
+        .spawn(move || {
+            let followed = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(follow(bus, hub, shutdown)),
+                Err(e) => Err(anyhow::Error::new(e).context("starting the bus thread's runtime")),
+            };
+            let _ = tx.send(followed);
+        });
+    async move {
+        started.context("starting the bus thread")?;
+        rx.await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the bus follower panicked")))
+    }
+}
+
 /// Backoff between tries of the bus, and their log: one line when a failure starts, one when
 /// it ends, each try in between at debug level.
 #[derive(Default)]

@@ -312,7 +312,7 @@ impl Ingest {
     pub async fn apply_zones(
         &mut self,
         batch: Vec<(u32, ZoneBreakdown)>,
-    ) -> anyhow::Result<Option<Arc<Cycle>>> {
+    ) -> anyhow::Result<Vec<Arc<Cycle>>> {
         self.core.apply_zones(batch).await
     }
 
@@ -347,7 +347,7 @@ impl Ingest {
                 let _ = tx.send(Accepted::EndOfPoll).await;
                 rejected
             },
-            core.follow(&mut rx, |c| cycles.push(c.clone())),
+            core.follow(&mut rx, |cs| cycles.extend(cs.iter().cloned())),
         );
         followed?;
         metrics.cycle_took(started.elapsed());
@@ -382,10 +382,15 @@ pub async fn run_on(ingest: &mut Ingest, shutdown: CancellationToken) -> anyhow:
     followed
 }
 
-fn log_cycle(c: &Arc<Cycle>) {
+fn log_cycle(cycles: &[Arc<Cycle>]) {
+    let (Some(first), Some(last)) = (cycles.first(), cycles.last()) else {
+        return;
+    };
     tracing::info!(
-        version = c.version,
-        documents = c.documents.len(),
+        version = last.version,
+        first_version = first.version,
+        cycles = cycles.len(),
+        documents = cycles.iter().map(|c| c.documents.len()).sum::<usize>(),
         "published"
     );
 }

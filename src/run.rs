@@ -75,7 +75,7 @@ pub async fn serve_embedded(
     });
     let follow_hub = hub.clone();
     tracker.spawn(async move {
-        if let Err(e) = gateway::follow(bus, follow_hub, s2.clone()).await {
+        if let Err(e) = gateway::follow_apart(bus, follow_hub, s2.clone()).await {
             tracing::error!(
                 error = format!("{e:#}"),
                 "gateway stopped following the bus"

@@ -304,9 +304,10 @@ async fn a_subscriber_that_falls_behind_or_gets_garbage_is_told_to_resync() {
         .unwrap();
     let mut events = follower.subscribe().await.unwrap();
 
-    // Not read for 100 cycles: it gets what fitted in its queue, then one resync, not 100.
+    // Not read for 400 cycles: it gets what fitted in its queue (256), then one resync, not
+    // 400.
     let mut last = 0;
-    for n in 0..100 {
+    for n in 0..400 {
         last = publisher
             .publish(vec![draft("a", n)])
             .await
@@ -323,7 +324,7 @@ async fn a_subscriber_that_falls_behind_or_gets_garbage_is_told_to_resync() {
         cycles += 1;
     }
     assert!(
-        (1..100).contains(&cycles),
+        (1..400).contains(&cycles),
         "{cycles} cycles before the resync"
     );
     let snap = follower.snapshot().await.unwrap();
@@ -549,4 +550,73 @@ async fn a_write_refused_because_the_lock_was_touched_is_never_reported_done() {
         snapshot.iter().all(|d| d.version == *done.last().unwrap()),
         "the keys hold a version that was not reported done"
     );
+}
+
+/// A change of more than 256 KiB (every city of a 1,500-city state moving) reaches a gateway as
+/// several cycles, each travelling whole on the channel: the gateway holds every city at its new
+/// version, a stream resuming from before the change gets every topic it follows, and no
+/// gateway read documents back from Redis on the way (no `MGET` while the change went out).
+#[tokio::test]
+async fn a_large_change_reaches_the_gateway_in_several_whole_cycles_without_a_bulk_read() {
+    let server = RedisServer::start().await;
+    let names: Vec<&'static str> = (0..1_500)
+        .map(|i| &*Box::leak(format!("Cidade {i:04}").into_boxed_str()))
+        .collect();
+    let state = |n: u64| -> Vec<City> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                City::new(3_500_001 + i as u32, name, "SP")
+                    .votes(&[100 * n + i as u64, 50], 10.0 * n as f64)
+            })
+            .collect()
+    };
+    let feed = Feed::new(&state(1));
+    let ingest = IngestProcess::start(&server, &feed, TTL).await;
+    let gw = RedisGateway::start(&server).await;
+    let last = "mayors-sp-cidade-1499";
+    let deadline = Instant::now() + WAIT;
+    while !gw.hub.is_ready() || gw.hub.get(last).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first publication never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = gw.hub.complete().load(std::sync::atomic::Ordering::Relaxed);
+    let cycles_before = ingest.cycles_published();
+    let mut sse = Sse::connect(
+        &gw.url(&format!(
+            "/events?topics=brazil,mayors-sp-cidade-0000,{last}"
+        )),
+        Some(before),
+    )
+    .await;
+    let _: () = server
+        .query(::redis::cmd("CONFIG").arg("RESETSTAT"))
+        .await
+        .unwrap();
+
+    feed.write(&state(2));
+    let mut topics = Vec::new();
+    while topics.len() < 3 {
+        let ev = sse.next(WAIT).await.expect("every followed topic changed");
+        assert!(ev.data["version"].as_u64().unwrap() > before);
+        topics.push(ev.data["topic"].as_str().unwrap().to_string());
+    }
+    topics.sort();
+    assert_eq!(topics, ["brazil", "mayors-sp-cidade-0000", last]);
+    eventually(|| {
+        names.iter().all(|n| {
+            let topic = format!("mayors-sp-{}", n.to_lowercase().replace(' ', "-"));
+            gw.hub.get(&topic).is_some_and(|e| e.version > before)
+        })
+    })
+    .await;
+    let cycles = ingest.cycles_published() - cycles_before;
+    assert!(cycles >= 3, "the change went out as {cycles} cycle(s)");
+    let stats = server.info("commandstats").await;
+    assert!(stats.contains("cmdstat_publish:calls="), "{stats}");
+    assert!(!stats.contains("cmdstat_mget"), "a bulk read: {stats}");
 }

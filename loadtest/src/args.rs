@@ -82,6 +82,12 @@ pub struct RunArgs {
     /// Time allowed for connect + handshake of one subscriber.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
+    /// What makes deliveries one publication cycle in the report: `published-at` (apura: a
+    /// large change goes out as several consecutive versions that share one `published_at`,
+    /// and its first delivery and spread are those of the whole change) or `version` (the nchan
+    /// publisher numbers its cycles, and may stamp each message with its own time).
+    #[arg(long, value_enum, default_value_t = CycleKey::PublishedAt)]
+    pub cycle_key: CycleKey,
     /// Seed of the topic draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -181,4 +187,11 @@ impl RunArgs {
         }
         p
     }
+}
+
+/// See [`RunArgs::cycle_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CycleKey {
+    PublishedAt,
+    Version,
 }

@@ -38,6 +38,8 @@ pub struct Shared {
     pub get_path: String,
     pub seed: u64,
     pub handshake_timeout: Duration,
+    /// Deliveries make one cycle by their version, not their `published_at`.
+    pub cycle_by_version: bool,
 }
 
 /// One subscriber to start.
@@ -185,7 +187,12 @@ impl Shared {
                 if snapshot || (p.max(0) as u64) * 1_000 < connected_us {
                     rec.counters.snapshots += 1;
                 } else {
-                    rec.update(stream, p, version, received_us);
+                    rec.update(
+                        stream,
+                        p,
+                        version.filter(|_| self.cycle_by_version),
+                        received_us,
+                    );
                 }
             }
         }

@@ -72,6 +72,7 @@ pub fn main(args: RunArgs, id: usize) -> anyhow::Result<()> {
         get_path: args.get_path.clone(),
         seed: args.seed,
         handshake_timeout: args.handshake_timeout,
+        cycle_by_version: args.cycle_key == crate::args::CycleKey::Version,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,9 +13,12 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::{AUDIENCE_TTL, Bus, BusEvent, Cycle, Document, TopicCounts, now_millis, sum_audience};
 use crate::documents::Draft;
 
-/// Cycles buffered for a slow subscriber before it is told to resync. A cycle comes every few
-/// seconds and a gateway applies one in microseconds, so 64 is minutes of slack.
-const CHANNEL_CAPACITY: usize = 64;
+/// Cycles buffered for a slow subscriber before it is told to resync. A change of every city
+/// comes as dozens of cycles of at most 256 KiB at once (a large change is split, see
+/// `crate::ingest::core::CYCLE_BYTES`), which a gateway applies in well under a millisecond
+/// each; between changes there are seconds. The buffer holds the same documents as
+/// the store, not copies.
+const CHANNEL_CAPACITY: usize = 256;
 
 /// In-process bus and store.
 pub struct EmbeddedBus {
@@ -56,11 +59,14 @@ impl Default for EmbeddedBus {
 
 #[async_trait]
 impl Bus for EmbeddedBus {
-    async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>> {
+    async fn publish_at(
+        &self,
+        drafts: Vec<Draft>,
+        published_at: i64,
+    ) -> anyhow::Result<Arc<Cycle>> {
         let mut store = self.store.lock().expect("bus store poisoned");
         store.sequence += 1;
         let version = store.sequence;
-        let published_at = now_millis();
         let documents: Vec<Document> = drafts
             .iter()
             .map(|d| Document::stamp(d, version, published_at))

@@ -14,7 +14,8 @@
 //!
 //! A cycle is written by one `MULTI`/`EXEC` transaction (the documents, the index and the
 //! `PUBLISH`), which Redis runs as a unit: no reader ever sees half a cycle. The transaction is
-//! sent after a `WATCH` of the lock and a check that it holds this process's token, and Redis
+//! sent after a `WATCH` of the lock and the version script's check that it holds this process's
+//! token, and Redis
 //! refuses the `EXEC` if the lock changed in between, so an ingest that lost the lock (paused,
 //! partitioned, slow) can never publish over its successor: the lock's expiry is a liveness
 //! device, the fencing of every write is what makes duplicates impossible.
@@ -88,18 +89,20 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MGET_BATCH: usize = 1_000;
 /// Largest cycle sent inline on the channel. Redis disconnects a subscriber whose output buffer
 /// passes 32 MB, or stays above 8 MB for 60 s (`client-output-buffer-limit pubsub 32mb 8mb 60`);
-/// at 4 MiB a gateway a message behind stays under the soft limit. A bigger cycle (the first
-/// one: ~17,000 documents, tens of MB; early count night when every city moves) is announced by
-/// its list of topics (~40 bytes each, < 1 MB for all of them) and every gateway reads those
-/// documents with `MGET`: ordinary replies, fetched in batches, with no output limit.
-/// Sending a 6 MB cycle of every mayor document inline instead was measured slower, not
-/// faster: 70 ms from publication to the gateway's hub against 53 ms, the ingest sending the
-/// documents twice (keys and message), measured with the cycle written by a Lua script, which
-/// copied the message once more (BENCHMARKS.md, "Where a cycle's time goes").
+/// at 4 MiB a gateway a message behind stays under the soft limit. The ingest's cycles are at
+/// most 256 KiB (`crate::ingest::core::CYCLE_BYTES`: a larger change goes out as several
+/// cycles), so they travel inline; a bigger cycle (the first publication of an ingest, which
+/// goes out whole) is announced by its list of topics (~40 bytes each) and
+/// every gateway reads those documents with `MGET`: ordinary replies, fetched in batches, with
+/// no output limit. Sending a 6 MB cycle inline whole was measured slower than that, and the
+/// bulk read slower than the same documents in 256 KiB cycles (BENCHMARKS.md, "Where a cycle's
+/// time goes").
 pub(super) const INLINE_CYCLE_LIMIT: usize = 4 * 1024 * 1024;
-/// Events buffered for a slow subscriber before it is told to resync, as on the embedded bus:
-/// a cycle comes every few seconds and a gateway applies one in microseconds.
-const SUBSCRIBER_CAPACITY: usize = 64;
+/// Events buffered for a slow subscriber before it is told to resync: a change of every city
+/// comes as dozens of cycles of at most 256 KiB in a burst (a tick of every mayor is 25),
+/// which a gateway applies in well under a millisecond each; 256 of them is at most 64 MiB
+/// held, and a gateway that falls further behind than that reloads the snapshots instead.
+const SUBSCRIBER_CAPACITY: usize = 256;
 /// First delay before reconnecting the subscription; doubled on every failure.
 pub(super) const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Longest delay between reconnection attempts: a restarted Redis is picked up within 2 s, and
@@ -135,7 +138,6 @@ pub(super) struct Shared {
     /// the sequence. The floor of the sequence should Redis come back empty.
     highest: AtomicU64,
     metrics: Arc<Metrics>,
-    next_version: Script,
     /// The connection of [`write_cycle`], opened on first use and dropped when a write fails.
     writer: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     acquire: Script,
@@ -189,7 +191,6 @@ impl RedisBus {
                 token,
                 highest: AtomicU64::new(0),
                 metrics,
-                next_version: Script::new(NEXT_VERSION_LUA),
                 writer: tokio::sync::Mutex::new(None),
                 acquire: Script::new(ACQUIRE_LUA),
                 renew: Script::new(RENEW_LUA),
@@ -225,36 +226,13 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn publish(&self, drafts: Vec<Draft>) -> anyhow::Result<Arc<Cycle>> {
-        let keys = &self.shared.keys;
-        let commands = &self.shared.commands;
-        // A version taken by a publish that then fails (the lock lost in between, or Redis
-        // gone) is never used: versions only need to increase, not to be contiguous.
-        let mut next = self.shared.next_version.key(keys.leader());
-        next.key(keys.sequence())
-            .arg(&self.shared.token)
-            .arg(self.highest_version());
-        let version: u64 = commands
-            .invoke(&next)
-            .await
-            .map_err(fenced)
-            .context("taking the next version")?;
-        self.saw(version);
-        let published_at = now_millis();
-        let documents: Vec<Document> = drafts
-            .iter()
-            .map(|d| Document::stamp(d, version, published_at))
-            .collect();
-        drop(drafts);
-        let message = encode(version, published_at, &documents, INLINE_CYCLE_LIMIT);
-        write_cycle(&self.shared, version, &message, &documents)
-            .await
-            .with_context(|| format!("publishing cycle {version}"))?;
-        Ok(Arc::new(Cycle {
-            version,
-            published_at,
-            documents,
-        }))
+    async fn publish_at(
+        &self,
+        drafts: Vec<Draft>,
+        published_at: i64,
+    ) -> anyhow::Result<Arc<Cycle>> {
+        let cycle = write_cycle(&self.shared, drafts, published_at).await?;
+        Ok(Arc::new(cycle))
     }
 
     async fn snapshot(&self) -> anyhow::Result<Vec<Document>> {
@@ -317,24 +295,27 @@ impl Bus for RedisBus {
 /// ttl) touched it between the `WATCH` and the `EXEC`.
 const WRITE_ATTEMPTS: usize = 3;
 
-/// Write a cycle, fenced by the leader lock: the documents, the index and the `PUBLISH` in one
-/// `MULTI`/`EXEC`, which Redis runs as a unit, after a `WATCH` of the lock and a check that it
-/// holds this process's token. If the lock changes after the check, Redis refuses the `EXEC`
-/// and nothing is written; if it changed before, nothing is sent. So a process that lost the
-/// lock writes nothing. A Lua script could check and write in one step, but Redis takes a
-/// seventh of the time this way for a cycle of every mayor document (3 ms against 22: Lua's
-/// cost is taking 16,700 arguments; BENCHMARKS.md, "Where a cycle's time goes").
+/// Take the next version and write a cycle under it, fenced by the leader lock: the
+/// documents, the index and the `PUBLISH` in one `MULTI`/`EXEC`, which Redis runs as a unit.
+/// The lock is `WATCH`ed first, then the version script checks that it holds this process's
+/// token (in the same round trip): if the lock changes after the check, Redis refuses the
+/// `EXEC` and nothing is written; if it changed before, the script refuses and nothing is sent.
+/// So a process that lost the lock writes nothing. A Lua script could check and write in one
+/// step, but Redis takes a seventh of the time this way for a cycle of every mayor document
+/// (3 ms against 22: Lua's cost is taking 16,700 arguments; BENCHMARKS.md, "Where a cycle's
+/// time goes").
 ///
 /// A `WATCH` holds only on the connection that sent it, so the write has a connection of its
 /// own that never reconnects by itself: one that broke after the `WATCH` fails the `EXEC`
 /// instead of sending it unwatched on a new connection. A failed write drops the connection;
-/// the next write opens a new one (on the current primary, under Sentinel).
+/// the next write opens a new one (on the current primary, under Sentinel). A version taken by
+/// a write that then fails is never used: versions only need to increase, not to be
+/// contiguous.
 async fn write_cycle(
     shared: &Shared,
-    version: u64,
-    message: &[u8],
-    documents: &[Document],
-) -> anyhow::Result<()> {
+    drafts: Vec<Draft>,
+    published_at: i64,
+) -> anyhow::Result<Cycle> {
     let keys = &shared.keys;
     let mut writer = shared.writer.lock().await;
     let outcome = async {
@@ -352,10 +333,31 @@ async fn write_cycle(
             );
         }
         let con = writer.as_mut().expect("just opened");
+        let (_, version): ((), u64) = shared.commands.check(
+            redis::pipe()
+                .cmd("WATCH")
+                .arg(keys.leader())
+                .cmd("EVAL")
+                .arg(NEXT_VERSION_LUA)
+                .arg(2)
+                .arg(keys.leader())
+                .arg(keys.sequence())
+                .arg(&shared.token)
+                .arg(shared.highest.load(Relaxed))
+                .query_async(con)
+                .await,
+        )?;
+        shared.highest.fetch_max(version, Relaxed);
+        let documents: Vec<Document> = drafts
+            .iter()
+            .map(|d| Document::stamp(d, version, published_at))
+            .collect();
+        drop(drafts);
+        let message = encode(version, published_at, &documents, INLINE_CYCLE_LIMIT);
         let mut docs = redis::cmd("MSET");
         let mut index = redis::cmd("HSET");
         index.arg(keys.topics());
-        for doc in documents {
+        for doc in &documents {
             docs.arg(keys.document(&doc.topic)).arg(&doc.json[..]);
             index.arg(&*doc.topic).arg(version);
         }
@@ -364,47 +366,60 @@ async fn write_cycle(
         if !documents.is_empty() {
             tx.add_command(docs).ignore().add_command(index).ignore();
         }
-        tx.cmd("PUBLISH").arg(keys.cycles()).arg(message).ignore();
-        for _ in 0..WRITE_ATTEMPTS {
-            let (_, holder): ((), Option<String>) = shared.commands.check(
-                redis::pipe()
-                    .cmd("WATCH")
-                    .arg(keys.leader())
-                    .cmd("GET")
-                    .arg(keys.leader())
-                    .query_async(con)
-                    .await,
-            )?;
-            if holder.as_deref() != Some(shared.token.as_str()) {
-                let _: () = shared
-                    .commands
-                    .check(redis::cmd("UNWATCH").query_async(con).await)?;
-                return Ok(Written::Fenced);
+        tx.cmd("PUBLISH")
+            .arg(keys.cycles())
+            .arg(&message[..])
+            .ignore();
+        let cycle = Cycle {
+            version,
+            published_at,
+            documents,
+        };
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                // The lock changed since the last `WATCH`: watch it again, and go on only if
+                // it is still ours (the change was our own renewal).
+                let (_, holder): ((), Option<String>) = shared.commands.check(
+                    redis::pipe()
+                        .cmd("WATCH")
+                        .arg(keys.leader())
+                        .cmd("GET")
+                        .arg(keys.leader())
+                        .query_async(con)
+                        .await,
+                )?;
+                if holder.as_deref() != Some(shared.token.as_str()) {
+                    let _: () = shared
+                        .commands
+                        .check(redis::cmd("UNWATCH").query_async(con).await)?;
+                    return Ok(Written::Fenced);
+                }
             }
             let done: Option<()> = shared.commands.check(tx.query_async(con).await)?;
             if done.is_some() {
-                return Ok(Written::Yes);
+                return Ok(Written::Yes(cycle));
             }
         }
         Ok::<_, redis::RedisError>(Written::Aborted)
     }
     .await;
     match outcome {
-        Ok(Written::Yes) => Ok(()),
+        Ok(Written::Yes(cycle)) => Ok(cycle),
         Ok(Written::Fenced) => Err(fenced_error()),
         Ok(Written::Aborted) => anyhow::bail!(
             "the leader lock kept changing during the write ({WRITE_ATTEMPTS} attempts); nothing was written"
         ),
         Err(e) => {
             *writer = None;
-            Err(e.into())
+            Err(fenced(e))
         }
     }
+    .context("publishing a cycle")
 }
 
 /// How [`write_cycle`] ended.
 enum Written {
-    Yes,
+    Yes(Cycle),
     /// The lock is not this process's.
     Fenced,
     /// Every `EXEC` was refused.

@@ -65,7 +65,7 @@ pub async fn serve(
     let hub = Arc::new(Hub::new(metrics));
     let (h, s) = (hub.clone(), shutdown.clone());
     let follower = tokio::spawn(async move {
-        let followed = super::follow(bus, h, s.clone()).await;
+        let followed = super::follow_apart(bus, h, s.clone()).await;
         if followed.is_err() {
             // Without the bus this gateway would serve stale documents forever: stop instead.
             s.cancel();

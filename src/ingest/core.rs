@@ -121,13 +121,13 @@ impl Core {
     }
 
     /// Take what arrives on `rx` and publish it on the cadence above until every sender is
-    /// gone; then publish what is pending. `on_cycle` sees every cycle published. Every end of
+    /// gone; then publish what is pending. `on_change` sees the cycles of every change published. Every end of
     /// poll publishes what differs from the reference, so a publication that failed is tried
     /// again then; the last one's error is the answer.
     pub async fn follow(
         &mut self,
         rx: &mut mpsc::Receiver<Accepted>,
-        mut on_cycle: impl FnMut(&Arc<Cycle>),
+        mut on_change: impl FnMut(&[Arc<Cycle>]),
     ) -> anyhow::Result<()> {
         let mut pending = false;
         // Set while something waits for the cadence; cleared by a failed publication, which
@@ -160,10 +160,10 @@ impl Core {
             if publish_now {
                 due = None;
                 match self.publish_changes().await {
-                    Ok(cycle) => {
+                    Ok(cycles) => {
                         pending = false;
-                        if let Some(cycle) = &cycle {
-                            on_cycle(cycle);
+                        if !cycles.is_empty() {
+                            on_change(&cycles);
                         }
                     }
                     Err(e) => {
@@ -173,8 +173,11 @@ impl Core {
                 }
             }
         }
-        if pending && let Some(cycle) = self.publish_changes().await? {
-            on_cycle(&cycle);
+        if pending {
+            let cycles = self.publish_changes().await?;
+            if !cycles.is_empty() {
+                on_change(&cycles);
+            }
         }
         Ok(())
     }
@@ -270,7 +273,7 @@ impl Core {
     pub async fn apply_zones(
         &mut self,
         batch: Vec<(u32, ZoneBreakdown)>,
-    ) -> anyhow::Result<Option<Arc<Cycle>>> {
+    ) -> anyhow::Result<Vec<Arc<Cycle>>> {
         self.take_zones(batch);
         self.publish_changes().await
     }
@@ -544,36 +547,119 @@ impl Core {
         }
     }
 
-    /// Publish, as one cycle, every document that changed since the last publication (none
-    /// while held for the first zone results).
-    pub async fn publish_changes(&mut self) -> anyhow::Result<Option<Arc<Cycle>>> {
+    /// Publish every document that changed since the last publication (none while held for
+    /// the first zone results): as one cycle when it fits in [`CYCLE_BYTES`] or is the first
+    /// publication (of the process, or of a new term), else as consecutive cycles of at most
+    /// that much, the most watched documents first (see
+    /// [`publication_order`]), all stamped with the time the first went out. Answers the
+    /// cycles published. Each cycle that was published becomes the diff's reference as soon
+    /// as it is, so a failure part way leaves the rest for the next try, and loses nothing.
+    pub async fn publish_changes(&mut self) -> anyhow::Result<Vec<Arc<Cycle>>> {
         if let Some(until) = self.zones_hold {
             if Instant::now() < until {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             tracing::warn!("no zone round in time; publishing without zone documents");
             self.zones_hold = None;
         }
-        let changed = self.changed();
+        let mut changed = self.changed();
         if changed.is_empty() {
             self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let started = std::time::Instant::now();
-        let published = self.bus.publish(changed.clone()).await;
-        self.metrics
-            .bus_call("publish", started.elapsed(), published.is_ok());
-        let cycle = published.context("publishing a cycle")?;
-        // Only a published cycle becomes the diff's reference: a failed one is retried whole.
-        self.mark_published(&changed);
-        self.last_publication = Some(tokio::time::Instant::now());
-        self.metrics.cycles_published.fetch_add(1, Relaxed);
-        self.metrics
-            .documents_published
-            .fetch_add(cycle.documents.len() as u64, Relaxed);
-        self.metrics.saw_published_at(cycle.published_at);
-        Ok(Some(cycle))
+        publication_order(&mut changed, &self.list);
+        let published_at = crate::bus::now_millis();
+        // The first publication of a term goes out whole: a gateway that was waiting turns
+        // ready on the first cycle it holds, and must then hold every topic and the index.
+        let limit = if self.published.is_empty() {
+            usize::MAX
+        } else {
+            CYCLE_BYTES
+        };
+        let mut cycles = Vec::new();
+        for part in parts(changed, limit) {
+            let started = std::time::Instant::now();
+            let published = self.bus.publish_at(part.clone(), published_at).await;
+            self.metrics
+                .bus_call("publish", started.elapsed(), published.is_ok());
+            let cycle = published.with_context(|| {
+                format!(
+                    "publishing a cycle ({} of this change's cycles were published)",
+                    cycles.len()
+                )
+            })?;
+            // Only a published cycle becomes the diff's reference: a failed one is retried.
+            self.mark_published(&part);
+            self.last_publication = Some(tokio::time::Instant::now());
+            self.metrics.cycles_published.fetch_add(1, Relaxed);
+            self.metrics
+                .documents_published
+                .fetch_add(cycle.documents.len() as u64, Relaxed);
+            self.metrics.saw_published_at(cycle.published_at);
+            cycles.push(cycle);
+        }
+        Ok(cycles)
     }
+}
+
+/// Largest cycle the ingest publishes, in bytes of document bodies; a larger change goes out as
+/// consecutive cycles of at most this much (one document larger than this is a cycle alone).
+/// Each cycle travels whole on the Redis channel, so a gateway applies and sends the first
+/// documents of a change while the rest are still being written, instead of reading the whole
+/// change back from Redis once it is written: with 19,000 subscribers on one gateway, the first
+/// delivery of a change of every mayor (5,570 documents, 6 MB) went from 60 ms to 6 ms, and
+/// no gateway sends an `MGET` on the way (BENCHMARKS.md, "A large change in cycles of 256
+/// KiB"). Smaller cycles cost a round trip each (19 of ~2.4 ms for that change, against one of
+/// 28 ms for it whole).
+pub const CYCLE_BYTES: usize = 256 * 1024;
+
+/// The order in which a change is published: the roll-ups first (the national and state
+/// totals, on most screens), then the capitals' documents, then every other city in the list's
+/// order, then the rest (the index of cities, large and rarely changed).
+fn publication_order(drafts: &mut [Draft], list: &MunicipalityList) {
+    let capitals: HashSet<String> = list
+        .iter()
+        .filter(|m| m.capital)
+        .flat_map(|m| {
+            [TopicKind::Mayors, TopicKind::Councillors, TopicKind::Zones].map(|k| m.topic(k))
+        })
+        .collect();
+    drafts.sort_by_cached_key(|d| {
+        let topic = d.topic.as_str();
+        if topic == "brazil" || topic.starts_with("state-") {
+            0u8
+        } else if capitals.contains(topic) {
+            1
+        } else if ["mayors-", "councillors-", "zones-"]
+            .iter()
+            .any(|p| topic.starts_with(p))
+        {
+            2
+        } else {
+            3
+        }
+    });
+}
+
+/// `drafts` cut, in order, into runs of at most `limit` bytes of bodies (a run holds at least
+/// one draft).
+fn parts(drafts: Vec<Draft>, limit: usize) -> Vec<Vec<Draft>> {
+    let mut out: Vec<Vec<Draft>> = Vec::new();
+    let mut size = 0;
+    for d in drafts {
+        let len = d.topic.len() + d.body.len();
+        match out.last_mut() {
+            Some(last) if size + len <= limit => {
+                size += len;
+                last.push(d);
+            }
+            _ => {
+                size = len;
+                out.push(vec![d]);
+            }
+        }
+    }
+    out
 }
 
 /// Equal bodies, answered without reading them when both are the same buffer (a cached slice).

@@ -94,8 +94,9 @@ async fn the_first_race_goes_out_at_once_the_rest_at_most_every_second() {
         t0
     });
     let mut seen = Vec::new();
-    core.follow(&mut rx, |c| {
-        seen.push((tokio::time::Instant::now(), c.clone()))
+    core.follow(&mut rx, |cs| {
+        assert_eq!(cs.len(), 1, "a small change is one cycle");
+        seen.push((tokio::time::Instant::now(), cs[0].clone()))
     })
     .await
     .unwrap();
@@ -128,7 +129,7 @@ async fn rounds_and_quarantine_decide_what_a_city_shows() {
 
     let error = FeedError::invalid("f", "vap", "negative");
     core.hold(CITY, Office::Mayor, 2, &error);
-    let held = core.publish_changes().await.unwrap().unwrap();
+    let held = core.publish_changes().await.unwrap().pop().unwrap();
     let doc = held
         .documents
         .iter()
@@ -148,11 +149,101 @@ async fn rounds_and_quarantine_decide_what_a_city_shows() {
     );
     core.accept_race(second);
     assert!(core.held(CITY, Office::Mayor).is_none());
-    let released = core.publish_changes().await.unwrap().unwrap();
+    let released = core.publish_changes().await.unwrap().pop().unwrap();
     let doc = released
         .documents
         .iter()
         .find(|d| d.topic.as_ref() == "mayors-sp-vila-exemplo");
     let body: serde_json::Value = serde_json::from_slice(&doc.unwrap().json).unwrap();
     assert!(body.get("held").is_none(), "{body}");
+}
+
+/// A change larger than [`CYCLE_BYTES`] (after the first publication) goes out as consecutive cycles, each under the limit,
+/// that share one publication time and hold every changed document once: the roll-ups first,
+/// then the capitals, then the other cities, the index last. Subscribers on the bus see the
+/// same cycles, in version order.
+#[tokio::test]
+async fn a_large_change_goes_out_as_consecutive_cycles_the_most_watched_first() {
+    // 1,200 cities of SP, the last one the capital: its documents come right after the
+    // roll-ups, not at the end of the list.
+    let n = 1_200u32;
+    let cities: Vec<Municipality> = (0..n)
+        .map(|i| {
+            let name = format!("Cidade {i}");
+            Municipality::new(
+                3500001 + i,
+                Some(format!("{:05}", 90000 + i)),
+                &name,
+                "SP",
+                i == n - 1,
+            )
+        })
+        .collect();
+    let list = Arc::new(MunicipalityList::new(cities, "t").unwrap());
+    use futures_util::StreamExt;
+    let bus = Arc::new(EmbeddedBus::new());
+    let mut heard = bus.subscribe().await.unwrap();
+    let mut core = Core::new(list.clone(), bus.clone(), Arc::new(Metrics::default()));
+    let race_of = |ibge| {
+        let mut r = race(MAYOR, Office::Mayor);
+        r.ibge = ibge;
+        r
+    };
+    // The first publication goes out whole, however large: a gateway that waited for it turns
+    // ready on it. Here it is one city.
+    core.accept_race(race_of(3500001));
+    let first = core.publish_changes().await.unwrap();
+    assert_eq!(first.len(), 1);
+    match heard.next().await {
+        Some(crate::bus::BusEvent::Cycle(h)) => assert_eq!(h.version, first[0].version),
+        other => panic!("{other:?}"),
+    }
+    for m in list.iter().skip(1) {
+        core.accept_race(race_of(m.ibge));
+    }
+    let expected: HashSet<String> = core.changed().into_iter().map(|d| d.topic).collect();
+    let total: usize = core
+        .changed()
+        .iter()
+        .map(|d| d.topic.len() + d.body.len())
+        .sum();
+    assert!(
+        total > 3 * CYCLE_BYTES,
+        "the change is {total} bytes: too small to split"
+    );
+
+    let cycles = core.publish_changes().await.unwrap();
+    assert!(cycles.len() >= 3, "{} cycles", cycles.len());
+    let mut seen = HashSet::new();
+    for (i, c) in cycles.iter().enumerate() {
+        let size: usize = c
+            .documents
+            .iter()
+            .map(|d| d.topic.len() + d.json.len())
+            .sum();
+        // A stamped document is its body plus `"version":…,"published_at":…,`: ~50 bytes.
+        assert!(
+            size <= CYCLE_BYTES + 60 * c.documents.len(),
+            "cycle {i}: {size} bytes"
+        );
+        assert_eq!(c.published_at, cycles[0].published_at, "cycle {i}");
+        if i > 0 {
+            assert!(c.version > cycles[i - 1].version, "versions grow");
+        }
+        for d in &c.documents {
+            assert!(seen.insert(d.topic.to_string()), "{} twice", d.topic);
+        }
+    }
+    assert_eq!(seen, expected, "every changed document, once");
+    let first = topics(&cycles[0]);
+    assert_eq!(&first[..2], ["state-sp", "brazil"], "the roll-ups first");
+    assert_eq!(first[2], "mayors-sp-cidade-1199", "the capital third");
+    assert_eq!(topics(cycles.last().unwrap()).last(), Some(&"cities"));
+    for c in &cycles {
+        match heard.next().await {
+            Some(crate::bus::BusEvent::Cycle(h)) => assert_eq!(h.version, c.version),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(core.changed().is_empty(), "all of it is the reference now");
 }
