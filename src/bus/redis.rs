@@ -414,7 +414,7 @@ async fn write_cycle(
             Err(fenced(e))
         }
     }
-    .context("publishing a cycle")
+    .context("writing the cycle to Redis")
 }
 
 /// How [`write_cycle`] ended.
