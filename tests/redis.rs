@@ -487,6 +487,8 @@ fn rand_ms() -> u64 {
 /// `PEXPIRE` every third of a ttl, here as fast as Redis answers): an `EXEC` refused because
 /// of it is tried again, and a write is reported done only if it was done. Every cycle the
 /// leader was told is published is on the channel and in the keys; none of the others is.
+/// The touching stops for the last writes, which then go through: how many of the first ones
+/// are refused depends on the machine's speed (all of them on a slow one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_refused_because_the_lock_was_touched_is_never_reported_done() {
     let server = RedisServer::start().await;
@@ -495,7 +497,7 @@ async fn a_write_refused_because_the_lock_was_touched_is_never_reported_done() {
     let mut pubsub = server.client().get_async_pubsub().await.unwrap();
     pubsub.subscribe(&channel).await.unwrap();
     let touching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let toucher = {
+    let mut toucher = {
         let touching = touching.clone();
         let client = server.client();
         tokio::spawn(async move {
@@ -515,13 +517,22 @@ async fn a_write_refused_because_the_lock_was_touched_is_never_reported_done() {
     };
     let mut done = Vec::new();
     let mut refused = 0;
-    for n in 0..40u64 {
+    let mut touches = 0;
+    for n in 0..45u64 {
+        if n == 40 {
+            touching.store(false, std::sync::atomic::Ordering::Relaxed);
+            touches = (&mut toucher).await.unwrap();
+        }
         let drafts = (0..500)
             .map(|i| padded(&format!("t-{i}"), n, 1_000))
             .collect();
         match leader.publish(drafts).await {
             Ok(cycle) => done.push(cycle.version),
             Err(e) => {
+                assert!(
+                    n < 40,
+                    "a write failed with nobody touching the lock: {e:#}"
+                );
                 assert!(
                     format!("{e:#}").contains("kept changing"),
                     "unexpected failure: {e:#}"
@@ -530,10 +541,11 @@ async fn a_write_refused_because_the_lock_was_touched_is_never_reported_done() {
             }
         }
     }
-    touching.store(false, std::sync::atomic::Ordering::Relaxed);
-    let touches = toucher.await.unwrap();
     assert!(touches > 100, "the lock was touched {touches} times only");
-    assert!(!done.is_empty(), "every write was refused ({refused})");
+    assert!(
+        refused > 0,
+        "no write was refused while the lock was touched {touches} times: nothing was tested"
+    );
     // The channel holds exactly the cycles reported done, in order.
     let mut messages = pubsub.on_message();
     let mut heard = Vec::new();
