@@ -7,7 +7,8 @@
 #              permessage-deflate WebSocket), each on a fresh gateway, in every run
 #   nchan      the same $SUBS subscribers and message size on nginx + nchan, stamped both ways
 #              (nchan-N: published_at per message; nchan-cycle-N: once per cycle, as apura's ingest)
-#   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
+#   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers, stamped
+#              both ways; $RUNS runs, alternating who goes first
 #              (nchan twice: published_at stamped per message, and per cycle)
 #   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
 #   apura50k   (not in the default set) the apura half of compare50k alone
@@ -355,19 +356,25 @@ phase_nchan() {
     done
 }
 
+# phase_apura50k [LABEL]
 phase_apura50k() {
     start_stack "$SIM_INTERVAL"
     start_gateways "$C50_PROCS"
-    load "apura-50k" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")" \
+    load "${1:-apura-50k}" "127.0.0.1:$GW_PORT" "$C50_SUBS" "$CONNECT_RATE" "$C50_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")" \
         --server-metrics "$(gw_metrics)"
     stop_stack
 }
 
 phase_compare50k() {
     save_docs
-    phase_apura50k
-    nchan_run "nchan-50k" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" message
-    nchan_run "nchan-50k-cycle" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" cycle
+    local i
+    for i in $(seq "$RUNS"); do
+        # Alternate who goes first, so drift in the machine's load does not favour one side.
+        if [ $((i % 2)) = 1 ]; then phase_apura50k "apura-50k-$i"; fi
+        nchan_run "nchan-50k-$i" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" message
+        nchan_run "nchan-50k-cycle-$i" "$C50_SUBS" "$C50_PROCS" "$C50_HOLD" cycle
+        if [ $((i % 2)) = 0 ]; then phase_apura50k "apura-50k-$i"; fi
+    done
 }
 
 phase_kinds() {

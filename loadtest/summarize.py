@@ -217,17 +217,21 @@ def main(out):
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
 
-    a50, n50, c50 = reports("apura-50k.json"), reports("nchan-50k.json"), reports("nchan-50k-cycle.json")
+    def runs(prefix):
+        # `prefix.json` (one run) or `prefix-N.json` (run N of several).
+        return [r for r in reports(prefix + "*.json") if re.fullmatch(re.escape(prefix) + r"(-\d+)?", r.get("label", ""))]
+
+    a50, n50, c50 = runs("apura-50k"), runs("nchan-50k"), runs("nchan-50k-cycle")
     if a50 or n50:
         cols = []
         if a50:
-            cols.append((f"apura, {len(dig(a50[0], 'server', 'pids') or [])} gateways", a50))
-        if n50:
-            cols.append(("nginx+nchan, stamped per message", n50))
+            cols.append((f"apura, {len(dig(a50[0], 'server', 'pids') or [])} gateways ({len(a50)} runs)", a50))
         if c50:
-            cols.append(("nginx+nchan, stamped per cycle", c50))
+            cols.append((f"nginx+nchan, stamped per cycle ({len(c50)} runs)", c50))
+        if n50:
+            cols.append((f"nginx+nchan, stamped per message ({len(n50)} runs)", n50))
         subs = dig((a50 or n50)[0], "config", "sse") + dig((a50 or n50)[0], "config", "ws")
-        parts.append(f"## Fan-out at {subs:,} subscribers (acceptance 4)\n\n" + table(cols))
+        parts.append(f"## Fan-out at {subs:,} subscribers, several server processes (medians)\n\n" + table(cols))
 
     so, wo = reports("sse-only.json"), reports("ws-only.json")
     if so or wo:
