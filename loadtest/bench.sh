@@ -7,9 +7,9 @@
 #              permessage-deflate WebSocket), each on a fresh gateway, in every run
 #   nchan      the same $SUBS subscribers and message size on nginx + nchan, stamped both ways
 #              (nchan-N: published_at per message; nchan-cycle-N: once per cycle, as apura's ingest)
-#   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers, stamped
-#              both ways; $RUNS runs, alternating who goes first
-#              (nchan twice: published_at stamped per message, and per cycle)
+#   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
+#              (nchan twice: published_at stamped per message, and per cycle); $RUNS runs each
+#              way, alternating who goes first
 #   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
 #   apura50k   (not in the default set) the apura half of compare50k alone
 #   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
