@@ -162,13 +162,24 @@ pub fn run_command(
     ])
 }
 
-/// A free loopback port. Another process may take it before ours binds it; on a test machine
-/// that does not happen in practice (the kernel hands out ports in turn).
+/// A free loopback port for a child process to listen on, never the same twice in one test
+/// binary, and below the kernel's ephemeral range (32768–60999 by default). A port the kernel
+/// handed out for `:0` is free again once checked, and another socket of the tests running in
+/// parallel (a demo's own simulator listening on `:0`, any client connecting out) could take it
+/// before the child binds it; the kernel never hands out these.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering::SeqCst};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Test binaries run one after the other; each starts at a place of its own anyway.
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    let _ = NEXT.compare_exchange(0, start, SeqCst, SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, SeqCst);
+        assert!(port < 32_768, "no free port left below the ephemeral range");
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 /// The Prometheus text of `/metrics` at `addr`; `None` if it does not answer.
