@@ -766,3 +766,100 @@ async fn a_connection_kept_after_a_document_is_closed_when_idle_or_slow() {
         "a trickled head lived {lived:?}"
     );
 }
+
+/// The time of the first heartbeat on a stream opened now (a comment line on SSE, a ping on a
+/// WebSocket).
+async fn first_heartbeat(addr: std::net::SocketAddr, ws: bool) -> tokio::time::Instant {
+    use futures_util::StreamExt;
+    if ws {
+        let mut ws = ws_connect(addr).await;
+        loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))) => {
+                    return tokio::time::Instant::now();
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no ping: {other:?}"),
+            }
+        }
+    }
+    let mut sse = Sse::connect(&format!("http://{addr}/events?topics=a"), None).await;
+    while sse.comments == 0 {
+        assert!(
+            matches!(
+                sse.read(Duration::from_millis(5)).await,
+                SseRead::Idle | SseRead::Event(_)
+            ),
+            "the stream ended"
+        );
+    }
+    tokio::time::Instant::now()
+}
+
+#[tokio::test]
+async fn heartbeats_are_spread_over_the_interval_not_sent_to_everyone_at_once() {
+    // Every connection woken to write at the same instant delays the change that comes next
+    // by the whole crowd's worth of writes; spread, each moment carries a small share.
+    let every = Duration::from_millis(800);
+    let gw = Gateway::start(apura::gateway::GatewayArgs {
+        heartbeat: every,
+        ..gateway_args()
+    })
+    .await;
+    gw.publish(&[("a", 1)]).await;
+    let origin = tokio::time::Instant::now();
+    let streams: Vec<_> = (0..64)
+        .map(|i| tokio::spawn(first_heartbeat(gw.addr, i % 4 == 0)))
+        .collect();
+    // Where in the interval each connection's heartbeat falls, in eighths of it.
+    let mut eighths = std::collections::BTreeSet::new();
+    for s in streams {
+        let at = s.await.unwrap().duration_since(origin);
+        let phase = at.as_nanos() % every.as_nanos();
+        eighths.insert(phase * 8 / every.as_nanos());
+    }
+    assert!(
+        eighths.len() >= 6,
+        "64 connections' heartbeats fall in {} eighths of the interval: {eighths:?}",
+        eighths.len()
+    );
+}
+
+#[tokio::test]
+async fn an_sse_stream_with_news_gets_no_heartbeat_and_an_idle_one_does() {
+    let gw = Gateway::start(apura::gateway::GatewayArgs {
+        heartbeat: Duration::from_millis(300),
+        ..gateway_args()
+    })
+    .await;
+    gw.publish(&[("a", 1)]).await;
+    let mut sse = Sse::connect(&gw.url("/events?topics=a"), None).await;
+    assert_eq!(sse.next(WAIT).await.unwrap().event, "snapshot");
+    // A change every 100 ms for 3 s: ten heartbeat intervals, each with a frame in it.
+    let mut updates = 0;
+    for n in 2..32 {
+        gw.publish(&[("a", n)]).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let SseRead::Event(ev) = sse.read(deadline - tokio::time::Instant::now()).await {
+            assert_eq!(ev.event, "update");
+            updates += 1;
+        }
+    }
+    assert!(updates >= 25, "{updates} updates of 30");
+    // A starved test machine may let one interval pass without a frame.
+    assert!(
+        sse.comments <= 1,
+        "{} heartbeats on a stream that had news in every interval",
+        sse.comments
+    );
+    let before = sse.comments;
+    assert!(matches!(
+        sse.read(Duration::from_millis(1_500)).await,
+        SseRead::Idle
+    ));
+    assert!(
+        sse.comments >= before + 3,
+        "{} heartbeats in 1.5 s of silence, at 300 ms",
+        sse.comments - before
+    );
+}

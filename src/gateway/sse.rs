@@ -206,7 +206,7 @@ pub fn open(
         let patch = frame == Frame::Update && held.is_some_and(|v| enc.patches(v));
         Piece::Document(enc, if patch { Frame::Patch } else { frame })
     });
-    let heartbeats = WatchStream::from_changes(state.heartbeat.clone()).map(|_| Piece::Heartbeat);
+    let heartbeats = WatchStream::from_changes(state.heartbeat.join()).map(|_| Piece::Heartbeat);
     // On shutdown the stream ends at a random moment of the drain period, with a random
     // `retry:` so its client comes back at a time of its own; a gzip stream is then finished.
     let drain_ms = state.drain.as_millis().max(1) as u64;
@@ -219,10 +219,19 @@ pub fn open(
         .chain(farewell);
     let mut encoder = wire::Encoder::new(form.gzip);
     let encoding = encoder.form();
+    // A heartbeat only goes out when nothing else did since the last one: any bytes keep a
+    // proxy from taking the stream for idle, so a stream is never silent for two intervals,
+    // and a stream with news costs no write for it.
+    let mut wrote_since_beat = false;
     Ok(stream::once(async { first })
         .chain(live)
         .filter_map(move |piece| {
             let _alive = &guard;
+            let beat = matches!(piece, Piece::Heartbeat);
+            if beat && std::mem::take(&mut wrote_since_beat) {
+                return std::future::ready(None);
+            }
+            wrote_since_beat = !beat;
             let bytes = encoder.encode(&piece);
             let form = match piece {
                 Piece::Document(_, Frame::Patch) => StreamForm::Patch,

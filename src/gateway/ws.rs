@@ -306,8 +306,7 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
     let mut subs = Ordered::new(state.hub.complete());
     let mut held = Held::default();
     let mut budget = Budget::new(state.ws_snapshot_rate);
-    let mut heartbeat = state.heartbeat.clone();
-    heartbeat.borrow_and_update();
+    let mut heartbeat = state.heartbeat.join();
     let mut unanswered_pings = 0u32;
     let mut beating = true;
     let closing = state.closing();
