@@ -10,7 +10,8 @@
 #   compare50k $C50_SUBS subscribers: $C50_PROCS apura gateways vs nchan with $C50_PROCS workers
 #              (nchan twice: published_at stamped per message, and per cycle); $RUNS runs each
 #              way, alternating who goes first
-#   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD
+#   scale      $SCALE_SUBS subscribers on $SCALE_GATEWAYS apura gateways, held $SCALE_HOLD;
+#              $SCALE_RUNS runs
 #   apura50k   (not in the default set) the apura half of compare50k alone
 #   kinds      (not in the default set) memory per connection of SSE only, then WebSocket only,
 #              $SUBS subscribers on one gateway; GATEWAY_ENV="MALLOC_ARENA_MAX=1" tries settings
@@ -54,6 +55,7 @@ C50_HOLD="${C50_HOLD:-60s}"
 SCALE_SUBS="${SCALE_SUBS:-200000}"
 SCALE_GATEWAYS="${SCALE_GATEWAYS:-12}" # ~16,700 connections each, under 20,000 open files
 SCALE_HOLD="${SCALE_HOLD:-300s}"
+SCALE_RUNS="${SCALE_RUNS:-1}"         # repetitions of scale (each ~4 min of ramp, then the hold)
 SCALE_RATE="${SCALE_RATE:-1500}"
 SCALE_INTERVAL="${SCALE_INTERVAL:-15s}" # 200,000 deliveries per cycle cost ~5 CPU-s here: not every 5 s
 SIM_INTERVAL="${SIM_INTERVAL:-5s}"     # a cycle changing every mayor topic every 5 s
@@ -455,11 +457,14 @@ phase_tsepeak() {
 }
 
 phase_scale() {
-    start_stack "$SCALE_INTERVAL"
-    start_gateways "$SCALE_GATEWAYS"
-    load "scale" "127.0.0.1:$GW_PORT" "$SCALE_SUBS" "$SCALE_RATE" "$SCALE_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")" \
-        --server-metrics "$(gw_metrics)"
-    stop_stack
+    local i
+    for i in $(seq "$SCALE_RUNS"); do
+        start_stack "$SCALE_INTERVAL"
+        start_gateways "$SCALE_GATEWAYS"
+        load "scale-$i" "127.0.0.1:$GW_PORT" "$SCALE_SUBS" "$SCALE_RATE" "$SCALE_HOLD" "$(IFS=,; echo "${GW_PIDS[*]}")" \
+            --server-metrics "$(gw_metrics)"
+        stop_stack
+    done
 }
 
 # --- main ------------------------------------------------------------------------------------
@@ -473,7 +478,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED SCALE_RUNS=$SCALE_RUNS SCALE_HOLD=$SCALE_HOLD GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do

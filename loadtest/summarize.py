@@ -238,12 +238,12 @@ def main(out):
         cols = [(n, r) for n, r in (("SSE only", so), ("WebSocket only", wo)) if r]
         parts.append("## Memory and cost by stream kind, one gateway\n\n" + table(cols))
 
-    sc = reports("scale.json")
+    sc = runs("scale")
     if sc:
         r = sc[0]
         subs = dig(r, "config", "sse") + dig(r, "config", "ws")
         parts.append(f"## Scale: {subs:,} subscribers on {len(dig(r, 'server', 'pids') or [])} gateways, "
-                     f"held {dig(r, 'config', 'hold_s')} s (acceptance 1 and 2)\n\n" + table([("apura", sc)]))
+                     f"held {dig(r, 'config', 'hold_s')} s (medians)\n\n" + table([(f"apura ({len(sc)} runs)", sc)]))
 
     print("\n\n".join(parts))
 
