@@ -538,7 +538,7 @@ async fn load_snapshot(bus: &dyn Bus, hub: &Hub) -> anyhow::Result<()> {
 /// Groups of connections whose heartbeats fall at the same moment, spread evenly over the
 /// interval. With one group, every connection of a gateway woke and wrote at the same instant
 /// every 15 s, and the change that came next waited for all of them: in the 50,000-subscriber
-/// runs, every third cycle (5 s apart) had a fan-out p99 ~500 ms above the others
+/// runs, every third cycle (5 s apart) had a fan-out p99 300–600 ms above the others
 /// (BENCHMARKS.md, "Heartbeats spread over the interval").
 pub const HEARTBEAT_SLOTS: usize = 32;
 
