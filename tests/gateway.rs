@@ -863,3 +863,226 @@ async fn an_sse_stream_with_news_gets_no_heartbeat_and_an_idle_one_does() {
         sse.comments - before
     );
 }
+
+/// A WebSocket client on a bare socket: it sees which frames arrived in one read, and answers
+/// pings only when told to.
+struct RawWs {
+    stream: tokio::net::TcpStream,
+    /// Bytes not yet parsed into frames, and for each the number of the read that brought it.
+    buf: Vec<u8>,
+    read_of: Vec<u64>,
+    reads: u64,
+}
+
+/// A frame from the server: its opcode, payload, and the number of the read that brought its
+/// first byte.
+struct RawFrame {
+    opcode: u8,
+    payload: Vec<u8>,
+    read: u64,
+}
+
+impl RawWs {
+    /// Open `/ws` and subscribe to `topic`.
+    async fn connect(addr: std::net::SocketAddr, topic: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                stream.read(&mut byte).await.unwrap(),
+                1,
+                "the handshake broke"
+            );
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut ws = RawWs {
+            stream,
+            buf: Vec::new(),
+            read_of: Vec::new(),
+            reads: 0,
+        };
+        let subscribe = json!({"type": "subscribe", "topics": [topic]}).to_string();
+        ws.send(0x1, subscribe.as_bytes()).await;
+        ws
+    }
+
+    /// Send a masked frame (mask 0: the payload goes as is).
+    async fn send(&mut self, opcode: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        assert!(payload.len() < 126);
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// The next frame within `wait`; `None` when none came or the server closed.
+    async fn frame(&mut self, wait: Duration) -> Option<RawFrame> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.buf.len() >= 2 {
+                let (mut at, len) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+                    }
+                    127 => panic!("an 8-byte length in a test frame"),
+                    n if n < 126 => (2, n as usize),
+                    _ => (usize::MAX, 0),
+                };
+                if at != usize::MAX && self.buf.len() >= at + len {
+                    let frame = RawFrame {
+                        opcode: self.buf[0] & 0x0f,
+                        payload: self.buf[at..at + len].to_vec(),
+                        read: self.read_of[0],
+                    };
+                    at += len;
+                    self.buf.drain(..at);
+                    self.read_of.drain(..at);
+                    return Some(frame);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.reads += 1;
+            self.buf.extend_from_slice(&chunk[..n]);
+            self.read_of.extend(std::iter::repeat_n(self.reads, n));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_busy_websocket_gets_its_ping_in_the_write_of_a_message_and_an_idle_one_on_the_tick() {
+    // A ping written alone costs a write and a wake of the client; one that rides in front of
+    // a message costs two bytes.
+    let gw = Gateway::start(apura::gateway::GatewayArgs {
+        heartbeat: Duration::from_millis(300),
+        ..gateway_args()
+    })
+    .await;
+    gw.publish(&[("a", 1)]).await;
+    let mut ws = RawWs::connect(gw.addr, "a").await;
+    // The first tick may come before the snapshot, on a socket that sent nothing yet.
+    loop {
+        let frame = ws.frame(WAIT).await.expect("a snapshot");
+        if frame.opcode == 0x1 {
+            break;
+        }
+        assert_eq!(frame.opcode, 0x9);
+        ws.send(0xA, &frame.payload).await;
+    }
+    // A change every 100 ms for 3 s: ten heartbeat intervals, each with a message in it.
+    let (mut pings, mut riding, mut messages) = (0, 0, 0);
+    let mut ping_read = None;
+    for n in 2..32 {
+        gw.publish(&[("a", n)]).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Some(frame) = ws
+            .frame(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            if let Some(read) = ping_read.take() {
+                riding += u32::from(frame.opcode == 0x1 && frame.read == read);
+            }
+            match frame.opcode {
+                0x1 => messages += 1,
+                0x9 => {
+                    pings += 1;
+                    ping_read = Some(frame.read);
+                    ws.send(0xA, &frame.payload).await;
+                }
+                other => panic!("opcode {other:#x} on an open socket"),
+            }
+        }
+    }
+    assert!(messages >= 25, "{messages} messages of 30");
+    assert!(pings >= 7, "{pings} pings in 3 s at a 300 ms heartbeat");
+    // A starved test machine may let one interval pass without a message.
+    assert!(
+        riding + 1 >= pings,
+        "{riding} of {pings} pings came in the same write as a message"
+    );
+    // Quiet: the pings go at the ticks, and the client that answers them stays.
+    let mut quiet_pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    while let Some(frame) = ws
+        .frame(until.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        assert_eq!(frame.opcode, 0x9, "only pings on a quiet socket");
+        quiet_pings += 1;
+        ws.send(0xA, &frame.payload).await;
+    }
+    assert!(
+        quiet_pings >= 3,
+        "{quiet_pings} pings in 1.5 s of silence, at 300 ms"
+    );
+    gw.publish(&[("a", 40)]).await;
+    let next = ws.frame(WAIT).await.expect("still open");
+    assert_eq!(next.opcode, 0x1, "an update after the quiet");
+}
+
+#[tokio::test]
+async fn a_websocket_that_answers_no_ping_is_closed_with_1001_even_with_news() {
+    let gw = Gateway::start(apura::gateway::GatewayArgs {
+        heartbeat: Duration::from_millis(200),
+        ..gateway_args()
+    })
+    .await;
+    gw.publish(&[("a", 1)]).await;
+    let mut ws = RawWs::connect(gw.addr, "a").await;
+    let opened = tokio::time::Instant::now();
+    let publisher = {
+        let (bus, hub) = (gw.bus.clone(), gw.hub.clone());
+        tokio::spawn(async move {
+            // A change every 50 ms: every ping rides with a message, and none is answered.
+            for n in 2..100u64 {
+                let draft = apura::documents::Draft {
+                    topic: "a".into(),
+                    body: bytes::Bytes::from(format!(r#"{{"topic":"a","n":{n}}}"#)),
+                };
+                let published = apura::bus::Bus::publish(&*bus, vec![draft]).await;
+                if published.is_err() || hub.get("a").is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut pings = 0;
+    let close = loop {
+        let frame = ws.frame(WAIT).await.expect("closed with a Close frame");
+        match frame.opcode {
+            0x1 => {}
+            0x9 => pings += 1,
+            0x8 => break frame.payload,
+            other => panic!("opcode {other:#x}"),
+        }
+    };
+    publisher.abort();
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
+    assert_eq!(&close[2..], b"ping timeout");
+    assert_eq!(pings, 3, "pings before the close");
+    // Three pings and the tick after them: 0.8 s, with room for a slow machine.
+    let lived = opened.elapsed();
+    assert!(lived < Duration::from_secs(3), "closed after {lived:?}");
+}
