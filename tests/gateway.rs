@@ -864,22 +864,17 @@ async fn an_sse_stream_with_news_gets_no_heartbeat_and_an_idle_one_does() {
     );
 }
 
-/// A WebSocket client on a bare socket: it sees which frames arrived in one read, and answers
-/// pings only when told to.
+/// A WebSocket client on a bare socket: it answers no ping unless told to.
 struct RawWs {
     stream: tokio::net::TcpStream,
-    /// Bytes not yet parsed into frames, and for each the number of the read that brought it.
+    /// Bytes not yet parsed into frames.
     buf: Vec<u8>,
-    read_of: Vec<u64>,
-    reads: u64,
 }
 
-/// A frame from the server: its opcode, payload, and the number of the read that brought its
-/// first byte.
+/// A frame from the server.
 struct RawFrame {
     opcode: u8,
     payload: Vec<u8>,
-    read: u64,
 }
 
 impl RawWs {
@@ -912,8 +907,6 @@ impl RawWs {
         let mut ws = RawWs {
             stream,
             buf: Vec::new(),
-            read_of: Vec::new(),
-            reads: 0,
         };
         let subscribe = json!({"type": "subscribe", "topics": [topic]}).to_string();
         ws.send(0x1, subscribe.as_bytes()).await;
@@ -947,11 +940,9 @@ impl RawWs {
                     let frame = RawFrame {
                         opcode: self.buf[0] & 0x0f,
                         payload: self.buf[at..at + len].to_vec(),
-                        read: self.read_of[0],
                     };
                     at += len;
                     self.buf.drain(..at);
-                    self.read_of.drain(..at);
                     return Some(frame);
                 }
             }
@@ -963,82 +954,9 @@ impl RawWs {
             if n == 0 {
                 return None;
             }
-            self.reads += 1;
             self.buf.extend_from_slice(&chunk[..n]);
-            self.read_of.extend(std::iter::repeat_n(self.reads, n));
         }
     }
-}
-
-#[tokio::test]
-async fn a_busy_websocket_gets_its_ping_in_the_write_of_a_message_and_an_idle_one_on_the_tick() {
-    // A ping written alone costs a write and a wake of the client; one that rides in front of
-    // a message costs two bytes.
-    let gw = Gateway::start(apura::gateway::GatewayArgs {
-        heartbeat: Duration::from_millis(300),
-        ..gateway_args()
-    })
-    .await;
-    gw.publish(&[("a", 1)]).await;
-    let mut ws = RawWs::connect(gw.addr, "a").await;
-    // The first tick may come before the snapshot, on a socket that sent nothing yet.
-    loop {
-        let frame = ws.frame(WAIT).await.expect("a snapshot");
-        if frame.opcode == 0x1 {
-            break;
-        }
-        assert_eq!(frame.opcode, 0x9);
-        ws.send(0xA, &frame.payload).await;
-    }
-    // A change every 100 ms for 3 s: ten heartbeat intervals, each with a message in it.
-    let (mut pings, mut riding, mut messages) = (0, 0, 0);
-    let mut ping_read = None;
-    for n in 2..32 {
-        gw.publish(&[("a", n)]).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        while let Some(frame) = ws
-            .frame(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await
-        {
-            if let Some(read) = ping_read.take() {
-                riding += u32::from(frame.opcode == 0x1 && frame.read == read);
-            }
-            match frame.opcode {
-                0x1 => messages += 1,
-                0x9 => {
-                    pings += 1;
-                    ping_read = Some(frame.read);
-                    ws.send(0xA, &frame.payload).await;
-                }
-                other => panic!("opcode {other:#x} on an open socket"),
-            }
-        }
-    }
-    assert!(messages >= 25, "{messages} messages of 30");
-    assert!(pings >= 7, "{pings} pings in 3 s at a 300 ms heartbeat");
-    // A starved test machine may let one interval pass without a message.
-    assert!(
-        riding + 1 >= pings,
-        "{riding} of {pings} pings came in the same write as a message"
-    );
-    // Quiet: the pings go at the ticks, and the client that answers them stays.
-    let mut quiet_pings = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
-    while let Some(frame) = ws
-        .frame(until.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-    {
-        assert_eq!(frame.opcode, 0x9, "only pings on a quiet socket");
-        quiet_pings += 1;
-        ws.send(0xA, &frame.payload).await;
-    }
-    assert!(
-        quiet_pings >= 3,
-        "{quiet_pings} pings in 1.5 s of silence, at 300 ms"
-    );
-    gw.publish(&[("a", 40)]).await;
-    let next = ws.frame(WAIT).await.expect("still open");
-    assert_eq!(next.opcode, 0x1, "an update after the quiet");
 }
 
 #[tokio::test]
@@ -1054,7 +972,7 @@ async fn a_websocket_that_answers_no_ping_is_closed_with_1001_even_with_news() {
     let publisher = {
         let (bus, hub) = (gw.bus.clone(), gw.hub.clone());
         tokio::spawn(async move {
-            // A change every 50 ms: every ping rides with a message, and none is answered.
+            // A change every 50 ms, and no ping answered.
             for n in 2..100u64 {
                 let draft = apura::documents::Draft {
                     topic: "a".into(),
@@ -1085,4 +1003,64 @@ async fn a_websocket_that_answers_no_ping_is_closed_with_1001_even_with_news() {
     // Three pings and the tick after them: 0.8 s, with room for a slow machine.
     let lived = opened.elapsed();
     assert!(lived < Duration::from_secs(3), "closed after {lived:?}");
+}
+
+/// The next chunk of a chunked body on `stream` (`buf` holds what was read past the last one):
+/// each chunk of a stream is one write of the gateway.
+async fn next_chunk(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> String {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+            let size = std::str::from_utf8(&buf[..eol]).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size line");
+            if buf.len() >= eol + 2 + size + 2 {
+                let chunk = String::from_utf8_lossy(&buf[eol + 2..eol + 2 + size]).into_owned();
+                buf.drain(..eol + 2 + size + 2);
+                return chunk;
+            }
+        }
+        let mut b = [0u8; 8192];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut b))
+            .await
+            .expect("a read within the wait")
+            .unwrap();
+        assert!(n > 0, "the stream ended");
+        buf.extend_from_slice(&b[..n]);
+    }
+}
+
+#[tokio::test]
+async fn the_changes_of_one_cycle_to_several_topics_leave_in_one_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(gateway_args()).await;
+    gw.publish(&[("a", 1), ("b", 1), ("c", 1)]).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /events?topics=a,b,c HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(stream.read(&mut b).await.unwrap(), 1, "the head was cut");
+        buf.push(b[0]);
+    }
+    assert!(buf.starts_with(b"HTTP/1.1 200"));
+    buf.clear();
+    let mut snapshots = 0;
+    while snapshots < 3 {
+        snapshots += next_chunk(&mut stream, &mut buf)
+            .await
+            .matches("event: snapshot")
+            .count();
+    }
+    for n in 2..8 {
+        gw.publish(&[("a", n), ("b", n), ("c", n)]).await;
+        let chunk = next_chunk(&mut stream, &mut buf).await;
+        assert_eq!(
+            chunk.matches("event: update").count(),
+            3,
+            "cycle {n}: the first write held {chunk:?}"
+        );
+    }
 }

@@ -171,6 +171,32 @@ fn cpu_between(samples: &[(u64, Sample)], from: u64, to: u64) -> f64 {
     }
 }
 
+/// CPU time per delivery over the hold, in µs: between the first and the last sample taken in
+/// a second without a delivery, over the deliveries of the seconds between them. The CPU up to
+/// such a sample and the deliveries up to its second then cover the same fan-outs; between two
+/// samples taken at any moment, a window can hold one fan-out's CPU more than its deliveries
+/// (a sixth more at a 5 s cycle and a 30 s hold). A load that never pauses has no such second:
+/// then the samples nearest the hold's ends, over `hold_deliveries`.
+fn cpu_us_per_delivery(m: &Merged, samples: &[(u64, Sample)], hold_deliveries: u64) -> f64 {
+    let quiet = |(t, _): &&(u64, Sample)| {
+        (m.ramp_done_us..=m.end_us).contains(t)
+            && m.seconds
+                .get(&(t / 1_000_000))
+                .is_none_or(|s| s.deliveries == 0)
+    };
+    let (a, b, deliveries) = match (samples.iter().find(quiet), samples.iter().rev().find(quiet)) {
+        (Some((ta, a)), Some((tb, b))) if tb / 1_000_000 > ta / 1_000_000 => {
+            let seconds = m.seconds.range(ta / 1_000_000 + 1..tb / 1_000_000);
+            (*a, *b, seconds.map(|(_, s)| s.deliveries).sum())
+        }
+        _ => match (nearest(samples, m.ramp_done_us), nearest(samples, m.end_us)) {
+            (Some(a), Some(b)) => (a, b, hold_deliveries),
+            _ => return 0.0,
+        },
+    };
+    ((b.cpu_s - a.cpu_s) * 1e6 / deliveries.max(1) as f64 * 10.0).round() / 10.0
+}
+
 fn nearest(samples: &[(u64, Sample)], t_us: u64) -> Option<Sample> {
     samples
         .iter()
@@ -393,11 +419,6 @@ pub fn build(
                 _ => 0.0,
             }
         };
-        // CPU time per delivery in the hold: the cost of fan-out, comparable across servers.
-        let cpu_s_hold = match (m.sample_at(m.ramp_done_us), m.sample_at(m.end_us)) {
-            (Some(a), Some(b)) => b.cpu_s - a.cpu_s,
-            _ => 0.0,
-        };
         let per_conn = |v: u64, base: u64| {
             ((v.saturating_sub(base)) as f64 / open_then as f64 * 100.0).round() / 100.0
         };
@@ -417,7 +438,8 @@ pub fn build(
             "pss_kib_per_connection_over_baseline": per_conn(at_pss.pss_kib, m.baseline.pss_kib),
             "cpu_percent_ramp": (cpu(m.ramp_started_us, m.ramp_done_us) * 10.0).round() / 10.0,
             "cpu_percent_hold": (cpu(m.ramp_done_us, m.end_us) * 10.0).round() / 10.0,
-            "cpu_us_per_delivery_hold": (cpu_s_hold * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
+            // The cost of fan-out, comparable across servers.
+            "cpu_us_per_delivery_hold": cpu_us_per_delivery(m, &m.samples, hold_deliveries),
             "peak_open_second": peak_sec,
             "peak_open": peak_open,
         })
@@ -458,10 +480,7 @@ pub fn build(
         "workers": m.client_samples.last().map(|s| s.1.alive),
         "cpu_percent_ramp": m.client_cpu(m.ramp_started_us, m.ramp_done_us),
         "cpu_percent_hold": m.client_cpu(m.ramp_done_us, m.end_us),
-        "cpu_us_per_delivery_hold": match (nearest(&m.client_samples, m.ramp_done_us), nearest(&m.client_samples, m.end_us)) {
-            (Some(a), Some(b)) => ((b.cpu_s - a.cpu_s) * 1e6 / hold_deliveries.max(1) as f64 * 10.0).round() / 10.0,
-            _ => 0.0,
-        },
+        "cpu_us_per_delivery_hold": cpu_us_per_delivery(m, &m.client_samples, hold_deliveries),
         "rss_mib_peak": m.client_samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0) / 1024,
     });
     let get_secs = m.end_us.saturating_sub(m.ramp_done_us) as f64 / 1e6;
@@ -628,6 +647,51 @@ fn fill(r: &Value, template: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_per_delivery_counts_the_same_fan_outs_on_both_sides() {
+        // A fan-out of 1,000 deliveries at 10 µs each, 0.2 s into every fifth second from 12
+        // to 37; samples 0.5 s into every second. The hold ends at 37.6 s: its last whole
+        // second is 36, yet the sample nearest its end (37.5 s) holds the CPU of the fan-out
+        // at 37.2 s. Counted that way, 6 fan-outs' CPU over 5 fan-outs' deliveries: 12 µs.
+        let s = 1_000_000u64;
+        let burst = |t: u64| t >= 12 && (t - 12).is_multiple_of(5);
+        let samples: Vec<(u64, Sample)> = (0..45)
+            .map(|t| {
+                let bursts = (0..=t).filter(|&k| burst(k)).count();
+                let cpu_s = bursts as f64 * 1_000.0 * 10e-6;
+                (
+                    t * s + s / 2,
+                    Sample {
+                        cpu_s,
+                        ..Sample::default()
+                    },
+                )
+            })
+            .collect();
+        let mut m = Merged::new(&[], Sample::default(), samples.clone(), samples, 0);
+        m.ramp_done_us = 10 * s;
+        m.end_us = 37 * s + 600_000;
+        for t in 0..45 {
+            let deliveries = if burst(t) { 1_000 } else { 0 };
+            m.seconds.insert(
+                t,
+                Second {
+                    latency: hist(),
+                    open: 1_000,
+                    opened: 0,
+                    deliveries,
+                    errors: 0,
+                },
+            );
+        }
+        assert_eq!(cpu_us_per_delivery(&m, &m.samples, 5_000), 10.0);
+        // A load that never pauses: the whole hold, as before.
+        for second in m.seconds.values_mut() {
+            second.deliveries += 1;
+        }
+        assert_eq!(cpu_us_per_delivery(&m, &m.samples, 6_000), 10.0);
+    }
 
     #[test]
     fn the_summary_names_every_figure_as_the_report_writes_it() {

@@ -581,6 +581,10 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
 /// Answer a stream request on the bare socket, then send its frames until either side ends.
 async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, client: IpAddr) {
     let since = sse::resume_point(req.last_event_id.as_deref(), &req.query);
+    // A stream of several topics sends the frames that are ready together in one write: the
+    // changes of one cycle reach the client at once, in one system call. With one topic a
+    // second frame is never ready, and looking for it would cost a poll per frame.
+    let several = req.query.topics.as_deref().is_some_and(|t| t.contains(','));
     let frames = match sse::open(
         state,
         req.query.topics.as_deref().unwrap_or(""),
@@ -615,8 +619,16 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             _ = &mut gone => return,
             frame = frames.next() => match frame {
                 Some(bytes) => {
+                    let (bytes, ended) = if several {
+                        with_ready(frames.as_mut(), bytes).await
+                    } else {
+                        (bytes, false)
+                    };
                     if wire::write_chunk(&mut wr, &bytes).await.is_err() {
                         return;
+                    }
+                    if ended {
+                        break;
                     }
                 }
                 None => break,
@@ -627,6 +639,33 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     if wr.write_all(wire::LAST_CHUNK).await.is_ok() {
         let _ = wr.shutdown().await;
     }
+}
+
+/// `first` and every frame after it that is ready now, as one run of bytes (SSE frames, and
+/// gzip segments of one stream, follow each other as they are), and whether the stream ended.
+/// Polled with this task's waker: a frame not ready yet wakes the task as usual.
+async fn with_ready(
+    mut frames: Pin<&mut impl futures_util::Stream<Item = Bytes>>,
+    first: Bytes,
+) -> (Bytes, bool) {
+    let mut run: Option<BytesMut> = None;
+    let mut ended = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            match frames.as_mut().poll_next(cx) {
+                Poll::Ready(Some(next)) => run
+                    .get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&next),
+                Poll::Ready(None) => {
+                    ended = true;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Ready(()),
+            }
+        }
+    })
+    .await;
+    (run.map_or(first, BytesMut::freeze), ended)
 }
 
 /// Write a whole response (an error: small) and close the connection.

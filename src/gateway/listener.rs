@@ -40,6 +40,12 @@ impl TimeoutListener {
     /// not a client that gave up before it was accepted: see [`is_transient`]).
     pub async fn accept(&mut self) -> io::Result<(TimeoutStream, std::net::SocketAddr)> {
         let (stream, addr) = self.inner.accept().await?;
+        // Without it, a small write waits for the acknowledgement of the one before (Nagle):
+        // the second change of a cycle on a WebSocket following several topics would wait a
+        // round trip, and up to the client's delayed-ACK timer (40 ms on Linux).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let io = TimeoutStream {
             inner: stream,
             timeout: self.timeout,

@@ -42,12 +42,8 @@ type Socket = WebSocketStream<Inbound<TokioIo<hyper::upgrade::Upgraded>>>;
 /// JSON commands (a longer one grows the buffer to its size), and a node holds hundreds of
 /// thousands of sockets.
 const READ_BUFFER: usize = 512;
-/// Write buffer target: a frame longer than this is written through at once instead of
-/// batching 128 KiB. An empty ping (2 bytes) fed just before a message waits in the buffer and
-/// leaves in the message's write (see [`connection`]).
-const WRITE_BUFFER: usize = PING_LEN;
-/// An empty ping frame: opcode and length, no payload (a server's frames are not masked).
-const PING_LEN: usize = 2;
+/// Write buffer target: 0 writes each frame through at once instead of batching 128 KiB.
+const WRITE_BUFFER: usize = 0;
 /// Bytes tungstenite may buffer for a client that does not read: one fragment, and the control
 /// frames (pongs, a close) that may be queued behind it.
 const MAX_WRITE_BUFFER: usize = 2 * FRAGMENT;
@@ -316,11 +312,6 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
     let mut heartbeat = WatchStream::from_changes(state.heartbeat.join());
     let mut unanswered_pings = 0u32;
     let mut beating = true;
-    // A ping falls due at every heartbeat tick. On a connection that sent a message since the
-    // last tick it rides with the next message, in the same write: no write and no wake of
-    // the client of its own. It goes alone at the next tick if no message comes before.
-    let mut ping_due = false;
-    let mut sent_since_beat = false;
     let closing = state.closing();
     tokio::pin!(closing);
     loop {
@@ -382,14 +373,8 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
                     }))).await;
                     break;
                 }
-                if std::mem::take(&mut sent_since_beat) {
-                    ping_due = true;
-                    None
-                } else {
-                    ping_due = false;
-                    unanswered_pings += 1;
-                    Some(Outgoing::Control(Message::Ping(Bytes::new())))
-                }
+                unanswered_pings += 1;
+                Some(Outgoing::Control(Message::Ping(Bytes::new())))
             }
             msg = socket.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
@@ -436,19 +421,8 @@ async fn connection(mut socket: Socket, state: AppState, compressed: bool) {
         };
         let sent = match outgoing {
             Some(Outgoing::Document(payload, live)) => {
-                let ping = std::mem::take(&mut ping_due);
-                if ping {
-                    unanswered_pings += 1;
-                }
-                let sent = async {
-                    if ping {
-                        socket.feed(Message::Ping(Bytes::new())).await?;
-                    }
-                    wire::send_message(&mut socket, payload, compressed).await
-                }
-                .await;
+                let sent = wire::send_message(&mut socket, payload, compressed).await;
                 if sent.is_ok() {
-                    sent_since_beat = true;
                     metrics.delivered(StreamKind::Ws, live);
                 }
                 sent
