@@ -272,6 +272,8 @@ pub struct AppState {
     pub drain: Duration,
     /// `--ws-snapshot-rate`.
     pub ws_snapshot_rate: u64,
+    /// The last `/status` report, shared by the requests of one second.
+    pub reports: Arc<status::Reports>,
 }
 
 impl AppState {
@@ -628,6 +630,7 @@ pub async fn serve(
         admission: admission.clone(),
         drain: args.drain,
         ws_snapshot_rate: args.ws_snapshot_rate,
+        reports: Arc::default(),
         metrics: hub.metrics.clone(),
         hub,
         max_topics: args.max_topics,

@@ -21,8 +21,8 @@
 //! `apura_sse_connections` would hold both the gauge and the counter's `_total` sample.
 
 use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::process_collector::ProcessCollector;
@@ -195,6 +195,10 @@ pub struct Metrics {
     pub bus_up: AtomicI64,
     /// Ingest: `--interval`, in ms (0: not an ingest).
     pub poll_interval_millis: AtomicU64,
+    /// A process that runs its own ingest on the embedded bus (`apura run`, `apura demo`):
+    /// whether that ingest runs, exported as `apura_ingest_leader` (it has no lock to take and
+    /// is the only one). Unset elsewhere: a Redis ingest exports its lock's state itself.
+    pub embedded_ingest: OnceLock<AtomicBool>,
     /// Publish→write lag of live changes, by [`StreamKind`].
     delivery_lag: [Histogram; 2],
     ingest_cycle: Histogram,
@@ -325,6 +329,7 @@ impl Default for Metrics {
             ws_budget_closes: AtomicU64::default(),
             bus_up: AtomicI64::new(1),
             poll_interval_millis: AtomicU64::default(),
+            embedded_ingest: OnceLock::new(),
             delivery_lag: [
                 lag.with_label_values(&["sse"]),
                 lag.with_label_values(&["ws"]),
@@ -464,6 +469,14 @@ impl Metrics {
             out.push(family(name, help, kind, vec![sample(&[], kind, value)]));
         };
         use MetricType::{COUNTER, GAUGE};
+        if let Some(running) = self.embedded_ingest.get() {
+            one(
+                "apura_ingest_leader",
+                LEADER_HELP,
+                GAUGE,
+                f64::from(u8::from(running.load(Relaxed))),
+            );
+        }
         let gauges: [(&str, &str, &AtomicI64); 7] = [
             (
                 "apura_sse_connections",
@@ -722,6 +735,10 @@ impl Metrics {
         }
     }
 }
+
+/// The help of `apura_ingest_leader`, on a Redis ingest and on an embedded one.
+pub const LEADER_HELP: &str =
+    "Whether this ingest leads: holds the leader lock (Redis), or runs (embedded bus).";
 
 /// A gauge a caller adds to `/metrics`: name, help, value.
 pub type Extra = (&'static str, &'static str, f64);

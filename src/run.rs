@@ -1,6 +1,7 @@
 //! `apura run`: ingest and gateway in one process on the embedded bus, for a real or recorded feed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -52,6 +53,8 @@ pub async fn serve_embedded(
         problems.join("; ")
     );
     let metrics = Arc::new(Metrics::default());
+    // The ingest leads from its start to its end: there is no other to take over.
+    let _ = metrics.embedded_ingest.set(AtomicBool::new(false));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new());
     let hub = Arc::new(Hub::new(metrics.clone()));
 
@@ -59,7 +62,8 @@ pub async fn serve_embedded(
     let (s1, s2) = (shutdown.clone(), shutdown.clone());
     let ingest_bus = bus.clone();
     tracker.spawn(async move {
-        let ingest = match Ingest::connect_patiently(&feed, ingest_bus, metrics, &s1).await {
+        let ingest = match Ingest::connect_patiently(&feed, ingest_bus, metrics.clone(), &s1).await
+        {
             Ok(Some(ingest)) => ingest,
             Ok(None) => return,
             Err(e) => {
@@ -68,7 +72,15 @@ pub async fn serve_embedded(
                 return;
             }
         };
-        if let Err(e) = ingest::run(ingest, s1.clone()).await {
+        let leading = |on: bool| {
+            if let Some(running) = metrics.embedded_ingest.get() {
+                running.store(on, Relaxed);
+            }
+        };
+        leading(true);
+        let ran = ingest::run(ingest, s1.clone()).await;
+        leading(false);
+        if let Err(e) = ran {
             tracing::error!(error = format!("{e:#}"), "ingest stopped");
             s1.cancel();
         }

@@ -169,6 +169,10 @@ async fn metrics_pass_promtool_and_the_openmetrics_parser_with_the_lag_of_real_d
     }
     assert_eq!(samples["apura_sse_connections{}"], 1);
     assert_eq!(samples["apura_get_requests_total{}"], 1);
+    // The stack runs its own ingest: it says so as a Redis ingest holding the lock would, and
+    // ApuraNoIngestLeader stays quiet for `apura run` with every rule kept.
+    assert_eq!(types["apura_ingest_leader"], "gauge");
+    assert_eq!(samples["apura_ingest_leader{}"], 1);
     assert!(
         samples["apura_feed_fetch_duration_seconds_count{outcome=modified,source=consolidated}"]
             .as_f64()

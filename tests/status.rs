@@ -286,3 +286,36 @@ async fn admin_listen_serves_status_and_metrics_there_and_not_on_the_public_port
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn status_asked_in_a_loop_is_made_once_a_second_and_never_frozen() {
+    let gw = Gateway::start(gateway_args()).await;
+    gw.publish(&[(SP, 1)]).await;
+    let url = gw.url("/status.json");
+    status_when(&url, |s| s["ready"] == true).await;
+    // Past that report's second, a report is made now; a stream opened right after is not in
+    // the reports of this second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let made = std::time::Instant::now();
+    let (_, before) = get_status_json(&url).await;
+    let mut s = Sse::connect(&gw.url(&format!("/events?topics={SP}")), None).await;
+    assert!(s.next(WAIT).await.is_some(), "a snapshot");
+    let burst: Vec<Value> =
+        futures_util::future::join_all((0..20).map(|_| async { get_status_json(&url).await.1 }))
+            .await;
+    // The documented promise: the requests of one second share one report.
+    if made.elapsed() < Duration::from_secs(1) {
+        for again in &burst {
+            assert_eq!(
+                again["connections"], before["connections"],
+                "the same report"
+            );
+        }
+    } else {
+        eprintln!("the burst came after the report's second: its sharing is not checked");
+    }
+    // The next second's report counts the stream.
+    let after = status_when(&url, |s| s["connections"]["sse"] == 1).await;
+    assert_eq!(top(&after), expected(&[(SP, 1)]));
+    assert!(made.elapsed() < WAIT);
+}

@@ -3,8 +3,9 @@
 //! refreshes itself. Read-only, computed on request, and without secrets (no address of Redis
 //! or of the feed, no client address).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -21,6 +22,32 @@ use crate::documents::BRAZIL_TOPIC;
 pub const TOP_TOPICS: usize = 50;
 /// Seconds between two refreshes of the HTML page.
 const REFRESH_SECONDS: u32 = 5;
+
+/// How long one report answers every request for `/status` and `/status.json`. A report reads
+/// every state document and counts the subscribers of every topic: milliseconds of CPU with a
+/// whole country loaded, where a document GET costs microseconds. On the public port a client
+/// asking for it in a loop then costs the gateway one report a second, not one per request.
+pub const REPORT_TTL: Duration = Duration::from_secs(1);
+
+/// The last report made, and when: shared by the requests of one [`REPORT_TTL`].
+#[derive(Default)]
+pub struct Reports(tokio::sync::Mutex<Option<(Instant, Arc<Status>)>>);
+
+impl Reports {
+    /// A report at most [`REPORT_TTL`] old. The requests that arrive while one is made wait for
+    /// it rather than make their own.
+    pub async fn current(&self, s: &AppState) -> Arc<Status> {
+        let mut last = self.0.lock().await;
+        if let Some((at, report)) = &*last
+            && at.elapsed() < REPORT_TTL
+        {
+            return report.clone();
+        }
+        let fresh = Arc::new(report(s));
+        *last = Some((Instant::now(), fresh.clone()));
+        fresh
+    }
+}
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -219,7 +246,7 @@ pub async fn page(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if wants_json(&headers) {
         return json(State(s)).await;
     }
-    let body = html(&report(&s));
+    let body = html(&*s.reports.current(&s).await);
     (
         [
             (
@@ -235,7 +262,7 @@ pub async fn page(State(s): State<AppState>, headers: HeaderMap) -> Response {
 
 /// `GET /status.json`.
 pub async fn json(State(s): State<AppState>) -> Response {
-    let mut resp = axum::Json(report(&s)).into_response();
+    let mut resp = axum::Json(&*s.reports.current(&s).await).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp

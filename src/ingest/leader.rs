@@ -296,7 +296,7 @@ pub async fn serve_metrics(
     ) -> Response {
         let leader = (
             "apura_ingest_leader",
-            "Whether this ingest holds the leader lock.",
+            crate::metrics::LEADER_HELP,
             f64::from(u8::from(leading.load(Relaxed))),
         );
         metrics_response(&metrics, &headers, &[leader], Vec::new())
