@@ -298,6 +298,7 @@ async fn status_asked_in_a_loop_is_made_once_a_second_and_never_frozen() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let made = std::time::Instant::now();
     let (_, before) = get_status_json(&url).await;
+    let sp_subscribers = format!(r#"apura_topic_subscribers{{topic="{SP}"}}"#);
     let mut s = Sse::connect(&gw.url(&format!("/events?topics={SP}")), None).await;
     assert!(s.next(WAIT).await.is_some(), "a snapshot");
     let burst: Vec<Value> =
@@ -311,11 +312,18 @@ async fn status_asked_in_a_loop_is_made_once_a_second_and_never_frozen() {
                 "the same report"
             );
         }
+        // `/metrics` counts the audience from the same report.
+        let metrics = get_text(&gw.url("/metrics")).await;
+        if made.elapsed() < Duration::from_secs(1) {
+            assert_eq!(metric(&metrics, &sp_subscribers), None, "{metrics}");
+        }
     } else {
         eprintln!("the burst came after the report's second: its sharing is not checked");
     }
     // The next second's report counts the stream.
     let after = status_when(&url, |s| s["connections"]["sse"] == 1).await;
     assert_eq!(top(&after), expected(&[(SP, 1)]));
+    let metrics = get_text(&gw.url("/metrics")).await;
+    assert_eq!(metric(&metrics, &sp_subscribers), Some(1.0), "{metrics}");
     assert!(made.elapsed() < WAIT);
 }

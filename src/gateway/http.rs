@@ -260,20 +260,24 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 ///
 /// The audience per topic keeps a bounded label set: `apura_subscriptions_by_kind{kind}` has
 /// one series per kind of topic (seven), `apura_topic_subscribers{topic}` one per topic of the
-/// [`TOP_METRIC_TOPICS`] with the most subscribers right now; `/status` lists more.
+/// [`TOP_METRIC_TOPICS`] with the most subscribers in `/status`'s last report (at most a second
+/// old), which lists more.
 pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let topics = (
         "apura_topics",
         "Topics held by the hub.",
         s.hub.len() as f64,
     );
-    let audience = s.hub.audience(TOP_METRIC_TOPICS);
+    // Counting the audience reads every topic: it comes from `/status`'s report, made at most
+    // once a second, so that a client scraping in a loop costs no more than one report a second.
+    let report = s.reports.current(&s).await;
+    let audience = &report.audience;
     let by_kind = labelled_gauge(
         "apura_subscriptions_by_kind",
         "Open subscriptions by kind of topic (mayors, councillors, zones, state, brazil, cities, other).",
         "kind",
         audience
-            .kinds
+            .by_kind
             .iter()
             .map(|k| (k.kind.label().to_string(), k.subscriptions as f64)),
     );
@@ -281,7 +285,11 @@ pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response 
         "apura_topic_subscribers",
         "Open subscriptions of the topics with the most subscribers on this gateway (at most 10 series).",
         "topic",
-        audience.top.iter().map(|(t, n)| (t.to_string(), *n as f64)),
+        audience
+            .top
+            .iter()
+            .take(TOP_METRIC_TOPICS)
+            .map(|t| (t.topic.clone(), t.subscribers as f64)),
     );
     metrics_response(&s.metrics, &headers, &[topics], vec![by_kind, top])
 }
