@@ -959,8 +959,9 @@ impl RawWs {
     }
 }
 
-#[tokio::test]
-async fn a_websocket_that_answers_no_ping_is_closed_with_1001_even_with_news() {
+/// How long a WebSocket subscribed to `a` that answers no ping lives, heartbeat 200 ms, with a
+/// change of `a` every 50 ms (`news`) or none; it must end with 1001 after three pings.
+async fn unanswered_websocket_lives(news: bool) -> Duration {
     let gw = Gateway::start(apura::gateway::GatewayArgs {
         heartbeat: Duration::from_millis(200),
         ..gateway_args()
@@ -972,8 +973,11 @@ async fn a_websocket_that_answers_no_ping_is_closed_with_1001_even_with_news() {
     let publisher = {
         let (bus, hub) = (gw.bus.clone(), gw.hub.clone());
         tokio::spawn(async move {
-            // A change every 50 ms, and no ping answered.
-            for n in 2..100u64 {
+            // A change every 50 ms until the test ends.
+            for n in 2..1_000u64 {
+                if !news {
+                    return;
+                }
                 let draft = apura::documents::Draft {
                     topic: "a".into(),
                     body: bytes::Bytes::from(format!(r#"{{"topic":"a","n":{n}}}"#)),
@@ -987,22 +991,48 @@ async fn a_websocket_that_answers_no_ping_is_closed_with_1001_even_with_news() {
         })
     };
     let mut pings = 0;
+    let mut documents = 0;
     let close = loop {
         let frame = ws.frame(WAIT).await.expect("closed with a Close frame");
         match frame.opcode {
-            0x1 => {}
+            0x1 => documents += 1,
             0x9 => pings += 1,
             0x8 => break frame.payload,
             other => panic!("opcode {other:#x}"),
         }
     };
+    let lived = opened.elapsed();
     publisher.abort();
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
     assert_eq!(&close[2..], b"ping timeout");
     assert_eq!(pings, 3, "pings before the close");
-    // Three pings and the tick after them: 0.8 s, with room for a slow machine.
-    let lived = opened.elapsed();
-    assert!(lived < Duration::from_secs(3), "closed after {lived:?}");
+    if news {
+        assert!(documents > 10, "{documents} documents while it lived");
+    }
+    lived
+}
+
+#[tokio::test]
+async fn an_idle_websocket_that_answers_no_ping_is_closed_with_1001_after_three_beats() {
+    // The snapshot, then pings on the next beats: closed at the fifth tick, 1 s.
+    let lived = unanswered_websocket_lives(false).await;
+    assert!(
+        lived < Duration::from_millis(2_400),
+        "closed after {lived:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_with_news_is_pinged_every_fourth_beat_and_closed_with_1001_all_the_same() {
+    // A document in every interval already keeps the connection from looking idle: a ping
+    // every fourth beat (800 ms), and the close at the tick after the third, about 3.2 s.
+    // Pinged on every beat, it would have been closed after 0.8 s.
+    let lived = unanswered_websocket_lives(true).await;
+    assert!(
+        lived >= Duration::from_millis(2_400),
+        "closed after {lived:?}"
+    );
+    assert!(lived < Duration::from_secs(10), "closed after {lived:?}");
 }
 
 /// The next chunk of a chunked body on `stream` (`buf` holds what was read past the last one):
