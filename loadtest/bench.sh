@@ -92,6 +92,8 @@ GATEWAY_ENV="${GATEWAY_ENV:-}"          # extra environment of the gateways, e.g
 HOT_DOC="/cities/mayors-sp-sao-paulo.json"
 
 mkdir -p "$OUT/logs"
+# Absolute: nginx reads its files relative to its own prefix, not to this shell.
+OUT="$(cd "$OUT" && pwd)"
 PIDS=()
 LAST_PID=
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -136,6 +138,18 @@ wait_http() {
     done
     log "no answer from $url after ${limit}s"
     return 1
+}
+
+# wait_port PORT [SECONDS]: until 127.0.0.1:PORT takes a connection; the bench stops if it never
+# does (a server that failed to start would otherwise be measured as 0 subscribers).
+wait_port() {
+    local port=$1 limit=${2:-10}
+    for _ in $(seq $((limit * 5))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.2
+    done
+    log "nothing listens on 127.0.0.1:$port after ${limit}s"
+    exit 1
 }
 
 # --- build -----------------------------------------------------------------------------------
@@ -238,7 +252,7 @@ start_nginx() {
         "$HERE/nginx/$template" >"$dir/nginx.conf"
     start "$name" nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -g "daemon off;"
     NGINX_PID=$LAST_PID
-    sleep 1
+    wait_port "$port"
 }
 
 # The master and its workers.
