@@ -124,7 +124,8 @@ pub struct GatewayArgs {
     /// Folder of the web page served at `/`.
     #[arg(long, env = "APURA_WEB_DIR", default_value = "web-demo")]
     pub web_dir: PathBuf,
-    /// Interval of SSE heartbeat comments and WebSocket pings.
+    /// Interval of SSE heartbeat comments and WebSocket pings (a connection sent a document
+    /// since the last tick gets no comment, and a ping only every fourth tick).
     #[arg(long, env = "APURA_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
     /// Most topics on one SSE connection or WebSocket.
