@@ -50,8 +50,9 @@ const MAX_WRITE_BUFFER: usize = 2 * FRAGMENT;
 /// Largest client message: a subscribe to 64 topics of ~40 characters is under 3 KiB.
 const MAX_MESSAGE: usize = 16 << 10;
 /// Pings left unanswered before a client is taken for gone: three heartbeats (45 s by
-/// default) on an idle connection (see [`BUSY_PING_EVERY`] for a busy one), longer than a starved machine delays a pong, shorter than a load balancer's idle
-/// timeout of a minute or more.
+/// default) on an idle connection (see [`BUSY_PING_EVERY`] for a busy one), longer than a
+/// starved machine delays a pong, shorter than a load balancer's idle timeout of a minute or
+/// more.
 const MAX_UNANSWERED_PINGS: u32 = 3;
 /// A connection that was sent a document since the last heartbeat is pinged only every this
 /// many heartbeats (once a minute by default): the document already kept a proxy from taking
