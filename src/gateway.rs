@@ -43,6 +43,7 @@ macro_rules! write_through {
 
 pub mod admission;
 pub mod command;
+pub mod direct;
 pub mod front;
 pub mod http;
 pub mod hub;

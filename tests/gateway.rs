@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -276,6 +277,60 @@ async fn a_lagging_subscriber_skips_to_the_latest_and_never_goes_back() {
         versions.len(),
         ws_versions.len()
     );
+}
+
+/// A stream of one topic, uncompressed, is written by the publisher itself (src/gateway/direct.rs):
+/// one opened while cycles are being published must still get its snapshot first, then every
+/// later version it can, in order, never one it already has, and end on the latest.
+#[tokio::test]
+async fn streams_opened_while_cycles_are_published_get_a_snapshot_then_only_newer_versions() {
+    let gw = Arc::new(Gateway::start(gateway_args()).await);
+    let first = gw.publish(&[("hot", 0)]).await;
+    let identity = reqwest::Client::builder().no_gzip().build().unwrap();
+    let publisher = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for n in 1..=150 {
+                last = gw.publish(&[("hot", n)]).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            last
+        })
+    };
+    let mut readers = Vec::new();
+    for i in 0..40u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Half resume from an early version, half come new.
+        let since = (i % 2 == 1).then_some(first + i / 2);
+        let mut sse = Sse::try_connect_with(&identity, &gw.url("/events?topics=hot"), since)
+            .await
+            .unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(ev) = sse.next(Duration::from_secs(2)).await {
+                seen.push((ev.event, ev.id.unwrap()));
+            }
+            (since, seen)
+        }));
+    }
+    let last = publisher.await.unwrap();
+    for reader in readers {
+        let (since, seen) = reader.await.unwrap();
+        let ids: Vec<u64> = seen.iter().map(|(_, id)| *id).collect();
+        assert_skipped_to(&ids, last, "SSE");
+        assert!(ids[0] > since.unwrap_or(0), "{since:?}: {seen:?}");
+        // A client that comes new gets a snapshot first; one that resumes gets one if the hub
+        // had moved past its version when it connected.
+        assert!(
+            seen[0].0 == "snapshot" || since.is_some(),
+            "{since:?}: {seen:?}"
+        );
+        assert!(
+            seen[1..].iter().all(|(event, _)| event == "update"),
+            "{since:?}: {seen:?}"
+        );
+    }
 }
 
 /// A lagging client's versions: increasing, ending on `last`.

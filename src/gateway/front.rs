@@ -2,9 +2,10 @@
 //! request head read here, whole, within `--head-timeout`, before hyper sees it. A `GET /events`
 //! is served on the bare socket: the response head once, then the shared frame bytes written
 //! straight to the socket, so a stream holds no HTTP connection state or buffers for its whole
-//! life (hyper keeps 16 KiB or more per connection). Anything else goes to hyper (the router)
-//! with the bytes already read put back in front; hyper then bounds the wait for each later
-//! request (`--idle-timeout` while idle, `--head-timeout` once a head has begun).
+//! life (hyper keeps 16 KiB or more per connection); a stream of one topic, uncompressed, is
+//! then written by the publisher itself ([`super::direct`]). Anything else goes to hyper (the
+//! router) with the bytes already read put back in front; hyper then bounds the wait for each
+//! later request (`--idle-timeout` while idle, `--head-timeout` once a head has begun).
 //!
 //! A plain `GET` or `HEAD` of a document (`/cities.json`, `/brazil.json`, `/cities/….json`,
 //! `/states/….json`) is answered here too, on the bare socket, from the version's precomputed
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 
 use super::AppState;
 use super::admission::{ClientAddr, Refusal, Ticket};
+use super::direct;
 use super::listener::{TimeoutListener, TimeoutStream, is_transient};
 use super::sse::{self, EventsQuery};
 use super::wire::sse as wire;
@@ -585,17 +587,12 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     // changes of one cycle reach the client at once, in one system call. With one topic a
     // second frame is never ready, and looking for it would cost a poll per frame.
     let several = req.query.topics.as_deref().is_some_and(|t| t.contains(','));
-    let frames = match sse::open(
-        state,
-        req.query.topics.as_deref().unwrap_or(""),
-        since,
-        client,
-        sse::Form {
-            gzip: req.gzip,
-            delta: req.query.delta(),
-        },
-    ) {
-        Ok(frames) => frames,
+    let form = sse::Form {
+        gzip: req.gzip,
+        delta: req.query.delta(),
+    };
+    let admitted = match sse::admit(state, req.query.topics.as_deref().unwrap_or(""), client) {
+        Ok(admitted) => admitted,
         Err(e) => {
             let _ = write_response(&mut io, e.into_response()).await;
             return;
@@ -606,6 +603,12 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }
+    // One topic, uncompressed, whole documents: the publisher writes the frames itself.
+    if admitted.subs.len() == 1 && !form.gzip && !form.delta {
+        direct::serve(io, state, admitted, since).await;
+        return;
+    }
+    let frames = sse::frames(state, admitted, since, form);
     let (mut rd, mut wr) = tokio::io::split(io);
     // The client sends nothing more: reading tells when it has gone.
     let gone = async move {

@@ -4,14 +4,15 @@
 //! subscriber that falls behind does not queue anything; when it next reads it gets the latest
 //! document, which is always a correct answer because results are state, not a log.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::sync::{Arc, Weak};
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use super::direct::Sink;
 use super::wire::Forms;
 pub use super::wire::Frame;
 use crate::bus::Document;
@@ -64,6 +65,9 @@ impl Encoded {
 /// for the wake that the third step is sure to bring.
 pub struct Hub {
     topics: DashMap<Arc<str>, watch::Sender<Arc<Encoded>>>,
+    /// Per topic, the streams the publisher writes to itself (see [`super::direct`]); a stream
+    /// gone is dropped from its list at the topic's next change.
+    sinks: DashMap<Arc<str>, Vec<Weak<Sink>>>,
     ready: AtomicBool,
     /// The last version whose whole cycle is applied: what connections may send up to.
     complete: Arc<AtomicU64>,
@@ -74,6 +78,7 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Hub {
             topics: DashMap::new(),
+            sinks: DashMap::new(),
             ready: AtomicBool::new(false),
             complete: Arc::default(),
             metrics,
@@ -118,14 +123,41 @@ impl Hub {
         newer
     }
 
-    /// Steps two and three: mark the cycle complete, then wake the changed topics' subscribers.
+    /// Steps two and three: mark the cycle complete, then wake the changed topics' subscribers
+    /// and write to the streams the publisher serves itself. Every task is woken first, so
+    /// that the other cores run them while this one writes.
     pub(crate) fn publish_cycle(&self, changed: &[&Arc<str>], version: u64) {
         self.complete.fetch_max(version, Release);
+        let mut direct = Vec::new();
         for topic in changed {
             if let Some(tx) = self.topics.get(&***topic) {
                 tx.send_modify(|_| {});
+                if let Some(mut sinks) = self.sinks.get_mut(&***topic) {
+                    let enc = tx.borrow().clone();
+                    sinks.retain(|s| match s.upgrade() {
+                        Some(sink) => {
+                            direct.push((enc.clone(), sink));
+                            true
+                        }
+                        None => false,
+                    });
+                }
             }
         }
+        for (enc, sink) in direct {
+            sink.offer(&enc);
+        }
+    }
+
+    /// Have the publisher write `topic`'s changes to `sink` from now on.
+    pub fn attach(&self, topic: &Arc<str>, sink: &Arc<Sink>) {
+        let mut sinks = self.sinks.entry(topic.clone()).or_default();
+        // A topic that does not change keeps the streams that left it: drop them as the list
+        // doubles.
+        if sinks.len() >= 64 && sinks.len().is_power_of_two() {
+            sinks.retain(|s| s.strong_count() > 0);
+        }
+        sinks.push(Arc::downgrade(sink));
     }
 
     fn applied(&self, doc: &Document) {

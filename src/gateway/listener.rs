@@ -76,10 +76,43 @@ pub fn is_transient(e: &io::Error) -> bool {
 pub struct TimeoutStream {
     inner: TcpStream,
     timeout: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Blocked>,
     /// A write timed out: the connection is dead, every later write fails at once.
     timed_out: bool,
     metrics: Arc<Metrics>,
+}
+
+/// A write that made no progress, counted in `apura_blocked_writes` while it lasts, and its
+/// deadline.
+pub struct Blocked {
+    deadline: Pin<Box<Sleep>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Blocked {
+    pub fn new(timeout: Duration, metrics: &Arc<Metrics>) -> Self {
+        metrics.blocked_writes.fetch_add(1, Relaxed);
+        Blocked {
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Whether the write has now waited its whole timeout (counted in
+    /// `apura_write_timeouts_total`), registering `cx` for the deadline otherwise.
+    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let expired = self.deadline.as_mut().poll(cx).is_ready();
+        if expired {
+            self.metrics.write_timeouts.fetch_add(1, Relaxed);
+        }
+        expired
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.metrics.blocked_writes.fetch_sub(1, Relaxed);
+    }
 }
 
 impl TimeoutStream {
@@ -87,17 +120,20 @@ impl TimeoutStream {
         &self.metrics
     }
 
+    /// The socket, with the write timeout and the metrics it counts in.
+    pub fn into_parts(self) -> (TcpStream, Duration, Arc<Metrics>) {
+        (self.inner, self.timeout, self.metrics)
+    }
+
     /// After the inner write returned `Pending`: arm the timer if needed and see if it fired.
     fn blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let (timeout, metrics) = (self.timeout, &self.metrics);
-        let deadline = self.deadline.get_or_insert_with(|| {
-            metrics.blocked_writes.fetch_add(1, Relaxed);
-            Box::pin(tokio::time::sleep(timeout))
-        });
-        if deadline.as_mut().poll(cx).is_ready() {
-            self.unblocked();
+        let blocked = self
+            .deadline
+            .get_or_insert_with(|| Blocked::new(timeout, metrics));
+        if blocked.expired(cx) {
+            self.deadline = None;
             self.timed_out = true;
-            self.metrics.write_timeouts.fetch_add(1, Relaxed);
             return Err(timed_out());
         }
         Ok(())
@@ -114,30 +150,18 @@ impl TimeoutStream {
                 Poll::Pending
             }
             ready => {
-                self.unblocked();
+                self.deadline = None;
                 ready
             }
         }
     }
-
-    fn unblocked(&mut self) {
-        if self.deadline.take().is_some() {
-            self.metrics.blocked_writes.fetch_sub(1, Relaxed);
-        }
-    }
 }
 
-fn timed_out() -> io::Error {
+pub fn timed_out() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
         "client read nothing within the write timeout",
     )
-}
-
-impl Drop for TimeoutStream {
-    fn drop(&mut self) {
-        self.unblocked();
-    }
 }
 
 impl AsyncRead for TimeoutStream {

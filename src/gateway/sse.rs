@@ -104,7 +104,7 @@ pub fn resume_point(header: Option<&str>, query: &EventsQuery) -> u64 {
 }
 
 /// Decrements the connection gauges when the stream is dropped (client gone or shutdown).
-struct ConnectionGuard {
+pub struct ConnectionGuard {
     metrics: Arc<Metrics>,
     subscriptions: i64,
 }
@@ -159,16 +159,15 @@ pub async fn events(
     Ok(resp)
 }
 
-/// Admit a stream from `client` and build what it sends: `retry:`, then the frames of `topics`
-/// after version `since` with heartbeats between them, until shutdown ends it with a randomised
-/// `retry:`; gzip-compressed with `gzip` (see [`wire`]). The request is checked first: an invalid one spends none of the admission budget.
-pub fn open(
-    state: &AppState,
-    topics: &str,
-    since: u64,
-    client: IpAddr,
-    form: Form,
-) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
+/// A stream admitted: its topics and what counts it as open.
+pub struct Admitted {
+    pub subs: Vec<TopicReceiver>,
+    pub guard: ConnectionGuard,
+}
+
+/// Check a stream request from `client` and admit it: an invalid one spends none of the
+/// admission budget.
+pub fn admit(state: &AppState, topics: &str, client: IpAddr) -> Result<Admitted, ApiError> {
     if state.disable_streams {
         return Err(ApiError::StreamsDisabled);
     }
@@ -184,10 +183,34 @@ pub fn open(
     metrics.sse_connections_opened.fetch_add(1, Relaxed);
     metrics.subscriptions.fetch_add(subs.len() as i64, Relaxed);
     let guard = ConnectionGuard {
-        metrics: metrics.clone(),
+        metrics,
         subscriptions: subs.len() as i64,
     };
+    Ok(Admitted { subs, guard })
+}
 
+/// Admit a stream from `client` and build what it sends: `retry:`, then the frames of `topics`
+/// after version `since` with heartbeats between them, until shutdown ends it with a randomised
+/// `retry:`; gzip-compressed with `gzip` (see [`wire`]).
+pub fn open(
+    state: &AppState,
+    topics: &str,
+    since: u64,
+    client: IpAddr,
+    form: Form,
+) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
+    Ok(frames(state, admit(state, topics, client)?, since, form))
+}
+
+/// What an admitted stream sends (see [`open`]).
+pub fn frames(
+    state: &AppState,
+    admitted: Admitted,
+    since: u64,
+    form: Form,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let Admitted { subs, guard } = admitted;
+    let metrics = state.metrics.clone();
     let first = Piece::Retry(state.sse_retry.as_millis() as u64);
     let mut frames = Ordered::new(state.hub.complete());
     for (topic, mut rx) in subs {
@@ -223,7 +246,7 @@ pub fn open(
     // proxy from taking the stream for idle, so a stream is never silent for two intervals,
     // and a stream with news costs no write for it.
     let mut wrote_since_beat = false;
-    Ok(stream::once(async { first })
+    stream::once(async { first })
         .chain(live)
         .filter_map(move |piece| {
             let _alive = &guard;
@@ -245,5 +268,5 @@ pub fn open(
             }
             metrics.wrote(form, bytes.len());
             std::future::ready((!bytes.is_empty()).then_some(bytes))
-        }))
+        })
 }

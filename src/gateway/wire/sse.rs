@@ -160,15 +160,19 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Write one frame as an HTTP/1.1 chunk: size line, the shared bytes, CRLF, in one vectored
 /// write (no copy of the frame).
 pub async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut size = [0u8; 18];
-    let len = {
-        let mut cursor = &mut size[..];
-        write!(cursor, "{:x}\r\n", frame.len())?;
-        18 - cursor.len()
-    };
+    let (size, len) = chunk_size(frame.len());
     let mut chunk = Buf::chain(Buf::chain(&size[..len], frame), &b"\r\n"[..]);
     wr.write_all_buf(&mut chunk).await
+}
+
+/// The size line of a chunk of `len` bytes, in the first `.1` bytes of `.0`.
+pub fn chunk_size(len: usize) -> ([u8; 18], usize) {
+    use std::io::Write;
+    let mut size = [0u8; 18];
+    let mut cursor = &mut size[..];
+    write!(cursor, "{len:x}\r\n").expect("18 bytes hold a 64-bit size in hex");
+    let n = 18 - cursor.len();
+    (size, n)
 }
 
 #[cfg(test)]
