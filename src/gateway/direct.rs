@@ -8,9 +8,9 @@
 //! and the client's going away; it then sends the topic's latest version itself, with the
 //! write timeout of every other stream.
 //!
-//! Measured with 19,000 subscribers (half SSE, half WebSocket) and a change every 5 s: the
-//! gateway's CPU per delivery and the fan-out p99 in BENCHMARKS.md, "SSE written by the
-//! publisher".
+//! Measured with 19,000 subscribers (half SSE, half WebSocket) and a change every 5 s, before
+//! and after, alternating, 3 runs each: the gateway's CPU per delivery 15.3 → 13.3 µs, the
+//! fan-out p99 218 → 198 ms (BENCHMARKS.md, "SSE written by the publisher").
 
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering::Acquire};
