@@ -285,24 +285,30 @@ async fn a_lagging_subscriber_skips_to_the_latest_and_never_goes_back() {
 #[tokio::test]
 async fn streams_opened_while_cycles_are_published_get_a_snapshot_then_only_newer_versions() {
     let gw = Arc::new(Gateway::start(gateway_args()).await);
-    let first = gw.publish(&[("hot", 0)]).await;
+    // The versions the hub holds, in order: a client resumes from one of them.
+    let held = Arc::new(std::sync::Mutex::new(vec![gw.publish(&[("hot", 0)]).await]));
     let identity = reqwest::Client::builder().no_gzip().build().unwrap();
     let publisher = {
         let gw = gw.clone();
+        let held = held.clone();
         tokio::spawn(async move {
             let mut last = 0;
             for n in 1..=150 {
                 last = gw.publish(&[("hot", n)]).await;
+                held.lock().unwrap().push(last);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             last
         })
     };
     let mut readers = Vec::new();
-    for i in 0..40u64 {
+    for i in 0..40usize {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        // Half resume from an early version, half come new.
-        let since = (i % 2 == 1).then_some(first + i / 2);
+        // Half resume from an earlier version the hub held, half come new.
+        let since = (i % 2 == 1).then(|| {
+            let held = held.lock().unwrap();
+            held[(i / 2).min(held.len() - 1)]
+        });
         let mut sse = Sse::try_connect_with(&identity, &gw.url("/events?topics=hot"), since)
             .await
             .unwrap();
