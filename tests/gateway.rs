@@ -339,6 +339,50 @@ async fn streams_opened_while_cycles_are_published_get_a_snapshot_then_only_newe
     }
 }
 
+#[tokio::test]
+async fn a_resume_point_ahead_of_the_gateway_gets_no_snapshot_and_never_freezes_the_stream() {
+    let gw = Gateway::start(gateway_args()).await;
+    let held = gw.publish(&[("a", 0), ("b", 0)]).await;
+    // A version far ahead of what this gateway holds: a client that comes from a gateway
+    // further on, or one that made its id up.
+    let ahead = held + 1_000_000_000;
+    let identity = reqwest::Client::builder().no_gzip().build().unwrap();
+    let mut one = Sse::try_connect_with(&identity, &gw.url("/events?topics=a"), Some(ahead))
+        .await
+        .unwrap();
+    let mut two = Sse::try_connect_with(&identity, &gw.url("/events?topics=a,b"), Some(ahead))
+        .await
+        .unwrap();
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "topics": ["a"], "since": ahead}),
+    )
+    .await;
+    let quiet = Duration::from_millis(300);
+    assert_eq!(one.next(quiet).await, None, "no snapshot on one topic");
+    assert_eq!(two.next(quiet).await, None, "no snapshot on two topics");
+    assert_eq!(
+        ws_next(&mut ws, quiet).await,
+        None,
+        "no snapshot on WebSocket"
+    );
+    let next = gw.publish(&[("a", 1)]).await;
+    assert!(next < ahead);
+    for (sse, name) in [(&mut one, "one topic"), (&mut two, "two topics")] {
+        let ev = sse
+            .next(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{name}: no update"));
+        assert_eq!((ev.event.as_str(), ev.id), ("update", Some(next)), "{name}");
+    }
+    let msg = ws_next(&mut ws, WAIT).await.expect("a WebSocket update");
+    assert_eq!(
+        (&msg["type"], &msg["version"]),
+        (&json!("update"), &json!(next))
+    );
+}
+
 /// A lagging client's versions: increasing, ending on `last`.
 fn assert_skipped_to(versions: &[u64], last: u64, stream: &str) {
     assert_eq!(versions.last(), Some(&last), "{stream} ends on the latest");
