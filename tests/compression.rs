@@ -33,17 +33,31 @@ async fn sse_with_gzip_carries_the_same_events_in_a_fraction_of_the_bytes_and_en
         RawSse::open(gw.addr, path, "gzip, deflate, br, zstd", false).await,
         RawSse::open(gw.addr, path, "gzip, deflate, br, zstd", true).await,
     ];
-    for (i, s) in streams.iter().enumerate() {
+    // Streams of one topic, which the publisher writes itself: identity and gzip.
+    let one = "/events?topics=a";
+    let mut single = vec![
+        RawSse::open(gw.addr, one, "", false).await,
+        RawSse::open(gw.addr, one, "gzip, deflate, br, zstd", false).await,
+    ];
+    for (i, s) in streams.iter().chain(&single).enumerate() {
         assert!(s.head.starts_with("HTTP/1.1 200"), "{}", s.head);
         assert_eq!(s.header("content-type").unwrap(), "text/event-stream");
         assert_eq!(s.header("vary").unwrap(), "accept-encoding");
-        assert_eq!(s.gzip(), i >= 2, "stream {i}: {}", s.head);
+        assert_eq!(
+            s.gzip(),
+            i == 2 || i == 3 || i == 5,
+            "stream {i}: {}",
+            s.head
+        );
     }
     for s in &mut streams {
         assert!(s.until(WAIT, |t| events(t).len() >= 2).await, "snapshots");
     }
+    for s in &mut single {
+        assert!(s.until(WAIT, |t| !events(t).is_empty()).await, "a snapshot");
+    }
     let v2 = gw.publish_padded(&[("a", 2)], 20_000).await;
-    for s in &mut streams {
+    for s in streams.iter_mut().chain(&mut single) {
         let update = format!("event: update\nid: {v2}\n");
         let seen = s.until(WAIT, |t| t.contains(&update)).await;
         let text = s.text();
@@ -80,9 +94,24 @@ async fn sse_with_gzip_carries_the_same_events_in_a_fraction_of_the_bytes_and_en
             "every stream carries the same documents"
         );
     }
+    // A stream of one topic: a's first version, as the streams of two topics had it, then
+    // the same update.
+    let first_a = streams[0].events()[..2]
+        .iter()
+        .find(|e| e.2.contains(r#""topic":"a""#))
+        .cloned()
+        .unwrap();
+    for s in &single {
+        assert_eq!(s.events(), [first_a.clone(), expected[1].clone()]);
+    }
     // 20 KB of padding per document: gzip sends a small part of it.
     let (identity, gzip) = (streams[0].wire, streams[2].wire);
     assert!(gzip * 10 < identity, "gzip {gzip} B, identity {identity} B");
+    let (identity, gzip) = (single[0].wire, single[1].wire);
+    assert!(
+        gzip * 10 < identity,
+        "one topic: gzip {gzip} B, identity {identity} B"
+    );
 
     let text = get_text(&gw.url("/metrics")).await;
     let gz = metric(&text, "apura_stream_bytes_total{form=\"gzip\"}").unwrap();
@@ -91,11 +120,11 @@ async fn sse_with_gzip_carries_the_same_events_in_a_fraction_of_the_bytes_and_en
 
     // The drain ends every stream; a gzip stream ends whole (final block, CRC-32, length).
     gw.shutdown.cancel();
-    for s in &mut streams {
+    for s in streams.iter_mut().chain(&mut single) {
         assert!(s.until_end(WAIT).await, "the stream ends");
         assert!(s.text().contains("retry: "));
     }
-    for s in &streams[2..] {
+    for s in streams[2..].iter().chain(&single[1..]) {
         let mut out = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&s.body[..]), &mut out)
             .expect("a whole gzip stream, its trailer right");
@@ -201,4 +230,39 @@ async fn a_compressed_message_that_inflates_past_the_limit_is_refused_with_1009(
     let mut py = PythonWs::spawn(&["follow", &url, "a", "10", "1"]);
     assert!(py.next(WAIT).await.is_some());
     assert_eq!(py.next(WAIT).await.unwrap()["type"], "snapshot");
+}
+
+#[tokio::test]
+async fn a_lagging_gzip_stream_of_one_topic_skips_to_the_latest_and_still_ends_whole() {
+    let gw = Gateway::start(args()).await;
+    gw.publish(&[("hot", 0)]).await;
+    // Written by the publisher itself (one topic), compressed: documents of random letters,
+    // which gzip cannot shrink to fit the sockets' buffers.
+    let mut sse = RawSse::open(gw.addr, "/events?topics=hot", "gzip", false).await;
+    assert!(sse.gzip());
+    assert!(
+        sse.until(WAIT, |t| !events(t).is_empty()).await,
+        "the snapshot"
+    );
+    // 300 versions of 100 KB while the client does not read.
+    let mut last = 0;
+    for n in 1..=300 {
+        last = gw.publish_noise("hot", n, 100_000).await;
+    }
+    let update = format!("event: update\nid: {last}\n");
+    assert!(sse.until(WAIT, |t| t.contains(&update)).await, "the latest");
+    let versions: Vec<u64> = sse.events().iter().map(|e| e.1).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert!(
+        versions.len() < 300,
+        "it skipped: {} versions",
+        versions.len()
+    );
+    // The drain ends it whole: the trailer's CRC-32 and length count exactly what was sent.
+    gw.shutdown.cancel();
+    assert!(sse.until_end(WAIT).await, "the stream ends");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&sse.body[..]), &mut out)
+        .expect("a whole gzip stream, its trailer right");
+    assert_eq!(events(&out).last().map(|e| e.1), Some(last));
 }

@@ -1,7 +1,9 @@
-//! SSE streams of one topic, uncompressed, written by the publisher itself.
+//! SSE streams of one topic, written by the publisher itself.
 //!
 //! Most readers follow one city. Their stream needs no ordering across topics (see
-//! [`super::ordered`]) and no state per connection beyond the version last sent, so the task
+//! [`super::ordered`]) and little state per connection: the version last sent and, on a gzip
+//! stream (what a browser asks for), the CRC-32 and length of everything sent, which the
+//! publisher counts only for what it did write (see [`Sink::offer`]). So the task
 //! that applies a cycle writes each new frame straight to their sockets, one non-blocking write
 //! each, instead of waking one task per stream to do it. The stream's own task wakes only when
 //! that write could not be made whole (a client that reads slowly), for heartbeats, the drain
@@ -25,8 +27,8 @@ use super::AppState;
 use super::hub::{Encoded, Frame};
 use super::listener::{Blocked, TimeoutStream, timed_out};
 use super::sse::{Admitted, ConnectionGuard};
-use super::wire::sse::{self as wire, HEARTBEAT, LAST_CHUNK};
-use crate::metrics::{Metrics, StreamForm, StreamKind};
+use super::wire::sse::{self as wire, Encoder, LAST_CHUNK, Piece};
+use crate::metrics::{Metrics, StreamKind};
 
 /// One stream's socket, shared by its task and the publisher; whoever writes holds `state`'s
 /// lock for the write (the publisher) or its `busy` flag (the task).
@@ -39,10 +41,11 @@ pub struct Sink {
     timeout: Duration,
 }
 
-#[derive(Default)]
 struct State {
     /// The version last written, or being written.
     last: u64,
+    /// Identity or gzip, and what gzip's trailer needs of everything written.
+    encoder: Encoder,
     /// The task is writing: the publisher leaves the stream to it.
     busy: bool,
     /// The rest of a frame the publisher could write only in part: the task writes it.
@@ -76,7 +79,10 @@ impl Sink {
             self.wake.notify_one();
             return;
         }
-        let frame = enc.sse(Frame::Update);
+        // Put back if nothing is written: gzip's trailer counts only what the client got.
+        let before = st.encoder.clone();
+        let frame = st.encoder.document(enc, Frame::Update);
+        let form = st.encoder.form();
         let (size, n) = wire::chunk_size(frame.len());
         let slices = [
             IoSlice::new(&size[..n]),
@@ -100,13 +106,14 @@ impl Sink {
                 drop(st);
                 self.metrics
                     .delivered(StreamKind::Sse, Some(enc.published_at));
-                self.metrics.wrote(StreamForm::Identity, frame.len());
+                self.metrics.wrote(form, frame.len());
                 if handed {
                     self.wake.notify_one();
                 }
             }
             Err(e) => {
                 if e.kind() == io::ErrorKind::WouldBlock {
+                    st.encoder = before;
                     st.behind = true;
                 } else {
                     st.closed = true;
@@ -164,9 +171,9 @@ struct Stream {
 }
 
 impl Stream {
-    /// Write `extra` (when given), what the publisher left, and the topic's latest complete
+    /// Write what the publisher left, a heartbeat with `beat`, and the topic's latest complete
     /// version if this stream has not had it: the task holds the socket until nothing is left.
-    async fn flush(&self, mut extra: Option<Bytes>) -> io::Result<()> {
+    async fn flush(&self, mut beat: bool) -> io::Result<()> {
         let sink = &self.sink;
         {
             let mut st = sink.lock();
@@ -177,16 +184,19 @@ impl Stream {
         }
         let flushed = async {
             loop {
-                let rest = {
+                let (rest, heartbeat, form) = {
                     let mut st = sink.lock();
                     st.behind = false;
-                    st.rest.take()
+                    let heartbeat =
+                        std::mem::take(&mut beat).then(|| st.encoder.encode(&Piece::Heartbeat));
+                    (st.rest.take(), heartbeat, st.encoder.form())
                 };
                 if let Some(rest) = rest {
                     sink.write_all(&rest).await?;
                 }
-                if let Some(extra) = extra.take() {
-                    sink.write_chunk(&extra).await?;
+                if let Some(heartbeat) = heartbeat {
+                    sink.write_chunk(&heartbeat).await?;
+                    sink.metrics.wrote(form, heartbeat.len());
                 }
                 let latest = self.topic.borrow().clone();
                 let due = {
@@ -195,20 +205,20 @@ impl Stream {
                         .then(|| {
                             st.last = latest.version;
                             st.wrote = true;
-                            std::mem::take(&mut st.snapshot_due)
+                            let snapshot = std::mem::take(&mut st.snapshot_due);
+                            let frame = if snapshot {
+                                Frame::Snapshot
+                            } else {
+                                Frame::Update
+                            };
+                            (snapshot, st.encoder.document(&latest, frame).clone())
                         })
                 };
-                if let Some(snapshot) = due {
-                    let frame = if snapshot {
-                        Frame::Snapshot
-                    } else {
-                        Frame::Update
-                    };
-                    let bytes = latest.sse(frame);
-                    sink.write_chunk(bytes).await?;
+                if let Some((snapshot, bytes)) = due {
+                    sink.write_chunk(&bytes).await?;
                     sink.metrics
                         .delivered(StreamKind::Sse, (!snapshot).then_some(latest.published_at));
-                    sink.metrics.wrote(StreamForm::Identity, bytes.len());
+                    sink.metrics.wrote(form, bytes.len());
                 }
                 let mut st = sink.lock();
                 if st.rest.is_none() && !st.behind {
@@ -225,9 +235,15 @@ impl Stream {
     }
 }
 
-/// Serve an admitted stream of one topic after version `since`: the response head is already
-/// written on `io`.
-pub async fn serve(io: TimeoutStream, state: &AppState, admitted: Admitted, since: u64) {
+/// Serve an admitted stream of one topic after version `since`, gzip-compressed with `gzip`:
+/// the response head is already written on `io`.
+pub async fn serve(
+    io: TimeoutStream,
+    state: &AppState,
+    admitted: Admitted,
+    since: u64,
+    gzip: bool,
+) {
     let Admitted { mut subs, guard } = admitted;
     let Some((name, topic)) = subs.pop() else {
         return;
@@ -239,9 +255,13 @@ pub async fn serve(io: TimeoutStream, state: &AppState, admitted: Admitted, sinc
         socket,
         state: Mutex::new(State {
             last: since.min(current),
+            encoder: Encoder::new(gzip),
             busy: true,
+            rest: None,
+            behind: false,
+            wrote: false,
             snapshot_due: current > since,
-            ..State::default()
+            closed: false,
         }),
         wake: Notify::new(),
         metrics,
@@ -254,13 +274,17 @@ pub async fn serve(io: TimeoutStream, state: &AppState, admitted: Admitted, sinc
     };
     // `retry:` first, with the stream's task holding the socket; the publisher may offer
     // changes as soon as the sink is attached, and leaves them to the task until then.
-    let first = wire::retry(state.sse_retry.as_millis() as u64);
+    let (first, form) = {
+        let mut st = sink.lock();
+        let retry = Piece::Retry(state.sse_retry.as_millis() as u64);
+        (st.encoder.encode(&retry), st.encoder.form())
+    };
     if sink.write_chunk(&first).await.is_err() {
         return;
     }
-    sink.metrics.wrote(StreamForm::Identity, first.len());
+    sink.metrics.wrote(form, first.len());
     state.hub.attach(&name, &sink);
-    if stream.flush(None).await.is_err() {
+    if stream.flush(false).await.is_err() {
         return;
     }
 
@@ -276,16 +300,12 @@ pub async fn serve(io: TimeoutStream, state: &AppState, admitted: Admitted, sinc
                 farewell(&stream, state).await;
                 return;
             }
-            _ = sink.wake.notified() => if stream.flush(None).await.is_err() { break },
+            _ = sink.wake.notified() => if stream.flush(false).await.is_err() { break },
             beat = heartbeat.changed(), if beats => match beat {
                 Ok(()) => {
                     let wrote = std::mem::take(&mut sink.lock().wrote);
-                    if !wrote {
-                        let beat = Bytes::from_static(HEARTBEAT);
-                        if stream.flush(Some(beat)).await.is_err() {
-                            break;
-                        }
-                        sink.metrics.wrote(StreamForm::Identity, HEARTBEAT.len());
+                    if !wrote && stream.flush(true).await.is_err() {
+                        break;
                     }
                 }
                 Err(_) => beats = false,
@@ -313,23 +333,86 @@ async fn gone(socket: &TcpStream) -> bool {
 /// time of its own, then the last chunk.
 async fn farewell(stream: &Stream, state: &AppState) {
     let sink = &stream.sink;
-    let rest = {
+    let drain_ms = state.drain.as_millis().max(1) as u64;
+    let retry = Piece::Retry(rand::random_range(1_000..1_000 + 2 * drain_ms));
+    // The publisher is shut out from here on; what it left goes first.
+    let (rest, retry, end, form) = {
         let mut st = sink.lock();
         st.closed = true;
-        st.rest.take()
+        let retry = st.encoder.encode(&retry);
+        // gzip's final block and trailer: the stream ends whole.
+        let end = st.encoder.encode(&Piece::End);
+        (st.rest.take(), retry, end, st.encoder.form())
     };
-    let drain_ms = state.drain.as_millis().max(1) as u64;
-    let retry = wire::retry(rand::random_range(1_000..1_000 + 2 * drain_ms));
     let ended = async {
         if let Some(rest) = rest {
             sink.write_all(&rest).await?;
         }
-        sink.write_chunk(&retry).await?;
-        sink.metrics.wrote(StreamForm::Identity, retry.len());
+        for piece in [retry, end] {
+            if !piece.is_empty() {
+                sink.write_chunk(&piece).await?;
+                sink.metrics.wrote(form, piece.len());
+            }
+        }
         sink.write_all(LAST_CHUNK).await
     };
     if ended.await.is_ok() {
         // The end of the connection, as the other streams end theirs.
         let _ = socket2::SockRef::from(&sink.socket).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Document;
+    use crate::documents::Draft;
+    use crate::gateway::hub::Encoded;
+
+    fn encoded(version: u64) -> Encoded {
+        let draft = Draft {
+            topic: "t".into(),
+            body: Bytes::from(format!(r#"{{"topic":"t","n":{version}}}"#)),
+        };
+        Encoded::new(&Document::stamp(&draft, version, 1000))
+    }
+
+    /// A gzip stream whose socket has no room: the publisher writes nothing, hands the change
+    /// to the task, and leaves the trailer's count as it was.
+    #[tokio::test]
+    async fn a_change_the_socket_has_no_room_for_is_left_to_the_task_and_not_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        // Fill the socket while the client reads nothing.
+        let block = vec![b'x'; 64 << 10];
+        while socket.try_write(&block).is_ok() {}
+        let mut encoder = Encoder::new(true);
+        encoder.encode(&Piece::Retry(1000));
+        let crc = |e: &Encoder| e.clone().encode(&Piece::End);
+        let before = crc(&encoder);
+        let sink = Sink {
+            socket,
+            state: Mutex::new(State {
+                last: 1,
+                encoder,
+                busy: false,
+                rest: None,
+                behind: false,
+                wrote: false,
+                snapshot_due: false,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            metrics: Arc::new(Metrics::default()),
+            timeout: Duration::from_secs(1),
+        };
+        sink.offer(&encoded(2));
+        let st = sink.lock();
+        assert!(st.behind && st.rest.is_none() && !st.closed);
+        assert_eq!(st.last, 1, "nothing was written");
+        assert_eq!(crc(&st.encoder), before, "the trailer counts nothing more");
     }
 }

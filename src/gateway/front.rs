@@ -2,8 +2,8 @@
 //! request head read here, whole, within `--head-timeout`, before hyper sees it. A `GET /events`
 //! is served on the bare socket: the response head once, then the shared frame bytes written
 //! straight to the socket, so a stream holds no HTTP connection state or buffers for its whole
-//! life (hyper keeps 16 KiB or more per connection); a stream of one topic, uncompressed, is
-//! then written by the publisher itself ([`super::direct`]). Anything else goes to hyper (the
+//! life (hyper keeps 16 KiB or more per connection); a stream of one topic of whole documents
+//! is then written by the publisher itself ([`super::direct`]). Anything else goes to hyper (the
 //! router) with the bytes already read put back in front; hyper then bounds the wait for each
 //! later request (`--idle-timeout` while idle, `--head-timeout` once a head has begun).
 //!
@@ -603,9 +603,9 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }
-    // One topic, uncompressed, whole documents: the publisher writes the frames itself.
-    if admitted.subs.len() == 1 && !form.gzip && !form.delta {
-        direct::serve(io, state, admitted, since).await;
+    // One topic, whole documents: the publisher writes the frames itself.
+    if admitted.subs.len() == 1 && !form.delta {
+        direct::serve(io, state, admitted, since, form.gzip).await;
         return;
     }
     let frames = sse::frames(state, admitted, since, form);

@@ -279,6 +279,33 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Publish version `n` of `topic`, padded with `pad` random letters (which gzip cannot
+    /// shrink much).
+    pub async fn publish_noise(&self, topic: &str, n: u64, pad: usize) -> u64 {
+        use rand::RngExt;
+        let noise: String = (0..pad)
+            .map(|_| rand::rng().sample(rand::distr::Alphanumeric) as char)
+            .collect();
+        let body = format!(r#"{{"topic":"{topic}","n":{n},"pad":"{noise}"}}"#);
+        let cycle = self
+            .bus
+            .publish(vec![apura::documents::Draft {
+                topic: topic.to_string(),
+                body: bytes::Bytes::from(body),
+            }])
+            .await
+            .unwrap();
+        eventually(|| {
+            self.hub
+                .get(topic)
+                .is_some_and(|e| e.version >= cycle.version)
+        })
+        .await;
+        cycle.version
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.shutdown.cancel();

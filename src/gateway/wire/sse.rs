@@ -47,7 +47,9 @@ pub enum Piece {
 }
 
 /// How one stream is encoded, and the little state gzip needs per connection: whether its
-/// header is out, and the CRC-32 and length of everything sent.
+/// header is out, and the CRC-32 and length of everything sent. A copy taken before encoding a
+/// piece puts the stream back as it was if the piece is not sent after all.
+#[derive(Clone)]
 pub enum Encoder {
     Identity,
     Gzip { started: bool, sent: Hasher },
@@ -74,6 +76,35 @@ impl Encoder {
 
     /// The bytes of `piece` on this stream (empty: nothing to send).
     pub fn encode(&mut self, piece: &Piece) -> Bytes {
+        match piece {
+            Piece::Document(enc, frame) if self.started() => self.document(enc, *frame).clone(),
+            _ => self.other(piece),
+        }
+    }
+
+    /// Whether the stream has sent its first piece (on gzip, the member's header with it).
+    fn started(&self) -> bool {
+        matches!(
+            self,
+            Encoder::Identity | Encoder::Gzip { started: true, .. }
+        )
+    }
+
+    /// The bytes of a document's frame on a stream that has sent its first piece (its
+    /// `retry:`), shared with every stream that sends it: identity, or the compressed segment.
+    pub fn document<'a>(&mut self, enc: &'a Encoded, frame: Frame) -> &'a Bytes {
+        debug_assert!(self.started(), "a stream starts with its retry:");
+        match self {
+            Encoder::Gzip { sent, .. } => {
+                let segment = enc.sse_gzip(frame);
+                sent.combine(&segment.hasher());
+                &segment.bytes
+            }
+            Encoder::Identity => enc.sse(frame),
+        }
+    }
+
+    fn other(&mut self, piece: &Piece) -> Bytes {
         let (started, sent) = match self {
             Encoder::Identity => {
                 return match piece {
