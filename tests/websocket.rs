@@ -552,3 +552,144 @@ async fn a_client_that_ignores_the_close_is_cut_off() {
     .await;
     eprintln!("cut off {cut:?} after the start of the flood, {sent} messages sent");
 }
+
+/// Every message until `wait` passes with nothing new: its type, topic and version; `None` for
+/// pongs. A frame that is not whole (two frames written into each other) fails the read.
+async fn drain(ws: &mut Ws, wait: Duration) -> Vec<(String, String, u64)> {
+    let mut got = Vec::new();
+    while let Ok(next) = tokio::time::timeout(wait, ws.next()).await {
+        match next
+            .expect("the connection stays open")
+            .expect("whole frames")
+        {
+            Message::Text(t) => {
+                let m: serde_json::Value = serde_json::from_str(&t).expect("one JSON message");
+                got.push((
+                    m["type"].as_str().unwrap().to_string(),
+                    m["topic"].as_str().unwrap().to_string(),
+                    m["version"].as_u64().unwrap(),
+                ));
+            }
+            Message::Pong(_) | Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    got
+}
+
+fn versions(got: &[(String, String, u64)], topic: &str) -> Vec<u64> {
+    got.iter()
+        .filter(|(_, t, _)| t == topic)
+        .map(|(_, _, v)| *v)
+        .collect()
+}
+
+/// A WebSocket of one topic is written by the publisher; the client's pings are answered
+/// through the same socket. A client that stops reading while 100 KB versions are published
+/// and pings all along gets whole frames only, skips to the latest and never goes back.
+#[tokio::test]
+async fn a_websocket_of_one_topic_that_lags_and_pings_gets_whole_frames_and_the_latest() {
+    let gw = Gateway::start(gateway_args()).await;
+    gw.publish(&[("hot", 0)]).await;
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": ["hot"]}),
+    )
+    .await;
+    let snap = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(snap["type"], "snapshot");
+    // 300 versions of 100 KB while the client reads nothing and pings after each.
+    let mut last = 0;
+    for n in 1..=300 {
+        last = gw.publish_noise("hot", n, 100_000).await;
+        ws.send(Message::Ping(Bytes::from_static(b"p")))
+            .await
+            .unwrap();
+    }
+    let got = drain(&mut ws, Duration::from_secs(2)).await;
+    let seen = versions(&got, "hot");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&last), "the latest arrives");
+    assert!(seen.len() < 300, "it skipped: {} versions", seen.len());
+    assert!(got.iter().all(|(kind, _, _)| kind == "update"));
+}
+
+/// The hand-over from the publisher to the connection's task: a second subscription moves the
+/// first topic to the task from the version the publisher wrote, so nothing is sent twice,
+/// and a version the publisher could not write (the client's socket full) is sent then.
+#[tokio::test]
+async fn subscribing_a_second_topic_hands_the_first_over_without_a_repeat_or_a_gap() {
+    let gw = Gateway::start(gateway_args()).await;
+    let first = gw.publish(&[("a", 0), ("b", 0)]).await;
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": ["a"]}),
+    )
+    .await;
+    let snap = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (snap["type"].as_str(), snap["version"].as_u64()),
+        (Some("snapshot"), Some(first))
+    );
+
+    // Written by the publisher, then the hand-over: `a` is not sent again.
+    let v2 = gw.publish(&[("a", 2)]).await;
+    ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "topics": ["b"]}),
+    )
+    .await;
+    let got = drain(&mut ws, Duration::from_millis(500)).await;
+    assert_eq!(versions(&got, "a"), [v2], "{got:?}");
+    assert_eq!(
+        got.iter()
+            .filter(|(k, t, _)| k == "snapshot" && t == "b")
+            .count(),
+        1
+    );
+    let v3 = gw.publish(&[("a", 3), ("b", 3)]).await;
+    let got = drain(&mut ws, Duration::from_millis(500)).await;
+    assert_eq!(
+        (versions(&got, "a"), versions(&got, "b")),
+        (vec![v3], vec![v3])
+    );
+
+    // A second connection that lags while following `a` alone, then subscribes `b`: what the
+    // publisher left unwritten comes from the task, the latest last.
+    let mut slow = ws_connect(gw.addr).await;
+    ws_send(
+        &mut slow,
+        serde_json::json!({"type": "subscribe", "topics": ["a"]}),
+    )
+    .await;
+    ws_next(&mut slow, Duration::from_secs(10)).await.unwrap();
+    let mut last = 0;
+    for n in 1..=100 {
+        last = gw.publish_noise("a", n, 100_000).await;
+    }
+    ws_send(
+        &mut slow,
+        serde_json::json!({"type": "subscribe", "topics": ["b"]}),
+    )
+    .await;
+    let got = drain(&mut slow, Duration::from_secs(2)).await;
+    let seen = versions(&got, "a");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&last), "the latest arrives");
+    assert_eq!(versions(&got, "b"), [v3], "b's snapshot");
+    // After the hand-over, unsubscribing `a` stops it; `b` goes on.
+    ws_send(
+        &mut slow,
+        serde_json::json!({"type": "unsubscribe", "topics": ["a"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = gw.publish(&[("a", 9), ("b", 9)]).await;
+    let got = drain(&mut slow, Duration::from_millis(500)).await;
+    assert_eq!(
+        (versions(&got, "a"), versions(&got, "b")),
+        (vec![], vec![v])
+    );
+}

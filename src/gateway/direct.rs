@@ -1,4 +1,5 @@
-//! SSE streams of one topic, written by the publisher itself.
+//! Streams of one topic, written by the publisher itself: SSE, and WebSockets while they
+//! follow one topic (see [`super::ws`]).
 //!
 //! Most readers follow one city. Their stream needs no ordering across topics (see
 //! [`super::ordered`]) and little state per connection: the version last sent and, on a gzip
@@ -14,13 +15,21 @@
 //! and after, alternating, 3 runs each: the gateway's CPU per delivery 15.3 → 13.3 µs, the
 //! fan-out p99 218 → 198 ms (BENCHMARKS.md, "SSE written by the publisher"); with compressed
 //! streams (gzip SSE), 15.8 → 14.1 µs (BENCHMARKS.md, "gzip streams written by the publisher").
+//!
+//! A WebSocket's socket is shared with tungstenite, which writes the connection's pongs, pings,
+//! errors and close: it writes through [`SinkIo`], which takes a write whole or not at all, so
+//! that frames of the two writers never interleave. WebSockets of one topic, 4 runs each way:
+//! 13.1 → 11.2 µs per delivery (BENCHMARKS.md, "WebSockets written by the publisher").
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
@@ -29,7 +38,8 @@ use super::hub::{Encoded, Frame};
 use super::listener::{Blocked, TimeoutStream, timed_out};
 use super::sse::{Admitted, ConnectionGuard};
 use super::wire::sse::{self as wire, Encoder, LAST_CHUNK, Piece};
-use crate::metrics::{Metrics, StreamKind};
+use super::wire::ws as ws_wire;
+use crate::metrics::{Metrics, StreamForm, StreamKind};
 
 /// One stream's socket, shared by its task and the publisher; whoever writes holds `state`'s
 /// lock for the write (the publisher) or its `busy` flag (the task).
@@ -45,12 +55,15 @@ pub struct Sink {
 struct State {
     /// The version last written, or being written.
     last: u64,
-    /// Identity or gzip, and what gzip's trailer needs of everything written.
-    encoder: Encoder,
+    /// How frames are written: SSE (identity or gzip, and what gzip's trailer needs of
+    /// everything written) or WebSocket.
+    writer: Writer,
     /// The task is writing: the publisher leaves the stream to it.
     busy: bool,
-    /// The rest of a frame the publisher could write only in part: the task writes it.
-    rest: Option<Bytes>,
+    /// The rest of a frame written only in part, in pieces (empty: none): whoever writes next
+    /// writes it first. The document's piece is a slice of the version's bytes, shared with
+    /// every stream: a client that stops reading holds no copy of it.
+    rest: Vec<Bytes>,
     /// A change the publisher could not write: the task sends the topic's latest version.
     behind: bool,
     /// A document went out since the last heartbeat.
@@ -60,6 +73,121 @@ struct State {
     snapshot_due: bool,
     /// The stream is ending or broken: the publisher writes nothing more.
     closed: bool,
+    /// The publisher leaves this connection alone: a WebSocket that follows more than one topic
+    /// now, or is closing, written by its task alone (see [`Sink::detach`]).
+    detached: bool,
+}
+
+/// How a stream's frames go on the wire.
+#[derive(Clone)]
+enum Writer {
+    /// SSE in HTTP/1.1 chunks, identity or gzip.
+    Sse(Encoder),
+    /// Unmasked WebSocket text frames (no permessage-deflate).
+    Ws,
+}
+
+/// One frame ready to write: a head, the shared bytes of a version, a tail.
+struct Framed {
+    head: [u8; 18],
+    head_len: usize,
+    body: Bytes,
+    tail: &'static [u8],
+    form: StreamForm,
+    kind: StreamKind,
+}
+
+impl Framed {
+    fn len(&self) -> usize {
+        self.head_len + self.body.len() + self.tail.len()
+    }
+
+    fn slices(&self) -> [IoSlice<'_>; 3] {
+        [
+            IoSlice::new(&self.head[..self.head_len]),
+            IoSlice::new(&self.body),
+            IoSlice::new(self.tail),
+        ]
+    }
+
+    /// What is left after the first `written` bytes: the head's few bytes copied, the body
+    /// and the tail shared.
+    fn rest(&self, mut written: usize) -> Vec<Bytes> {
+        let head = Bytes::copy_from_slice(&self.head[..self.head_len]);
+        let mut rest = Vec::with_capacity(3);
+        for piece in [head, self.body.clone(), Bytes::from_static(self.tail)] {
+            if written >= piece.len() {
+                written -= piece.len();
+            } else {
+                rest.push(piece.slice(written..));
+                written = 0;
+            }
+        }
+        rest
+    }
+}
+
+impl Writer {
+    /// `enc` as `frame` on this stream, counted by gzip as sent.
+    fn framed(&mut self, enc: &Encoded, frame: Frame) -> Framed {
+        match self {
+            Writer::Sse(encoder) => {
+                let form = encoder.form();
+                let body = encoder.document(enc, frame).clone();
+                let (head, head_len) = wire::chunk_size(body.len());
+                Framed {
+                    head,
+                    head_len,
+                    body,
+                    tail: b"\r\n",
+                    form,
+                    kind: StreamKind::Sse,
+                }
+            }
+            Writer::Ws => Writer::ws(Bytes::from(enc.ws(frame).clone())),
+        }
+    }
+
+    fn ws(body: Bytes) -> Framed {
+        let (short, head_len) = ws_wire::text_head(body.len());
+        let mut head = [0u8; 18];
+        head[..head_len].copy_from_slice(&short[..head_len]);
+        Framed {
+            head,
+            head_len,
+            body,
+            tail: b"",
+            form: StreamForm::Identity,
+            kind: StreamKind::Ws,
+        }
+    }
+
+    /// An SSE heartbeat comment; nothing on a WebSocket, which its task pings.
+    fn heartbeat(&mut self) -> Option<Framed> {
+        match self {
+            Writer::Sse(encoder) => {
+                let form = encoder.form();
+                let body = encoder.encode(&Piece::Heartbeat);
+                let (head, head_len) = wire::chunk_size(body.len());
+                Some(Framed {
+                    head,
+                    head_len,
+                    body,
+                    tail: b"\r\n",
+                    form,
+                    kind: StreamKind::Sse,
+                })
+            }
+            Writer::Ws => None,
+        }
+    }
+
+    fn encoder(&mut self) -> &mut Encoder {
+        match self {
+            Writer::Sse(encoder) => encoder,
+            Writer::Ws => unreachable!("an SSE stream's encoder"),
+        }
+    }
 }
 
 impl Sink {
@@ -71,7 +199,7 @@ impl Sink {
     /// it, else leave it to the stream's task. Never waits.
     pub fn offer(&self, enc: &Encoded) {
         let mut st = self.lock();
-        if st.closed || enc.version <= st.last {
+        if st.closed || st.detached || enc.version <= st.last {
             return;
         }
         if st.busy || st.snapshot_due {
@@ -81,40 +209,27 @@ impl Sink {
             return;
         }
         // Put back if nothing is written: gzip's trailer counts only what the client got.
-        let before = st.encoder.clone();
-        let frame = st.encoder.document(enc, Frame::Update);
-        let form = st.encoder.form();
-        let (size, n) = wire::chunk_size(frame.len());
-        let slices = [
-            IoSlice::new(&size[..n]),
-            IoSlice::new(frame),
-            IoSlice::new(b"\r\n"),
-        ];
-        let total = n + frame.len() + 2;
-        match self.socket.try_write_vectored(&slices) {
+        let before = st.writer.clone();
+        let framed = st.writer.framed(enc, Frame::Update);
+        match self.socket.try_write_vectored(&framed.slices()) {
             Ok(written) => {
                 st.last = enc.version;
                 st.wrote = true;
-                if written < total {
-                    let mut chunk = Vec::with_capacity(total);
-                    for s in &slices {
-                        chunk.extend_from_slice(s);
-                    }
-                    st.rest = Some(Bytes::from(chunk).slice(written..));
+                if written < framed.len() {
+                    st.rest = framed.rest(written);
                     st.busy = true;
                 }
                 let handed = st.busy;
                 drop(st);
-                self.metrics
-                    .delivered(StreamKind::Sse, Some(enc.published_at));
-                self.metrics.wrote(form, frame.len());
+                self.metrics.delivered(framed.kind, Some(enc.published_at));
+                self.metrics.wrote(framed.form, framed.body.len());
                 if handed {
                     self.wake.notify_one();
                 }
             }
             Err(e) => {
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    st.encoder = before;
+                    st.writer = before;
                     st.behind = true;
                 } else {
                     st.closed = true;
@@ -125,16 +240,26 @@ impl Sink {
         }
     }
 
-    /// Write all of `bytes` from the task, waiting for the socket at most the write timeout
-    /// without progress.
-    async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut left = bytes;
+    /// Write `pieces` from the task, in vectored writes, waiting for the socket at most the
+    /// write timeout without progress. The pieces are shared, not copied: a client that stops
+    /// reading holds no copy of a document.
+    async fn write_pieces(&self, mut pieces: Vec<Bytes>) -> io::Result<()> {
         let mut blocked: Option<Blocked> = None;
-        while !left.is_empty() {
-            match self.socket.try_write(left) {
-                Ok(n) => {
-                    left = &left[n..];
+        while !pieces.is_empty() {
+            let slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+            match self.socket.try_write_vectored(&slices) {
+                Ok(mut n) => {
+                    drop(slices);
                     blocked = None;
+                    while n > 0 {
+                        if n >= pieces[0].len() {
+                            n -= pieces.remove(0).len();
+                        } else {
+                            pieces[0].advance(n);
+                            n = 0;
+                        }
+                    }
+                    pieces.retain(|p| !p.is_empty());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let b =
@@ -153,28 +278,32 @@ impl Sink {
         Ok(())
     }
 
+    async fn write_framed(&self, framed: &Framed) -> io::Result<()> {
+        self.write_pieces(framed.rest(0)).await
+    }
+
     async fn write_chunk(&self, frame: &[u8]) -> io::Result<()> {
         let (size, n) = wire::chunk_size(frame.len());
         let mut chunk = Vec::with_capacity(n + frame.len() + 2);
         chunk.extend_from_slice(&size[..n]);
         chunk.extend_from_slice(frame);
         chunk.extend_from_slice(b"\r\n");
-        self.write_all(&chunk).await
+        self.write_pieces(vec![Bytes::from(chunk)]).await
     }
 }
 
 /// The task's side of a stream: its topic's channel (read, never waited on) and the version
 /// the hub has completed.
-struct Stream {
-    sink: Arc<Sink>,
-    topic: watch::Receiver<Arc<Encoded>>,
-    complete: Arc<AtomicU64>,
+pub struct Stream {
+    pub sink: Arc<Sink>,
+    pub topic: watch::Receiver<Arc<Encoded>>,
+    pub complete: Arc<AtomicU64>,
 }
 
 impl Stream {
     /// Write what the publisher left, a heartbeat with `beat`, and the topic's latest complete
     /// version if this stream has not had it: the task holds the socket until nothing is left.
-    async fn flush(&self, mut beat: bool) -> io::Result<()> {
+    pub async fn flush(&self, mut beat: bool) -> io::Result<()> {
         let sink = &self.sink;
         {
             let mut st = sink.lock();
@@ -185,19 +314,18 @@ impl Stream {
         }
         let flushed = async {
             loop {
-                let (rest, heartbeat, form) = {
+                let (rest, heartbeat) = {
                     let mut st = sink.lock();
                     st.behind = false;
-                    let heartbeat =
-                        std::mem::take(&mut beat).then(|| st.encoder.encode(&Piece::Heartbeat));
-                    (st.rest.take(), heartbeat, st.encoder.form())
+                    let heartbeat = std::mem::take(&mut beat)
+                        .then(|| st.writer.heartbeat())
+                        .flatten();
+                    (std::mem::take(&mut st.rest), heartbeat)
                 };
-                if let Some(rest) = rest {
-                    sink.write_all(&rest).await?;
-                }
+                sink.write_pieces(rest).await?;
                 if let Some(heartbeat) = heartbeat {
-                    sink.write_chunk(&heartbeat).await?;
-                    sink.metrics.wrote(form, heartbeat.len());
+                    sink.write_framed(&heartbeat).await?;
+                    sink.metrics.wrote(heartbeat.form, heartbeat.body.len());
                 }
                 let latest = self.topic.borrow().clone();
                 let due = {
@@ -212,17 +340,17 @@ impl Stream {
                             } else {
                                 Frame::Update
                             };
-                            (snapshot, st.encoder.document(&latest, frame).clone())
+                            (snapshot, st.writer.framed(&latest, frame))
                         })
                 };
-                if let Some((snapshot, bytes)) = due {
-                    sink.write_chunk(&bytes).await?;
+                if let Some((snapshot, framed)) = due {
+                    sink.write_framed(&framed).await?;
                     sink.metrics
-                        .delivered(StreamKind::Sse, (!snapshot).then_some(latest.published_at));
-                    sink.metrics.wrote(form, bytes.len());
+                        .delivered(framed.kind, (!snapshot).then_some(latest.published_at));
+                    sink.metrics.wrote(framed.form, framed.body.len());
                 }
                 let mut st = sink.lock();
-                if st.rest.is_none() && !st.behind {
+                if st.rest.is_empty() && !st.behind {
                     st.busy = false;
                     return Ok(());
                 }
@@ -256,13 +384,14 @@ pub async fn serve(
         socket,
         state: Mutex::new(State {
             last: since.min(current),
-            encoder: Encoder::new(gzip),
+            writer: Writer::Sse(Encoder::new(gzip)),
             busy: true,
-            rest: None,
+            rest: Vec::new(),
             behind: false,
             wrote: false,
             snapshot_due: current > since,
             closed: false,
+            detached: false,
         }),
         wake: Notify::new(),
         metrics,
@@ -278,7 +407,8 @@ pub async fn serve(
     let (first, form) = {
         let mut st = sink.lock();
         let retry = Piece::Retry(state.sse_retry.as_millis() as u64);
-        (st.encoder.encode(&retry), st.encoder.form())
+        let encoder = st.writer.encoder();
+        (encoder.encode(&retry), encoder.form())
     };
     if sink.write_chunk(&first).await.is_err() {
         return;
@@ -316,6 +446,216 @@ pub async fn serve(
     sink.lock().closed = true;
 }
 
+/// What [`Sink::put`] made of a write.
+enum Put {
+    /// All of it is written or kept: nothing is left to the caller.
+    Done,
+    /// The socket has no room; `progressed` if some of what was kept went out.
+    Blocked {
+        progressed: bool,
+    },
+    Failed(io::Error),
+}
+
+impl Sink {
+    /// A WebSocket's socket: written by its task through [`SinkIo`], and by the publisher
+    /// while the connection follows one topic (see [`Sink::follow`]).
+    pub fn websocket(socket: TcpStream, timeout: Duration, metrics: Arc<Metrics>) -> Arc<Sink> {
+        Arc::new(Sink {
+            socket,
+            state: Mutex::new(State {
+                last: 0,
+                writer: Writer::Ws,
+                busy: false,
+                rest: Vec::new(),
+                behind: false,
+                wrote: false,
+                snapshot_due: false,
+                closed: false,
+                detached: true,
+            }),
+            wake: Notify::new(),
+            metrics,
+            timeout,
+        })
+    }
+
+    /// Let the publisher write this connection's topic from now on: the client holds version
+    /// `last` of it, and with `snapshot` the task sends the topic's current version first, as a
+    /// snapshot. Until the task's next [`Stream::flush`] the publisher leaves changes to it.
+    pub fn follow(&self, last: u64, snapshot: bool) {
+        let mut st = self.lock();
+        st.last = last;
+        st.snapshot_due = snapshot;
+        st.busy = true;
+        st.behind = false;
+        st.detached = false;
+    }
+
+    /// Shut the publisher out: the version last written (or being written) and whether the
+    /// snapshot is still due. Whatever the publisher left half written goes out before the
+    /// task's next frame (see [`SinkIo`]).
+    pub fn detach(&self) -> (u64, bool) {
+        let mut st = self.lock();
+        st.detached = true;
+        (st.last, st.snapshot_due)
+    }
+
+    /// Whether a document went out since the last call.
+    pub fn take_wrote(&self) -> bool {
+        std::mem::take(&mut self.lock().wrote)
+    }
+
+    /// Wait until the publisher leaves something to the task.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Write `buf` whole, after what is left of earlier frames, keeping what the socket does not
+    /// take: the publisher never writes a frame into the middle of another.
+    fn put(&self, buf: &[u8]) -> Put {
+        let mut st = self.lock();
+        if st.closed {
+            return Put::Failed(io::ErrorKind::BrokenPipe.into());
+        }
+        let mut progressed = false;
+        while let Some(piece) = st.rest.first_mut() {
+            match self.socket.try_write(piece) {
+                Ok(n) if n == piece.len() => {
+                    st.rest.remove(0);
+                    progressed = true;
+                }
+                Ok(n) => {
+                    piece.advance(n);
+                    return Put::Blocked { progressed: true };
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Put::Blocked { progressed };
+                }
+                Err(e) => {
+                    st.closed = true;
+                    return Put::Failed(e);
+                }
+            }
+        }
+        if buf.is_empty() {
+            return Put::Done;
+        }
+        match self.socket.try_write(buf) {
+            Ok(n) => {
+                if n < buf.len() {
+                    // Kept, and the publisher kept out until the task has written it.
+                    st.rest = vec![Bytes::copy_from_slice(&buf[n..])];
+                    st.busy = true;
+                    drop(st);
+                    self.wake.notify_one();
+                }
+                Put::Done
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Put::Blocked { progressed },
+            Err(e) => {
+                st.closed = true;
+                Put::Failed(e)
+            }
+        }
+    }
+}
+
+/// A WebSocket's socket as tungstenite sees it, shared with the publisher through its [`Sink`]:
+/// the bytes read before the upgrade first, then the socket. A write is taken whole or not at
+/// all (what the socket does not take is kept in the sink), so that tungstenite's frames and
+/// the publisher's never interleave; the write timeout holds as on every connection.
+pub struct SinkIo {
+    sink: Arc<Sink>,
+    read: Bytes,
+    blocked: Option<Blocked>,
+    /// What must live as long as the connection (its place in admission).
+    _keep: Box<dyn Send + Sync>,
+}
+
+impl SinkIo {
+    pub fn new(sink: Arc<Sink>, read: Bytes, keep: Box<dyn Send + Sync>) -> Self {
+        SinkIo {
+            sink,
+            read,
+            blocked: None,
+            _keep: keep,
+        }
+    }
+
+    fn poll_put(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            match self.sink.put(buf) {
+                Put::Done => {
+                    self.blocked = None;
+                    return Poll::Ready(Ok(buf.len()));
+                }
+                Put::Failed(e) => return Poll::Ready(Err(e)),
+                Put::Blocked { progressed } => {
+                    if progressed {
+                        self.blocked = None;
+                    }
+                    let (timeout, metrics) = (self.sink.timeout, &self.sink.metrics);
+                    let blocked = self
+                        .blocked
+                        .get_or_insert_with(|| Blocked::new(timeout, metrics));
+                    if blocked.expired(cx) {
+                        self.blocked = None;
+                        self.sink.lock().closed = true;
+                        return Poll::Ready(Err(timed_out()));
+                    }
+                    ready!(self.sink.socket.poll_write_ready(cx))?;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for SinkIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.sink.socket.poll_read_ready(cx))?;
+            match self.sink.socket.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SinkIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_put(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_put(cx, &[]).map_ok(|_| ())
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_put(cx, &[]))?;
+        let _ = socket2::SockRef::from(&self.sink.socket).shutdown(std::net::Shutdown::Write);
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Wait until the socket is readable: `true` when the client has gone (end of stream or an
 /// error), `false` when it sent bytes, which are dropped.
 async fn gone(socket: &TcpStream) -> bool {
@@ -340,22 +680,23 @@ async fn farewell(stream: &Stream, state: &AppState) {
     let (rest, retry, end, form) = {
         let mut st = sink.lock();
         st.closed = true;
-        let retry = st.encoder.encode(&retry);
+        let rest = std::mem::take(&mut st.rest);
+        let encoder = st.writer.encoder();
+        let retry = encoder.encode(&retry);
         // gzip's final block and trailer: the stream ends whole.
-        let end = st.encoder.encode(&Piece::End);
-        (st.rest.take(), retry, end, st.encoder.form())
+        let end = encoder.encode(&Piece::End);
+        (rest, retry, end, encoder.form())
     };
     let ended = async {
-        if let Some(rest) = rest {
-            sink.write_all(&rest).await?;
-        }
+        sink.write_pieces(rest).await?;
         for piece in [retry, end] {
             if !piece.is_empty() {
                 sink.write_chunk(&piece).await?;
                 sink.metrics.wrote(form, piece.len());
             }
         }
-        sink.write_all(LAST_CHUNK).await
+        sink.write_pieces(vec![Bytes::from_static(LAST_CHUNK)])
+            .await
     };
     if ended.await.is_ok() {
         // The end of the connection, as the other streams end theirs.
@@ -398,13 +739,14 @@ mod tests {
             socket,
             state: Mutex::new(State {
                 last: 1,
-                encoder,
+                writer: Writer::Sse(encoder),
                 busy: false,
-                rest: None,
+                rest: Vec::new(),
                 behind: false,
                 wrote: false,
                 snapshot_due: false,
                 closed: false,
+                detached: false,
             }),
             wake: Notify::new(),
             metrics: Arc::new(Metrics::default()),
@@ -412,8 +754,59 @@ mod tests {
         };
         sink.offer(&encoded(2));
         let st = sink.lock();
-        assert!(st.behind && st.rest.is_none() && !st.closed);
+        assert!(st.behind && st.rest.is_empty() && !st.closed);
         assert_eq!(st.last, 1, "nothing was written");
-        assert_eq!(crc(&st.encoder), before, "the trailer counts nothing more");
+        let Writer::Sse(encoder) = &st.writer else {
+            unreachable!()
+        };
+        assert_eq!(crc(encoder), before, "the trailer counts nothing more");
+    }
+
+    /// A frame the task writes while the publisher's last frame is half written goes after
+    /// its rest, never into it.
+    #[tokio::test]
+    async fn a_frame_from_the_task_waits_for_the_rest_of_the_publishers() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let sink = Sink::websocket(socket, Duration::from_secs(10), Arc::default());
+        sink.follow(1, false);
+        sink.lock().busy = false;
+        // 4 MB: more than the socket's buffers take at once.
+        let draft = Draft {
+            topic: "t".into(),
+            body: Bytes::from(format!(r#"{{"pad":"{}"}}"#, "x".repeat(4 << 20))),
+        };
+        let big = Encoded::new(&Document::stamp(&draft, 2, 1000));
+        sink.offer(&big);
+        let message = Bytes::from(big.ws(Frame::Update).clone());
+        {
+            let st = sink.lock();
+            assert!(!st.rest.is_empty(), "the publisher wrote part of it");
+            let shared = message.as_ptr_range();
+            assert!(
+                st.rest.iter().any(|p| shared.contains(&p.as_ptr())),
+                "what is left of the document is the shared version's bytes, not a copy"
+            );
+        }
+        let mut io = SinkIo::new(sink.clone(), Bytes::new(), Box::new(()));
+        let task = tokio::spawn(async move {
+            io.write_all(b"PONG").await.unwrap();
+            io.flush().await.unwrap();
+        });
+        let (head, n) = ws_wire::text_head(message.len());
+        let mut want = head[..n].to_vec();
+        want.extend_from_slice(&message);
+        want.extend_from_slice(b"PONG");
+        let mut got = vec![0u8; want.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("everything arrives")
+            .unwrap();
+        assert!(got == want, "the document whole, then the task's frame");
+        task.await.unwrap();
     }
 }

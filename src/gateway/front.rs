@@ -841,6 +841,12 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// What an upgraded connection is made of: the bytes read and not yet used, the socket, and
+    /// what keeps its place in admission (to be held as long as the connection).
+    pub fn into_parts(self) -> (Bytes, TimeoutStream, Box<dyn Send + Sync>) {
+        (self.read, self.io, Box::new(self.keep))
+    }
+
     /// After a read that waits: fail it if the connection was closed to make room or waited
     /// too long.
     fn waiting(&mut self, cx: &mut Context<'_>) -> io::Result<()> {

@@ -63,17 +63,18 @@ impl Ordered {
     }
 
     /// Follow a topic from now on: `rx` has just been read (`borrow_and_update`) and held
-    /// `current`, which is sent first as a snapshot when `snapshot` is set.
+    /// `current`, which is sent first as `first` (a snapshot, or an update the client has not
+    /// had) if given.
     pub fn insert(
         &mut self,
         topic: Arc<str>,
         rx: watch::Receiver<Arc<Encoded>>,
         current: Arc<Encoded>,
-        snapshot: bool,
+        first: Option<Frame>,
     ) {
         let last = current.version;
-        if snapshot {
-            self.pending.push((current, Frame::Snapshot));
+        if let Some(frame) = first {
+            self.pending.push((current, frame));
         }
         let changes = WatchStream::from_changes(rx);
         self.topics.insert(topic, Topic { changes, last });
@@ -151,7 +152,7 @@ mod tests {
     fn follow(hub: &Hub, o: &mut Ordered, topic: &str) {
         let mut rx = hub.subscribe(topic).unwrap();
         let current = rx.borrow_and_update().clone();
-        o.insert(Arc::from(topic), rx, current, true);
+        o.insert(Arc::from(topic), rx, current, Some(Frame::Snapshot));
     }
 
     #[tokio::test]

@@ -216,7 +216,7 @@ pub fn frames(
     for (topic, mut rx) in subs {
         let current = rx.borrow_and_update().clone();
         let snapshot = current.version > since;
-        frames.insert(topic, rx, current, snapshot);
+        frames.insert(topic, rx, current, snapshot.then_some(Frame::Snapshot));
     }
     // With deltas, the version of each topic this stream sent last: an update whose base it is
     // goes as a patch.

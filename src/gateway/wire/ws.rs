@@ -59,6 +59,26 @@ pub fn error(code: &str, message: &str, topic: Option<&str>) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
+/// The head of a whole text frame of `len` bytes from the server (final, unmasked: RFC 6455
+/// §5.2), in the first `.1` bytes of `.0`.
+pub fn text_head(len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | 0x1;
+    let n = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (head, n)
+}
+
 /// Send one text message, in fragments of at most [`FRAGMENT`] bytes: `payload` is the UTF-8
 /// text, or with `compressed` its permessage-deflate form (see [`super::permessage`]), marked
 /// by RSV1 on the first frame (RFC 7692 §6). A fragment may end inside a character or a
