@@ -177,17 +177,21 @@ async fn close_code(ws: &mut Ws) -> u16 {
 
 /// A connection subscribed to the small city, its snapshot read.
 async fn subscribed(addr: std::net::SocketAddr) -> Ws {
+    subscribed_to(addr, SMALL).await.0
+}
+
+/// A connection subscribed to `topic` alone, and its snapshot.
+async fn subscribed_to(addr: std::net::SocketAddr, topic: &str) -> (Ws, serde_json::Value) {
     let mut ws = ws_connect(addr).await;
-    ws_send(
-        &mut ws,
-        serde_json::json!({"type": "subscribe", "topics": [SMALL]}),
-    )
-    .await;
-    assert_eq!(
-        ws_next(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
-        "snapshot"
-    );
-    ws
+    send(&mut ws, "subscribe", topic).await;
+    let snapshot = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    (ws, snapshot)
+}
+
+/// A `subscribe` or `unsubscribe` message of one topic.
+async fn send(ws: &mut Ws, kind: &str, topic: &str) {
+    ws_send(ws, serde_json::json!({"type": kind, "topics": [topic]})).await;
 }
 
 /// A client that closes gets a Close frame back with its own code (RFC 6455 §5.5.1), then the
@@ -591,14 +595,7 @@ fn versions(got: &[(String, String, u64)], topic: &str) -> Vec<u64> {
 async fn a_websocket_of_one_topic_that_lags_and_pings_gets_whole_frames_and_the_latest() {
     let gw = Gateway::start(gateway_args()).await;
     gw.publish(&[("hot", 0)]).await;
-    let mut ws = ws_connect(gw.addr).await;
-    ws_send(
-        &mut ws,
-        serde_json::json!({"type": "subscribe", "topics": ["hot"]}),
-    )
-    .await;
-    let snap = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(snap["type"], "snapshot");
+    let (mut ws, _) = subscribed_to(gw.addr, "hot").await;
     // 300 versions of 100 KB while the client reads nothing and pings after each.
     let mut last = 0;
     for n in 1..=300 {
@@ -622,25 +619,12 @@ async fn a_websocket_of_one_topic_that_lags_and_pings_gets_whole_frames_and_the_
 async fn subscribing_a_second_topic_hands_the_first_over_without_a_repeat_or_a_gap() {
     let gw = Gateway::start(gateway_args()).await;
     let first = gw.publish(&[("a", 0), ("b", 0)]).await;
-    let mut ws = ws_connect(gw.addr).await;
-    ws_send(
-        &mut ws,
-        serde_json::json!({"type": "subscribe", "topics": ["a"]}),
-    )
-    .await;
-    let snap = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(
-        (snap["type"].as_str(), snap["version"].as_u64()),
-        (Some("snapshot"), Some(first))
-    );
+    let (mut ws, snap) = subscribed_to(gw.addr, "a").await;
+    assert_eq!(snap["version"].as_u64(), Some(first));
 
     // Written by the publisher, then the hand-over: `a` is not sent again.
     let v2 = gw.publish(&[("a", 2)]).await;
-    ws_send(
-        &mut ws,
-        serde_json::json!({"type": "subscribe", "topics": ["b"]}),
-    )
-    .await;
+    send(&mut ws, "subscribe", "b").await;
     let got = drain(&mut ws, Duration::from_millis(500)).await;
     assert_eq!(versions(&got, "a"), [v2], "{got:?}");
     assert_eq!(
@@ -658,33 +642,19 @@ async fn subscribing_a_second_topic_hands_the_first_over_without_a_repeat_or_a_g
 
     // A second connection that lags while following `a` alone, then subscribes `b`: what the
     // publisher left unwritten comes from the task, the latest last.
-    let mut slow = ws_connect(gw.addr).await;
-    ws_send(
-        &mut slow,
-        serde_json::json!({"type": "subscribe", "topics": ["a"]}),
-    )
-    .await;
-    ws_next(&mut slow, Duration::from_secs(10)).await.unwrap();
+    let (mut slow, _) = subscribed_to(gw.addr, "a").await;
     let mut last = 0;
     for n in 1..=100 {
         last = gw.publish_noise("a", n, 100_000).await;
     }
-    ws_send(
-        &mut slow,
-        serde_json::json!({"type": "subscribe", "topics": ["b"]}),
-    )
-    .await;
+    send(&mut slow, "subscribe", "b").await;
     let got = drain(&mut slow, Duration::from_secs(2)).await;
     let seen = versions(&got, "a");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     assert_eq!(seen.last(), Some(&last), "the latest arrives");
     assert_eq!(versions(&got, "b"), [v3], "b's snapshot");
     // After the hand-over, unsubscribing `a` stops it; `b` goes on.
-    ws_send(
-        &mut slow,
-        serde_json::json!({"type": "unsubscribe", "topics": ["a"]}),
-    )
-    .await;
+    send(&mut slow, "unsubscribe", "a").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let v = gw.publish(&[("a", 9), ("b", 9)]).await;
     let got = drain(&mut slow, Duration::from_millis(500)).await;

@@ -264,44 +264,38 @@ impl Gateway {
     /// Like `publish`, with documents padded to about `pad` bytes.
     pub async fn publish_padded(&self, docs: &[(&str, u64)], pad: usize) -> u64 {
         let padding = "x".repeat(pad);
+        self.publish_with(docs, |_| padding.clone()).await
+    }
+
+    /// Publish version `n` of `topic`, padded with `pad` random letters (which gzip cannot
+    /// shrink much).
+    pub async fn publish_noise(&self, topic: &str, n: u64, pad: usize) -> u64 {
+        use rand::RngExt;
+        let noise = |_: &str| {
+            (0..pad)
+                .map(|_| rand::rng().sample(rand::distr::Alphanumeric) as char)
+                .collect()
+        };
+        self.publish_with(&[(topic, n)], noise).await
+    }
+
+    /// Publish one cycle of `{"topic": t, "n": n, "pad": padding(t)}` documents and wait until
+    /// the hub has it.
+    async fn publish_with(&self, docs: &[(&str, u64)], padding: impl Fn(&str) -> String) -> u64 {
         let drafts = docs
             .iter()
             .map(|(t, n)| apura::documents::Draft {
                 topic: t.to_string(),
-                body: bytes::Bytes::from(format!(r#"{{"topic":"{t}","n":{n},"pad":"{padding}"}}"#)),
+                body: bytes::Bytes::from(format!(
+                    r#"{{"topic":"{t}","n":{n},"pad":"{}"}}"#,
+                    padding(t)
+                )),
             })
             .collect();
         let cycle = self.bus.publish(drafts).await.unwrap();
         for (t, _) in docs {
             eventually(|| self.hub.get(t).is_some_and(|e| e.version >= cycle.version)).await;
         }
-        cycle.version
-    }
-}
-
-impl Gateway {
-    /// Publish version `n` of `topic`, padded with `pad` random letters (which gzip cannot
-    /// shrink much).
-    pub async fn publish_noise(&self, topic: &str, n: u64, pad: usize) -> u64 {
-        use rand::RngExt;
-        let noise: String = (0..pad)
-            .map(|_| rand::rng().sample(rand::distr::Alphanumeric) as char)
-            .collect();
-        let body = format!(r#"{{"topic":"{topic}","n":{n},"pad":"{noise}"}}"#);
-        let cycle = self
-            .bus
-            .publish(vec![apura::documents::Draft {
-                topic: topic.to_string(),
-                body: bytes::Bytes::from(body),
-            }])
-            .await
-            .unwrap();
-        eventually(|| {
-            self.hub
-                .get(topic)
-                .is_some_and(|e| e.version >= cycle.version)
-        })
-        .await;
         cycle.version
     }
 }
