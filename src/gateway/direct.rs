@@ -188,6 +188,27 @@ impl Writer {
 }
 
 impl Sink {
+    /// A sink on `socket` that has written nothing, open to the publisher.
+    fn new(socket: TcpStream, writer: Writer, timeout: Duration, metrics: Arc<Metrics>) -> Sink {
+        Sink {
+            socket,
+            state: Mutex::new(State {
+                last: 0,
+                writer,
+                busy: false,
+                rest: Vec::new(),
+                behind: false,
+                wrote: false,
+                snapshot_due: false,
+                closed: false,
+                detached: false,
+            }),
+            wake: Notify::new(),
+            metrics,
+            timeout,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -377,23 +398,14 @@ pub async fn serve(
     let _guard: ConnectionGuard = guard;
     let (socket, timeout, metrics) = io.into_parts();
     let current = topic.borrow().version;
-    let sink = Arc::new(Sink {
-        socket,
-        state: Mutex::new(State {
-            last: since.min(current),
-            writer: Writer::Sse(Encoder::new(gzip)),
-            busy: true,
-            rest: Vec::new(),
-            behind: false,
-            wrote: false,
-            snapshot_due: current > since,
-            closed: false,
-            detached: false,
-        }),
-        wake: Notify::new(),
-        metrics,
-        timeout,
-    });
+    let mut sink = Sink::new(socket, Writer::Sse(Encoder::new(gzip)), timeout, metrics);
+    {
+        let st = sink.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        st.last = since.min(current);
+        st.busy = true;
+        st.snapshot_due = current > since;
+    }
+    let sink = Arc::new(sink);
     let stream = Stream {
         sink: sink.clone(),
         topic,
@@ -458,23 +470,12 @@ impl Sink {
     /// A WebSocket's socket: written by its task through [`SinkIo`], and by the publisher
     /// while the connection follows one topic (see [`Sink::follow`]).
     pub fn websocket(socket: TcpStream, timeout: Duration, metrics: Arc<Metrics>) -> Arc<Sink> {
-        Arc::new(Sink {
-            socket,
-            state: Mutex::new(State {
-                last: 0,
-                writer: Writer::Ws,
-                busy: false,
-                rest: Vec::new(),
-                behind: false,
-                wrote: false,
-                snapshot_due: false,
-                closed: false,
-                detached: true,
-            }),
-            wake: Notify::new(),
-            metrics,
-            timeout,
-        })
+        let mut sink = Sink::new(socket, Writer::Ws, timeout, metrics);
+        sink.state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .detached = true;
+        Arc::new(sink)
     }
 
     /// Let the publisher write this connection's topic from now on: the client holds version
@@ -732,23 +733,13 @@ mod tests {
         encoder.encode(&Piece::Retry(1000));
         let crc = |e: &Encoder| e.clone().encode(&Piece::End);
         let before = crc(&encoder);
-        let sink = Sink {
+        let sink = Sink::new(
             socket,
-            state: Mutex::new(State {
-                last: 1,
-                writer: Writer::Sse(encoder),
-                busy: false,
-                rest: Vec::new(),
-                behind: false,
-                wrote: false,
-                snapshot_due: false,
-                closed: false,
-                detached: false,
-            }),
-            wake: Notify::new(),
-            metrics: Arc::new(Metrics::default()),
-            timeout: Duration::from_secs(1),
-        };
+            Writer::Sse(encoder),
+            Duration::from_secs(1),
+            Arc::default(),
+        );
+        sink.lock().last = 1;
         sink.offer(&encoded(2));
         let st = sink.lock();
         assert!(st.behind && st.rest.is_empty() && !st.closed);
