@@ -6,8 +6,9 @@
 //! stream (what a browser asks for), the CRC-32 and length of everything sent, which the
 //! publisher counts only for what it did write (see [`Sink::offer`]). So the task that applies
 //! a cycle writes each new frame straight to their sockets, one non-blocking write each,
-//! instead of waking one task per stream to do it. The stream's own task wakes only when that
-//! write could not be made whole (a client that reads slowly), for heartbeats, the drain and
+//! instead of waking one task per stream to do it. The heartbeat's timer writes their SSE
+//! comments the same way ([`Sink::beat`]). The stream's own task wakes only when such a write
+//! could not be made whole (a client that reads slowly), for a WebSocket's ping, the drain and
 //! the client's going away; it then sends the topic's latest version itself, with the write
 //! timeout of every other stream.
 //!
@@ -40,6 +41,7 @@ use super::listener::{Blocked, TimeoutStream, timed_out};
 use super::sse::{Admitted, ConnectionGuard};
 use super::wire::sse::{self as wire, Encoder, LAST_CHUNK, Piece};
 use super::wire::ws as ws_wire;
+use super::ws::BUSY_PING_EVERY;
 use crate::metrics::{Metrics, StreamForm, StreamKind};
 
 /// One stream's socket, shared by its task and the publisher; whoever writes holds `state`'s
@@ -69,6 +71,11 @@ struct State {
     behind: bool,
     /// A document went out since the last heartbeat.
     wrote: bool,
+    /// An SSE heartbeat the socket did not take: the task writes it.
+    beat_due: bool,
+    /// A WebSocket's heartbeats since its last ping, and a ping its task is to send.
+    beats: u32,
+    ping_due: bool,
     /// The next document goes as a `snapshot` (the stream's first, when the client holds an
     /// older version than the hub).
     snapshot_due: bool,
@@ -199,6 +206,9 @@ impl Sink {
                 rest: Vec::new(),
                 behind: false,
                 wrote: false,
+                beat_due: false,
+                beats: 0,
+                ping_due: false,
                 snapshot_due: false,
                 closed: false,
                 detached: false,
@@ -256,6 +266,77 @@ impl Sink {
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// A heartbeat tick, from the heartbeat's sweep (see [`crate::gateway::Heartbeat`]), never
+    /// waiting: an SSE stream sent nothing since the last tick gets a comment, written now if
+    /// the socket takes it, else by the task; a WebSocket following one topic has its task
+    /// send a ping if it was sent nothing, or every [`BUSY_PING_EVERY`] ticks. `false` once the
+    /// stream is closed: the sweep forgets it.
+    pub fn beat(&self) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        // A detached WebSocket's task keeps its own beat.
+        if st.detached {
+            return true;
+        }
+        let wrote = std::mem::take(&mut st.wrote);
+        if let Writer::Ws = st.writer {
+            st.beats += 1;
+            if !wrote || st.beats >= BUSY_PING_EVERY {
+                st.beats = 0;
+                st.ping_due = true;
+                drop(st);
+                self.wake.notify_one();
+            }
+            return true;
+        }
+        if wrote {
+            return true;
+        }
+        if st.busy || st.snapshot_due {
+            st.beat_due = true;
+            drop(st);
+            self.wake.notify_one();
+            return true;
+        }
+        let before = st.writer.clone();
+        let Some(framed) = st.writer.heartbeat() else {
+            return true;
+        };
+        match self.socket.try_write_vectored(&framed.slices()) {
+            Ok(written) => {
+                if written < framed.len() {
+                    st.rest = framed.rest(written);
+                    st.busy = true;
+                }
+                let handed = st.busy;
+                drop(st);
+                self.metrics.wrote(framed.form, framed.body.len());
+                if handed {
+                    self.wake.notify_one();
+                }
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    st.writer = before;
+                    st.beat_due = true;
+                } else {
+                    st.closed = true;
+                }
+                drop(st);
+                self.wake.notify_one();
+            }
+        }
+        true
+    }
+
+    /// Whether the heartbeat asked for a ping since the last call (a WebSocket following one
+    /// topic, see [`Sink::beat`]).
+    pub fn take_ping_due(&self) -> bool {
+        std::mem::take(&mut self.lock().ping_due)
     }
 
     /// Write `pieces` from the task, in vectored writes, waiting for the socket at most the
@@ -319,9 +400,10 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Write what the publisher left, a heartbeat with `beat`, and the topic's latest complete
-    /// version if this stream has not had it: the task holds the socket until nothing is left.
-    pub async fn flush(&self, mut beat: bool) -> io::Result<()> {
+    /// Write what the publisher left, a heartbeat the socket did not take, and the topic's
+    /// latest complete version if this stream has not had it: the task holds the socket until
+    /// nothing is left.
+    pub async fn flush(&self) -> io::Result<()> {
         let sink = &self.sink;
         {
             let mut st = sink.lock();
@@ -335,7 +417,7 @@ impl Stream {
                 let (rest, heartbeat) = {
                     let mut st = sink.lock();
                     st.behind = false;
-                    let heartbeat = std::mem::take(&mut beat)
+                    let heartbeat = std::mem::take(&mut st.beat_due)
                         .then(|| st.writer.heartbeat())
                         .flatten();
                     (std::mem::take(&mut st.rest), heartbeat)
@@ -368,7 +450,7 @@ impl Stream {
                     sink.metrics.wrote(framed.form, framed.body.len());
                 }
                 let mut st = sink.lock();
-                if st.rest.is_empty() && !st.behind {
+                if st.rest.is_empty() && !st.behind && !st.beat_due {
                     st.busy = false;
                     return Ok(());
                 }
@@ -424,12 +506,11 @@ pub async fn serve(
     }
     sink.metrics.wrote(form, first.len());
     state.hub.attach(&name, &sink);
-    if stream.flush(false).await.is_err() {
+    state.heartbeat.enlist(&sink);
+    if stream.flush().await.is_err() {
         return;
     }
 
-    let mut heartbeat = state.heartbeat.join();
-    let mut beats = true;
     let closing = state.closing();
     tokio::pin!(closing);
     loop {
@@ -440,16 +521,7 @@ pub async fn serve(
                 farewell(&stream, state).await;
                 return;
             }
-            _ = sink.wake.notified() => if stream.flush(false).await.is_err() { break },
-            beat = heartbeat.changed(), if beats => match beat {
-                Ok(()) => {
-                    let wrote = std::mem::take(&mut sink.lock().wrote);
-                    if !wrote && stream.flush(true).await.is_err() {
-                        break;
-                    }
-                }
-                Err(_) => beats = false,
-            },
+            _ = sink.wake.notified() => if stream.flush().await.is_err() { break },
         }
     }
     sink.lock().closed = true;
@@ -497,11 +569,6 @@ impl Sink {
         let mut st = self.lock();
         st.detached = true;
         (st.last, st.snapshot_due)
-    }
-
-    /// Whether a document went out since the last call.
-    pub fn take_wrote(&self) -> bool {
-        std::mem::take(&mut self.lock().wrote)
     }
 
     /// Wait until the publisher leaves something to the task.
@@ -748,6 +815,73 @@ mod tests {
             unreachable!()
         };
         assert_eq!(crc(encoder), before, "the trailer counts nothing more");
+    }
+
+    /// A heartbeat the socket has no room for: the sweep writes nothing and counts nothing,
+    /// and the task writes it once the client reads again; a stream that had news gets none.
+    #[tokio::test]
+    async fn a_heartbeat_the_socket_has_no_room_for_is_left_to_the_task() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let block = vec![b'x'; 64 << 10];
+        let mut filled = 0;
+        while let Ok(n) = socket.try_write(&block) {
+            filled += n;
+        }
+        let crc = |sink: &Sink| match &sink.lock().writer {
+            Writer::Sse(e) => e.clone().encode(&Piece::End),
+            Writer::Ws => unreachable!(),
+        };
+        let sink = Arc::new(Sink::new(
+            socket,
+            Writer::Sse(Encoder::new(true)),
+            Duration::from_secs(5),
+            Arc::default(),
+        ));
+        let before = crc(&sink);
+        sink.lock().wrote = true;
+        assert!(sink.beat());
+        assert!(
+            !sink.lock().beat_due,
+            "news since the last tick: no heartbeat"
+        );
+        assert!(sink.beat());
+        assert!(sink.lock().beat_due && !sink.lock().closed);
+        assert_eq!(crc(&sink), before, "the trailer counts nothing more");
+
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 << 10];
+            while got.len() <= filled {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.split_off(filled)
+        });
+        let (_tx, topic) = watch::channel(Arc::new(encoded(0)));
+        let stream = Stream {
+            sink: sink.clone(),
+            topic,
+            complete: Arc::default(),
+        };
+        tokio::time::timeout(Duration::from_secs(5), stream.flush())
+            .await
+            .expect("the task ends its flush")
+            .unwrap();
+        assert!(!sink.lock().beat_due);
+        assert_ne!(crc(&sink), before, "the heartbeat is counted once written");
+        let chunk = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the heartbeat reaches the client")
+            .unwrap();
+        assert!(chunk.ends_with(b"\r\n") && chunk.len() > 5, "{chunk:?}");
+        sink.lock().closed = true;
+        assert!(!sink.beat(), "a closed stream leaves the sweep");
     }
 
     /// A frame the task writes while the publisher's last frame is half written goes after

@@ -67,7 +67,7 @@ const MAX_UNANSWERED_PINGS: u32 = 3;
 /// 12,108 pings and 12,243 pong reads in 20 s against 72,200 deliveries (BENCHMARKS.md, "Pings
 /// only where needed"). A silent client behind a busy stream is still closed, after
 /// [`MAX_UNANSWERED_PINGS`] of these pings (3 minutes by default).
-const BUSY_PING_EVERY: u32 = 4;
+pub(crate) const BUSY_PING_EVERY: u32 = 4;
 /// How long, after closing a connection for a client's mistake, its remaining messages are
 /// read (and dropped) while waiting for its Close: a socket closed with unread input is reset,
 /// and a reset can destroy the Close frame before the client reads it.
@@ -398,6 +398,8 @@ enum Outgoing {
     /// A document's frame, and its publication time if it is a live change (not a snapshot).
     Document(Bytes, Option<i64>),
     Control(Message),
+    /// A heartbeat's ping, unless the client answered none of the last ones.
+    Ping,
 }
 
 /// Serve one WebSocket; with `compressed`, documents go out compressed (permessage-deflate);
@@ -418,6 +420,9 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
         following: None,
         used: false,
     };
+    if let Some(sink) = &direct.sink {
+        state.heartbeat.enlist(sink);
+    }
     let mut budget = Budget::new(state.ws_snapshot_rate);
     // A stream, not `changed()` in the loop: that future would be made, registered and
     // dropped again at every message.
@@ -474,32 +479,20 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 metrics.wrote(form, payload.len());
                 Some(Outgoing::Document(payload, live))
             }
-            beat = heartbeat.next(), if beating => {
+            // While the publisher writes the connection, the heartbeat's sweep counts its
+            // beats and wakes it for a ping (see `Sink::beat`).
+            beat = heartbeat.next(), if beating && direct.following.is_none() => {
                 if beat.is_none() {
                     // The timer stops at shutdown; the drain closes this connection.
                     beating = false;
                     continue;
                 }
                 beats_since_ping += 1;
-                if let Some((_, stream)) = &direct.following && stream.sink.take_wrote() {
-                    wrote_since_beat = true;
-                }
                 if std::mem::take(&mut wrote_since_beat) && beats_since_ping < BUSY_PING_EVERY {
                     continue;
                 }
                 beats_since_ping = 0;
-                // A client that answered none of the last pings is gone. One missed pong is
-                // not enough: a starved client or host can be a whole interval late.
-                if unanswered_pings >= MAX_UNANSWERED_PINGS {
-                    direct.quiet();
-                    let _ = socket.send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::Away,
-                        reason: Utf8Bytes::from_static("ping timeout"),
-                    }))).await;
-                    break;
-                }
-                unanswered_pings += 1;
-                Some(Outgoing::Control(Message::Ping(Bytes::new())))
+                Some(Outgoing::Ping)
             }
             msg = socket.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
@@ -548,15 +541,16 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 }
                 None => break,
             },
-            _ = direct.woken() => {
-                if let Some((_, stream)) = &direct.following
-                    && let Err(e) = Box::pin(stream.flush(false)).await
-                {
-                    tracing::debug!(error = %e, "websocket write failed");
-                    break;
+            _ = direct.woken() => match &direct.following {
+                Some((_, stream)) => {
+                    if let Err(e) = Box::pin(stream.flush()).await {
+                        tracing::debug!(error = %e, "websocket write failed");
+                        break;
+                    }
+                    stream.sink.take_ping_due().then_some(Outgoing::Ping)
                 }
-                None
-            }
+                None => None,
+            },
         };
         let sent = match outgoing {
             Some(Outgoing::Document(payload, live)) => {
@@ -568,6 +562,22 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 sent
             }
             Some(Outgoing::Control(msg)) => socket.send(msg).await,
+            Some(Outgoing::Ping) => {
+                // A client that answered none of the last pings is gone. One missed pong is
+                // not enough: a starved client or host can be a whole interval late.
+                if unanswered_pings >= MAX_UNANSWERED_PINGS {
+                    direct.quiet();
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Away,
+                            reason: Utf8Bytes::from_static("ping timeout"),
+                        })))
+                        .await;
+                    break;
+                }
+                unanswered_pings += 1;
+                socket.send(Message::Ping(Bytes::new())).await
+            }
             None => Ok(()),
         };
         if let Err(e) = sent {
@@ -690,7 +700,7 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                         complete: state.hub.complete(),
                     };
                     // The snapshot, and any change since `current`.
-                    stream.flush(false).await.map_err(tungstenite::Error::Io)?;
+                    stream.flush().await.map_err(tungstenite::Error::Io)?;
                     direct.following = Some((topic, stream));
                 } else {
                     subs.insert(topic, rx, current, snapshot.then_some(Frame::Snapshot));
