@@ -239,31 +239,55 @@ impl Sink {
         // Put back if nothing is written: gzip's trailer counts only what the client got.
         let before = st.writer.clone();
         let framed = st.writer.framed(enc, Frame::Update);
-        match self.socket.try_write_vectored(&framed.slices()) {
-            Ok(written) => {
+        let settle = |st: &mut State, written: bool| {
+            if written {
                 st.last = enc.version;
                 st.wrote = true;
+            } else {
+                st.behind = true;
+            }
+        };
+        if self.write_now(st, &framed, before, settle) {
+            self.metrics.delivered(framed.kind, Some(enc.published_at));
+        }
+    }
+
+    /// Write `framed` now, never waiting, with `st` held: what the socket takes only in part is
+    /// kept for the task to finish. When the socket has no room, `before` (the writer as it was)
+    /// is put back, since gzip's trailer counts only what the client got, and `settle` marks
+    /// what the task is to send instead; it marks a write that went out too. Whether it did.
+    fn write_now(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        framed: &Framed,
+        before: Writer,
+        settle: impl FnOnce(&mut State, bool),
+    ) -> bool {
+        match self.socket.try_write_vectored(&framed.slices()) {
+            Ok(written) => {
+                settle(&mut st, true);
                 if written < framed.len() {
                     st.rest = framed.rest(written);
                     st.busy = true;
                 }
                 let handed = st.busy;
                 drop(st);
-                self.metrics.delivered(framed.kind, Some(enc.published_at));
                 self.metrics.wrote(framed.form, framed.body.len());
                 if handed {
                     self.wake.notify_one();
                 }
+                true
             }
             Err(e) => {
                 if e.kind() == io::ErrorKind::WouldBlock {
                     st.writer = before;
-                    st.behind = true;
+                    settle(&mut st, false);
                 } else {
                     st.closed = true;
                 }
                 drop(st);
                 self.wake.notify_one();
+                false
             }
         }
     }
@@ -303,32 +327,8 @@ impl Sink {
             return true;
         }
         let before = st.writer.clone();
-        let Some(framed) = st.writer.heartbeat() else {
-            return true;
-        };
-        match self.socket.try_write_vectored(&framed.slices()) {
-            Ok(written) => {
-                if written < framed.len() {
-                    st.rest = framed.rest(written);
-                    st.busy = true;
-                }
-                let handed = st.busy;
-                drop(st);
-                self.metrics.wrote(framed.form, framed.body.len());
-                if handed {
-                    self.wake.notify_one();
-                }
-            }
-            Err(e) => {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    st.writer = before;
-                    st.beat_due = true;
-                } else {
-                    st.closed = true;
-                }
-                drop(st);
-                self.wake.notify_one();
-            }
+        if let Some(framed) = st.writer.heartbeat() {
+            self.write_now(st, &framed, before, |st, written| st.beat_due = !written);
         }
         true
     }
