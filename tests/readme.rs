@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::process::{Process, args, free_addr};
-use common::wait_ready;
+use common::{ready_within, wait_ready};
 
 /// How long a streaming example is read.
 const STREAM_FOR: Duration = Duration::from_secs(3);
@@ -128,12 +128,16 @@ async fn every_curl_example_of_the_readme_does_what_its_comment_says() {
     // so that the resume example's "current version" stays current while the examples run.
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let _demo = Process::spawn(
+    let demo = Process::spawn(
         dir.path(),
         "demo",
         &args(&["demo", "--listen", &addr.to_string(), "--interval", "60s"]),
     );
-    wait_ready(addr).await;
+    assert!(
+        ready_within(addr).await,
+        "the demo on {addr} not ready in 30 s; its log:\n{}",
+        demo.log_tail(40)
+    );
     let here = addr.to_string();
 
     let mut failures = Vec::new();

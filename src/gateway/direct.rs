@@ -784,18 +784,32 @@ mod tests {
         Encoded::new(&Document::stamp(&draft, version, 1000))
     }
 
+    /// A loopback connection: the client's end and the server's.
+    async fn connected() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        (client, socket)
+    }
+
+    /// Fill `socket` while its client reads nothing: the bytes it took.
+    fn fill(socket: &TcpStream) -> usize {
+        let block = vec![b'x'; 64 << 10];
+        let mut filled = 0;
+        while let Ok(n) = socket.try_write(&block) {
+            filled += n;
+        }
+        filled
+    }
+
     /// A gzip stream whose socket has no room: the publisher writes nothing, hands the change
     /// to the task, and leaves the trailer's count as it was.
     #[tokio::test]
     async fn a_change_the_socket_has_no_room_for_is_left_to_the_task_and_not_counted() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        // Fill the socket while the client reads nothing.
-        let block = vec![b'x'; 64 << 10];
-        while socket.try_write(&block).is_ok() {}
+        let (_client, socket) = connected().await;
+        fill(&socket);
         let mut encoder = Encoder::new(true);
         encoder.encode(&Piece::Retry(1000));
         let crc = |e: &Encoder| e.clone().encode(&Piece::End);
@@ -822,16 +836,8 @@ mod tests {
     #[tokio::test]
     async fn a_heartbeat_the_socket_has_no_room_for_is_left_to_the_task() {
         use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        let block = vec![b'x'; 64 << 10];
-        let mut filled = 0;
-        while let Ok(n) = socket.try_write(&block) {
-            filled += n;
-        }
+        let (mut client, socket) = connected().await;
+        let filled = fill(&socket);
         let crc = |sink: &Sink| match &sink.lock().writer {
             Writer::Sse(e) => e.clone().encode(&Piece::End),
             Writer::Ws => unreachable!(),
@@ -889,11 +895,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_from_the_task_waits_for_the_rest_of_the_publishers() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
+        let (mut client, socket) = connected().await;
         let sink = Sink::websocket(socket, Duration::from_secs(10), Arc::default());
         sink.follow(1, false);
         sink.lock().busy = false;

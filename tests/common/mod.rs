@@ -319,6 +319,11 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
 }
 
 pub async fn wait_ready(addr: SocketAddr) {
+    assert!(ready_within(addr).await, "server not ready in 30 s");
+}
+
+/// Whether the server at `addr` answers `/readyz` with 200 within 30 s.
+pub async fn ready_within(addr: SocketAddr) -> bool {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/readyz");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -326,12 +331,11 @@ pub async fn wait_ready(addr: SocketAddr) {
         if let Ok(r) = client.get(&url).send().await
             && r.status() == 200
         {
-            return;
+            return true;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server not ready in 30 s"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
