@@ -599,16 +599,23 @@ impl Heartbeat {
         self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % HEARTBEAT_SLOTS
     }
 
-    /// The ticks for a new connection: once every interval, in the next group in turn.
-    pub fn join(&self) -> watch::Receiver<u64> {
-        let mut rx = self.slots[self.group()].clone();
+    /// The ticks for a new connection: once every interval, in the next group in turn. With
+    /// `sink`, the group's sweep also beats that sink until it closes, so that a connection's
+    /// own ticks and its sweep fall at the same moment.
+    pub fn join(&self, sink: Option<&Arc<direct::Sink>>) -> watch::Receiver<u64> {
+        let group = self.group();
+        if let Some(sink) = sink {
+            lock(&self.sinks[group]).push(Arc::downgrade(sink));
+        }
+        let mut rx = self.slots[group].clone();
         rx.borrow_and_update();
         rx
     }
 
-    /// Beat `sink` from the timer's task, in the next group in turn, until it closes.
+    /// Beat `sink` from the timer's task, in the next group in turn, until it closes: a
+    /// stream that needs no ticks of its own.
     pub fn enlist(&self, sink: &Arc<direct::Sink>) {
-        lock(&self.sinks[self.group()]).push(Arc::downgrade(sink));
+        self.join(Some(sink));
     }
 }
 

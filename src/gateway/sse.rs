@@ -229,7 +229,8 @@ pub fn frames(
         let patch = frame == Frame::Update && held.is_some_and(|v| enc.patches(v));
         Piece::Document(enc, if patch { Frame::Patch } else { frame })
     });
-    let heartbeats = WatchStream::from_changes(state.heartbeat.join()).map(|_| Piece::Heartbeat);
+    let heartbeats =
+        WatchStream::from_changes(state.heartbeat.join(None)).map(|_| Piece::Heartbeat);
     // On shutdown the stream ends at a random moment of the drain period, with a random
     // `retry:` so its client comes back at a time of its own; a gzip stream is then finished.
     let drain_ms = state.drain.as_millis().max(1) as u64;

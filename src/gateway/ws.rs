@@ -420,13 +420,10 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
         following: None,
         used: false,
     };
-    if let Some(sink) = &direct.sink {
-        state.heartbeat.enlist(sink);
-    }
     let mut budget = Budget::new(state.ws_snapshot_rate);
     // A stream, not `changed()` in the loop: that future would be made, registered and
     // dropped again at every message.
-    let mut heartbeat = WatchStream::from_changes(state.heartbeat.join());
+    let mut heartbeat = WatchStream::from_changes(state.heartbeat.join(direct.sink.as_ref()));
     let mut unanswered_pings = 0u32;
     let mut beating = true;
     // Whether a document went out since the last heartbeat, and heartbeats since the last ping.
