@@ -227,9 +227,10 @@ impl Sink {
     /// One non-blocking `sendmsg` of `slices`: what the socket took, or `WouldBlock`.
     ///
     /// `sendmsg` rather than `writev` (what `TcpStream::try_write_vectored` calls): it goes
-    /// to the socket without the file layer's checks. With 18,000 loopback connections,
-    /// `loadtest/write-floor.py` measured 4.9 µs of system CPU per `send`/`sendmsg` against
-    /// 5.0–5.4 per `write`/`writev` (BENCHMARKS.md, "sendmsg instead of writev").
+    /// to the socket without the file layer. With 18,000 loopback connections,
+    /// `loadtest/write-floor.py` measured 5.2 µs of system CPU per `sendmsg` against 5.4 per
+    /// `writev`, and the gateway's CPU per delivery with 19,000 subscribers went from 9.8 to
+    /// 9.0 µs (BENCHMARKS.md, "`sendmsg` instead of `writev`").
     fn send(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         self.socket.try_io(Interest::WRITABLE, || {
             SockRef::from(&self.socket).send_vectored(slices)
