@@ -29,6 +29,7 @@ FRAME = int(os.environ.get("FRAME", "1100"))
 ROUNDS = int(os.environ.get("ROUNDS", "30"))
 PAUSE = float(os.environ.get("PAUSE", "0.2"))
 CALL = os.environ.get("CALL", "send")
+CALLS = ("send", "sendmsg", "write", "writev")
 
 
 def reader(listener, ready_w):
@@ -57,6 +58,8 @@ def reader(listener, ready_w):
 
 
 def main():
+    if CALL not in CALLS:
+        sys.exit(f"CALL={CALL}: one of {', '.join(CALLS)}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = CONNS + 64
     if hard < need:
@@ -87,8 +90,6 @@ def main():
         "write": lambda s: os.write(s.fileno(), frame),
         "writev": lambda s: os.writev(s.fileno(), pieces),
     }
-    if CALL not in calls:
-        sys.exit(f"CALL={CALL}: one of {', '.join(calls)}")
     call = calls[CALL]
     time.sleep(0.5)
     sys_time, writes = 0.0, 0
