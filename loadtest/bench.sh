@@ -78,6 +78,7 @@ WRK_DURATION="${WRK_DURATION:-10s}"
 SERVER_WORKERS="${SERVER_WORKERS:-2}"  # nginx static workers = apura's runtime threads (2 cores)
 SOURCES="${SOURCES:-127.0.0.2-127.0.0.33}"
 PER_WORKER="${PER_WORKER:-18000}"      # subscribers per apura-load worker process
+READ_PACE="${READ_PACE:-0s}"           # apura-load --read-pace: 0s waits in epoll_wait per write
 PORT_BASE="${PORT_BASE:-18100}"
 REDIS_PORT=$((PORT_BASE + 79))
 GW_PORT=$((PORT_BASE + 80))
@@ -277,7 +278,7 @@ load() {
     "$LOAD" run --target "$target" --sse "$sse" --ws "$ws" \
         --workers "$(workers_for "$subs")" --connect-rate "$rate" --hold "$hold" \
         --max-duration "$LOAD_MAX_DURATION" --sources "$SOURCES" --watch-pid "$watch" --handshake-timeout 30s \
-        --label "$label" --out "$OUT/$label.json" "$@" >"$OUT/logs/$label.out" 2>>"$OUT/logs/$label.log" &
+        --read-pace "$READ_PACE" --label "$label" --out "$OUT/$label.json" "$@" >"$OUT/logs/$label.out" 2>>"$OUT/logs/$label.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
     wait "$LAST_PID" || log "$label: apura-load exited with status $?"
@@ -492,7 +493,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED SCALE_RUNS=$SCALE_RUNS SCALE_HOLD=$SCALE_HOLD GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED READ_PACE=$READ_PACE SCALE_RUNS=$SCALE_RUNS SCALE_HOLD=$SCALE_HOLD GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do

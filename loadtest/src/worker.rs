@@ -77,7 +77,23 @@ pub fn main(args: RunArgs, id: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(plan, shared))
+    let pace = args.read_pace;
+    rt.block_on(async move {
+        if !pace.is_zero() {
+            tokio::spawn(read_in_rounds(pace));
+        }
+        run(plan, shared).await
+    })
+}
+
+/// `--read-pace`: the runtime thread sleeps `pace`, then yields, which makes the scheduler poll
+/// its sockets without blocking, run every task they woke, and come back here. The thread is
+/// never parked in `epoll_wait`, so no server write has to wake it.
+async fn read_in_rounds(pace: Duration) {
+    loop {
+        std::thread::sleep(pace);
+        tokio::task::yield_now().await;
+    }
 }
 
 /// What the parent tells one worker to do.
