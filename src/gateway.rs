@@ -72,6 +72,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 
 use crate::bus::{Bus, BusEvent};
+use crate::lock;
 use crate::metrics::Metrics;
 use hub::Hub;
 
@@ -625,10 +626,6 @@ fn sweep(group: &Mutex<Vec<Weak<direct::Sink>>>) {
     let mut sinks = std::mem::take(&mut *lock(group));
     sinks.retain(|s| s.upgrade().is_some_and(|sink| sink.beat()));
     lock(group).append(&mut sinks);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Serve clients on `listener` from `hub` until `shutdown`; then drain: `/readyz` answers 503,

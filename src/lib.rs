@@ -29,3 +29,9 @@ pub mod gateway;
 pub mod ingest;
 pub mod metrics;
 pub mod run;
+
+/// Lock `m` even when a thread panicked while holding it: every state behind these mutexes is
+/// left whole between statements, so one panicking holder never takes the others down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

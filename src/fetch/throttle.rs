@@ -88,7 +88,7 @@ impl Throttle {
             .expect("the semaphore is never closed");
         'turn: loop {
             let turn = {
-                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = crate::lock(&self.state);
                 let mut turn = s.next.max(Instant::now());
                 if let Some(until) = s.paused_until {
                     turn = turn.max(until);
@@ -99,7 +99,7 @@ impl Throttle {
             tokio::time::sleep_until(turn).await;
             loop {
                 let free = {
-                    let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut s = crate::lock(&self.state);
                     let now = Instant::now();
                     if s.paused_until.is_some_and(|until| until > now) {
                         // A pause that began while this request waited holds it too, and it
@@ -134,13 +134,13 @@ impl Throttle {
     /// Hold every request not yet started for `pause`.
     pub fn pause(&self, pause: Duration) {
         let until = Instant::now() + pause;
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = crate::lock(&self.state);
         s.paused_until = Some(s.paused_until.map_or(until, |u| u.max(until)));
     }
 
     /// Whether requests are held now.
     pub fn paused(&self) -> bool {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = crate::lock(&self.state);
         s.paused_until.is_some_and(|u| u > Instant::now())
     }
 }

@@ -26,7 +26,7 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -221,7 +221,7 @@ impl Sink {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     /// One non-blocking `sendmsg` of `slices`: what the socket took, or `WouldBlock`.
@@ -496,7 +496,7 @@ pub async fn serve(
     let current = topic.borrow().version;
     let mut sink = Sink::new(socket, Writer::Sse(Encoder::new(gzip)), timeout, metrics);
     {
-        let st = sink.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let st = sink.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         st.last = since.min(current);
         st.busy = true;
         st.snapshot_due = current > since;
@@ -559,7 +559,7 @@ impl Sink {
         let mut sink = Sink::new(socket, Writer::Ws, timeout, metrics);
         sink.state
             .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .detached = true;
         Arc::new(sink)
     }
