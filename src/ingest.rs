@@ -181,6 +181,10 @@ impl Ingest {
             "invalid options: {}",
             problems.join("; ")
         );
+        metrics.ingest_started(match args.source {
+            SourceKind::Consolidated => "consolidated",
+            SourceKind::Tse => "tse",
+        });
         let mut wait = STARTUP_RETRY_FIRST;
         for attempt in 1u32.. {
             let connected = tokio::select! {

@@ -345,7 +345,43 @@ impl Default for Metrics {
     }
 }
 
+/// Every kind `apura_feed_errors_total` counts (docs/hardening.md): a fetch's
+/// ([`crate::fetch::FetchError::kind`]), a file's ([`crate::feed::FeedError::kind`]), a file
+/// dated behind or too far ahead of the accepted one, one not there, an ingest that cannot
+/// start yet, and a file taken with cities missing from it.
+pub const FEED_ERROR_KINDS: &[&str] = &[
+    "http_status",
+    "network",
+    "too_large",
+    "file",
+    "malformed",
+    "invalid",
+    "stale",
+    "time_leap",
+    "not_found",
+    "startup",
+    "missing_cities",
+];
+
 impl Metrics {
+    /// An ingest of `source` (`consolidated`, `tse`) starts: its error counters and detection
+    /// delays are served from 0, so that the first error shows in a `rate()` or `increase()`
+    /// (a series that first appears at 1 shows none).
+    pub fn ingest_started(&self, source: &str) {
+        for (counts, labels) in [
+            (&self.feed_errors, FEED_ERROR_KINDS),
+            (&self.city_rejections, crate::feed::FeedError::REASONS),
+        ] {
+            let mut counts = counts.lock().expect("metrics poisoned");
+            for label in labels {
+                if !counts.iter().any(|(k, _)| k == label) {
+                    counts.push((label.to_string(), 0));
+                }
+            }
+        }
+        self.detections.with_label_values(&[source]);
+    }
+
     /// Count one rejected or failed feed, by a short kind label.
     pub fn feed_error(&self, kind: &str) {
         bump(&self.feed_errors, kind);

@@ -41,7 +41,7 @@ async fn metrics_after_a_change(faults: bool) -> ((String, String), (String, Str
     get_json(&stack.url("/brazil.json")).await;
     if faults {
         stack.write_raw_feed(b"{\"municipios\": ");
-        counted(&stack, "apura_feed_errors_total{kind=\"malformed\"}").await;
+        counted(&stack, "apura_feed_errors_total{kind=\"malformed\"} 1\n").await;
     }
     let http = reqwest::Client::new();
     let scrape = |accept: Option<&'static str>| {
@@ -167,6 +167,20 @@ async fn metrics_pass_promtool_and_the_openmetrics_parser_with_the_lag_of_real_d
             "{kind} lag {sum} s"
         );
     }
+    // Before a first error, every kind of error is served at 0: a series that first appeared
+    // at 1 would show no rise to `rate()` or `increase()`, and the first bad file no alert.
+    for kind in apura::metrics::FEED_ERROR_KINDS {
+        assert_eq!(
+            samples[format!("apura_feed_errors_total{{kind={kind}}}")],
+            0,
+            "{kind}"
+        );
+    }
+    for reason in apura::feed::FeedError::REASONS {
+        let sample = format!("apura_city_rejections_total{{reason={reason}}}");
+        assert_eq!(samples[sample], 0, "{reason}");
+    }
+    assert_eq!(types["apura_source_detection_delay_seconds"], "histogram");
     assert_eq!(samples["apura_sse_connections{}"], 1);
     assert_eq!(samples["apura_get_requests_total{}"], 1);
     // The stack runs its own ingest: it says so as a Redis ingest holding the lock would, and

@@ -26,7 +26,37 @@ pub enum FeedError {
     },
 }
 
+/// What a refused value's detail says, and the reason it is counted under.
+const NEEDLES: &[(&str, &str)] = &[
+    ("negative", "negative"),
+    ("overflow", "overflow"),
+    ("exceed", "totals"),
+    ("add up to", "totals"),
+    (" ≠ ", "totals"),
+    ("sections counted of", "sections"),
+    ("not a percentage", "percentage"),
+    ("not a count", "not_a_number"),
+    ("not a decimal", "not_a_number"),
+    ("not a number", "not_a_number"),
+    ("not a ballot number", "not_a_number"),
+    ("the file is of municipality", "wrong_file"),
+    ("in the file", "wrong_file"),
+];
+
 impl FeedError {
+    /// Every label [`FeedError::reason`] gives.
+    pub const REASONS: &'static [&'static str] = &[
+        "malformed",
+        "negative",
+        "overflow",
+        "totals",
+        "sections",
+        "percentage",
+        "not_a_number",
+        "wrong_file",
+        "invalid",
+    ];
+
     /// A short, stable label for the metrics (`malformed`, `invalid`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -52,28 +82,13 @@ impl FeedError {
     /// documents: `malformed`, `negative`, `overflow`, `totals` (votes that do not add up or
     /// exceed the total), `sections` (more sections counted than exist), `percentage`,
     /// `not_a_number`, `wrong_file` (a city's file of another city, round or office), or
-    /// `invalid` for anything else.
+    /// `invalid` for anything else: one of [`FeedError::REASONS`].
     pub fn reason(&self) -> &'static str {
         let detail = match self {
             FeedError::Malformed { .. } => return "malformed",
             FeedError::Invalid { detail, .. } => detail.as_str(),
         };
-        const REASONS: &[(&str, &str)] = &[
-            ("negative", "negative"),
-            ("overflow", "overflow"),
-            ("exceed", "totals"),
-            ("add up to", "totals"),
-            (" ≠ ", "totals"),
-            ("sections counted of", "sections"),
-            ("not a percentage", "percentage"),
-            ("not a count", "not_a_number"),
-            ("not a decimal", "not_a_number"),
-            ("not a number", "not_a_number"),
-            ("not a ballot number", "not_a_number"),
-            ("the file is of municipality", "wrong_file"),
-            ("in the file", "wrong_file"),
-        ];
-        REASONS
+        NEEDLES
             .iter()
             .find(|(needle, _)| detail.contains(needle))
             .map_or("invalid", |(_, reason)| reason)
@@ -91,6 +106,27 @@ impl FeedError {
             file: file.to_string(),
             location: location.into(),
             detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_given_is_one_of_the_reasons_listed() {
+        for (_, reason) in NEEDLES {
+            assert!(
+                FeedError::REASONS.contains(reason),
+                "{reason} is not listed"
+            );
+        }
+        for e in [
+            FeedError::malformed("f", "cut short"),
+            FeedError::invalid("f", "city 1", "something else"),
+        ] {
+            assert!(FeedError::REASONS.contains(&e.reason()));
         }
     }
 }
