@@ -334,8 +334,21 @@ pub fn router(state: AppState, web_dir: PathBuf, admin: bool) -> Router {
                 .call_fallback_on_method_not_allowed(true)
                 .fallback(http::nothing_here.into_service()),
         )
+        .layer(axum::middleware::from_fn(no_leading_double_slash))
         .layer(cors)
         .with_state(state)
+}
+
+/// A path that starts with `//` is not found: the page's files would answer a folder's name
+/// with a redirect to it plus `/`, and `Location: //name/` sends a browser to the host `name`.
+async fn no_leading_double_slash(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.uri().path().starts_with("//") {
+        return http::nothing_here(req.method().clone(), req.uri().clone()).await;
+    }
+    next.run(req).await
 }
 
 /// First pause before trying the bus again (subscribing, or loading the snapshots); doubled

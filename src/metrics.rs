@@ -591,7 +591,7 @@ impl Metrics {
             ),
             (
                 "apura_client_errors_total",
-                "Requests or messages refused as malformed or unknown.",
+                "Requests or messages refused as malformed or unknown: a malformed request or message, an unknown topic, too many topics, a head too large (not a path that is not found, such as a browser's favicon.ico, nor a method not allowed).",
                 &self.client_errors,
             ),
             (

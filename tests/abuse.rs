@@ -347,6 +347,28 @@ async fn static_files_cannot_escape_the_web_folder() {
     }
 }
 
+/// A folder of the page is redirected to its name plus `/` on this host, never to another: a
+/// path that starts with `//` would make `Location: //test/`, a link to the host `test`.
+#[tokio::test]
+async fn no_redirect_leads_to_another_host() {
+    let gw = gateway().await;
+    let own = raw(&gw, b"GET /test HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert_eq!(status(&own), 307, "{own}");
+    assert!(
+        own.to_ascii_lowercase().contains("location: /test/\r\n"),
+        "{own}"
+    );
+    for path in ["//test", "//test?x=1", "///test"] {
+        let r = raw(
+            &gw,
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&r), 404, "{path}: {r}");
+        assert!(!r.to_ascii_lowercase().contains("location:"), "{path}: {r}");
+    }
+}
+
 /// No endpoint accepts a write: there is no publish and no admin endpoint.
 #[tokio::test]
 async fn no_endpoint_accepts_a_write() {

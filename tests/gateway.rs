@@ -383,6 +383,46 @@ async fn a_resume_point_ahead_of_the_gateway_gets_no_snapshot_and_never_freezes_
     );
 }
 
+/// A WebSocket `since` that is not a version is taken as 0, as SSE takes such a
+/// `Last-Event-ID`: the client gets its snapshot, not an error; one given as a string is read.
+#[tokio::test]
+async fn a_websocket_since_that_is_not_a_version_gets_the_snapshot_not_an_error() {
+    let gw = Gateway::start(gateway_args()).await;
+    let held = gw.publish(&[("a", 0)]).await;
+    for since in [
+        json!(-1),
+        json!(1.5),
+        json!(1e30),
+        json!("abc"),
+        json!(null),
+        json!([1]),
+    ] {
+        let mut ws = ws_connect(gw.addr).await;
+        ws_send(
+            &mut ws,
+            json!({"type": "subscribe", "topics": ["a"], "since": since}),
+        )
+        .await;
+        let msg = ws_next(&mut ws, WAIT).await.expect("an answer");
+        assert_eq!(
+            (&msg["type"], &msg["version"]),
+            (&json!("snapshot"), &json!(held)),
+            "since {since}: {msg}"
+        );
+    }
+    let mut ws = ws_connect(gw.addr).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "topics": ["a"], "since": held.to_string()}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, Duration::from_millis(300)).await,
+        None,
+        "no snapshot for the version held, given as a string"
+    );
+}
+
 /// A lagging client's versions: increasing, ending on `last`.
 fn assert_skipped_to(versions: &[u64], last: u64, stream: &str) {
     assert_eq!(versions.last(), Some(&last), "{stream} ends on the latest");
@@ -808,6 +848,12 @@ async fn documents_answered_on_the_bare_socket_equal_the_routers_answers_on_one_
         answers[3].1.is_empty() && answers[3].0.contains(&"content-encoding: gzip".to_string())
     );
     assert_eq!(answers[4].0[0], "HTTP/1.1 304 Not Modified");
+    // A cache keeps the variants of the 200 apart on the 304 too (RFC 9110, 15.4.5).
+    assert!(
+        answers[4].0.contains(&"vary: Accept-Encoding".to_string()),
+        "{:?}",
+        answers[4].0
+    );
 
     // A document the gateway does not hold, on the same connection: the router's 404.
     s.write_all(doc_request("GET", "/cities/mayors-sp-nowhere.json", "").as_bytes())

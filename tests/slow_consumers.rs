@@ -363,3 +363,104 @@ async fn stuck_clients_cost_bounded_memory_do_not_slow_others_and_are_dropped() 
     assert_eq!(m.get("apura_blocked_writes"), 0);
     drop(stuck);
 }
+
+/// The size of the large document of [`stuck_clients_of_a_large_document_hold_no_copy_of_it`],
+/// as the `cities` index (~900 KB on a real night).
+const LARGE: usize = 512 << 10;
+
+/// A client that asks for the large `cities` document and never reads: an SSE stream of it and
+/// `brazil` (two snapshots ready at once, written as one chunk), or four pipelined GETs of it.
+async fn stuck_on_large(addr: SocketAddr, source: Ipv4Addr, sse: bool) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = if sse {
+        b"GET /events?topics=cities,brazil HTTP/1.1\r\nHost: test\r\n\r\n".to_vec()
+    } else {
+        b"GET /cities.json HTTP/1.1\r\nHost: test\r\n\r\n".repeat(4)
+    };
+    stream.write_all(&request).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_clients_of_a_large_document_hold_no_copy_of_it() {
+    raise_file_limit();
+    let n = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start().await;
+    let bus = publisher(&server, LEADER_TTL).await;
+    let pad = "x".repeat(LARGE);
+    bus.publish(vec![
+        Draft {
+            topic: "cities".into(),
+            body: Bytes::from(format!(r#"{{"topic":"cities","pad":"{pad}"}}"#)),
+        },
+        Draft {
+            topic: "brazil".into(),
+            body: Bytes::from_static(br#"{"topic":"brazil"}"#),
+        },
+    ])
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let gw = gateway(&server, dir.path(), "gateway", "120s").await;
+    let pid = gw.process.pid();
+    // A client that reads gets the document whole, as a GET (the bare socket's answer, from
+    // the shared bytes) and in a stream of two topics (both snapshots in one chunk).
+    let got = http.get(gw.url("/cities.json")).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    let doc: serde_json::Value = got.json().await.unwrap();
+    assert_eq!(doc["pad"].as_str().map(str::len), Some(LARGE));
+    let mut reader = Sse::connect(&gw.url("/events?topics=cities,brazil"), None).await;
+    let mut sizes = Vec::new();
+    for _ in 0..2 {
+        let ev = reader
+            .next(Duration::from_secs(10))
+            .await
+            .expect("a snapshot");
+        assert_eq!(ev.event, "snapshot");
+        let pad = ev.data["pad"].as_str().map_or(0, str::len);
+        sizes.push((ev.data["topic"].as_str().unwrap().to_string(), pad));
+    }
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [("brazil".to_string(), 0), ("cities".to_string(), LARGE)]
+    );
+    drop(reader);
+    let rss_before = rss_bytes(pid);
+    let mut stuck = Vec::with_capacity(n);
+    for i in 0..n {
+        let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
+        stuck.push(stuck_on_large(gw.addr, source, i % 2 == 0).await);
+    }
+    wait_for("blocked writes", 120, async || {
+        let blocked = GatewayMetrics::of(&http, &gw)
+            .await
+            .get("apura_blocked_writes");
+        (blocked >= n as u64 * 9 / 10, blocked.to_string())
+    })
+    .await;
+    let m = GatewayMetrics::of(&http, &gw).await;
+    assert_eq!(m.get("apura_sse_connections"), n as u64 / 2);
+    assert!(m.get("apura_get_requests_total") >= n as u64 / 2);
+    let growth = rss_bytes(pid).saturating_sub(rss_before);
+    eprintln!(
+        "{n} clients stuck on a {} KiB document: gateway RSS grew {} MiB, {} KiB a client",
+        LARGE >> 10,
+        growth >> 20,
+        (growth / n as u64) >> 10
+    );
+    // Each holds a reference to the document's shared bytes, not a copy of them (which would
+    // be 512 KiB a client, 500 MiB in all): its connection's buffers and task, and slack.
+    let bound = n as u64 * (48 << 10) + (64 << 20);
+    assert!(
+        growth < bound,
+        "RSS grew {} MiB for {n} stuck clients, bound {} MiB: a copy of the document each?",
+        growth >> 20,
+        bound >> 20
+    );
+    drop(stuck);
+}

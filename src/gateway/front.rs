@@ -338,10 +338,14 @@ async fn serve_documents(
         }
         ticket.conn.failures.store(0, Relaxed);
         out.clear();
-        DATE.with_borrow_mut(|d| {
+        let large = DATE.with_borrow_mut(|d| {
             super::wire::get_answer(&mut out, &enc, doc.gzip, doc.head, not_modified, d.now())
         });
-        if io.write_all(&out).await.is_err() {
+        let written = match large {
+            None => io.write_all(&out).await,
+            Some(body) => io.write_all_buf(&mut Buf::chain(&out[..], body)).await,
+        };
+        if written.is_err() {
             return None;
         }
         if out.capacity() > 64 << 10 {
@@ -489,7 +493,6 @@ fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentReque
             }
         }
     };
-    let mut gzip = false;
     let mut if_none_match = None;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
@@ -503,7 +506,6 @@ fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentReque
             {
                 return None;
             }
-            "accept-encoding" => gzip |= super::wire::accepts_gzip([h.value]),
             "if-none-match" => {
                 let printable = h
                     .value
@@ -517,6 +519,7 @@ fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentReque
             _ => {}
         }
     }
+    let gzip = accepts_gzip(req);
     Some(DocumentRequest {
         topic,
         head,
@@ -562,22 +565,31 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
         rest => rest.strip_prefix('?')?,
     };
     let mut last_event_id = None;
-    let mut gzip = false;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "upgrade" | "content-length" | "transfer-encoding" | "expect" => return None,
             "last-event-id" => last_event_id = Some(std::str::from_utf8(h.value).ok()?.into()),
-            "accept-encoding" => gzip |= super::wire::accepts_gzip([h.value]),
             _ => {}
         }
     }
     let query = serde_urlencoded::from_str(query).ok()?;
+    let gzip = accepts_gzip(req);
     Some(OpenStream {
         query,
         last_event_id,
         gzip,
     })
+}
+
+/// Whether the request's `Accept-Encoding` lines, all of them, allow gzip.
+fn accepts_gzip(req: &httparse::Request) -> bool {
+    super::wire::accepts_gzip(
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
+            .map(|h| h.value),
+    )
 }
 
 /// Answer a stream request on the bare socket, then send its frames until either side ends.
@@ -622,12 +634,12 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
             _ = &mut gone => return,
             frame = frames.next() => match frame {
                 Some(bytes) => {
-                    let (bytes, ended) = if several {
+                    let (run, ended) = if several {
                         with_ready(frames.as_mut(), bytes).await
                     } else {
-                        (bytes, false)
+                        (vec![bytes], false)
                     };
-                    if wire::write_chunk(&mut wr, &bytes).await.is_err() {
+                    if wire::write_chunk(&mut wr, run).await.is_err() {
                         return;
                     }
                     if ended {
@@ -644,21 +656,19 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     }
 }
 
-/// `first` and every frame after it that is ready now, as one run of bytes (SSE frames, and
-/// gzip segments of one stream, follow each other as they are), and whether the stream ended.
-/// Polled with this task's waker: a frame not ready yet wakes the task as usual.
+/// `first` and every frame after it that is ready now, to be written as one chunk (SSE frames,
+/// and gzip segments of one stream, follow each other as they are), and whether the stream
+/// ended. Polled with this task's waker: a frame not ready yet wakes the task as usual.
 async fn with_ready(
     mut frames: Pin<&mut impl futures_util::Stream<Item = Bytes>>,
     first: Bytes,
-) -> (Bytes, bool) {
-    let mut run: Option<BytesMut> = None;
+) -> (Vec<Bytes>, bool) {
+    let mut run = vec![first];
     let mut ended = false;
     std::future::poll_fn(|cx| {
         loop {
             match frames.as_mut().poll_next(cx) {
-                Poll::Ready(Some(next)) => run
-                    .get_or_insert_with(|| BytesMut::from(&first[..]))
-                    .extend_from_slice(&next),
+                Poll::Ready(Some(next)) => run.push(next),
                 Poll::Ready(None) => {
                     ended = true;
                     return Poll::Ready(());
@@ -668,7 +678,7 @@ async fn with_ready(
         }
     })
     .await;
-    (run.map_or(first, BytesMut::freeze), ended)
+    (run, ended)
 }
 
 /// Write a whole response (an error: small) and close the connection.

@@ -178,6 +178,7 @@ fn document(s: &AppState, headers: &HeaderMap, topic: &str) -> Response {
             [
                 (header::ETAG, enc.etag.clone()),
                 (header::CACHE_CONTROL, cache),
+                (header::VARY, HeaderValue::from_static("Accept-Encoding")),
             ],
         )
             .into_response();
@@ -209,15 +210,15 @@ fn document(s: &AppState, headers: &HeaderMap, topic: &str) -> Response {
     resp
 }
 
-/// `If-None-Match` holding this ETag (weak or strong, in a list, or `*`).
+/// `If-None-Match` holding this ETag (weak or strong, in a list, or `*`), in any of its lines:
+/// several lines are one list (RFC 9110, 5.3).
 fn etag_matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    if_none_match(inm, etag.to_str().unwrap_or(""))
+    let ours = etag.to_str().unwrap_or("");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|inm| if_none_match(inm, ours))
 }
 
 /// An `If-None-Match` value that holds the ETag `ours` (weak or strong, in a list, or `*`).

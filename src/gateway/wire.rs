@@ -36,9 +36,15 @@ use super::hub::Encoded;
 const GET_CORS: &[u8] =
     b"access-control-expose-headers: etag\r\naccess-control-allow-origin: *\r\n";
 
-/// The whole answer to a GET or HEAD of `enc` into `out`: `304` when the client holds this
-/// version (`not_modified`), else the head of [`Encoded::get_head`] and, for a GET, the body
-/// (identity or gzip). `date` is the `date` header's value.
+/// A body up to this size is copied after its head, so that the answer is one contiguous write
+/// (a city document is 1–5 KB); a larger one (the `cities` index, ~900 KB) is written from the
+/// version's shared bytes, so that a client that stops reading holds no copy of it.
+pub const GET_COPY_MAX: usize = 16 << 10;
+
+/// The whole answer to a GET or HEAD of `enc`: `304` when the client holds this version
+/// (`not_modified`), else the head of [`Encoded::get_head`] and, for a GET, the body (identity
+/// or gzip). The head goes into `out` with the body when it is at most [`GET_COPY_MAX`]; a
+/// larger body is returned, to be written after `out`. `date` is the `date` header's value.
 pub fn get_answer(
     out: &mut Vec<u8>,
     enc: &Encoded,
@@ -46,13 +52,13 @@ pub fn get_answer(
     head_only: bool,
     not_modified: bool,
     date: &str,
-) {
+) -> Option<Bytes> {
     if not_modified {
         out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\netag: ");
         out.extend_from_slice(enc.etag.as_bytes());
         out.extend_from_slice(b"\r\ncache-control: ");
         out.extend_from_slice(super::CACHE_CONTROL.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"\r\nvary: Accept-Encoding\r\n");
         out.extend_from_slice(GET_CORS);
     } else {
         out.extend_from_slice(enc.get_head(gzip));
@@ -60,9 +66,15 @@ pub fn get_answer(
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(date.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
-    if !head_only && !not_modified {
-        out.extend_from_slice(if gzip { enc.gzip() } else { &enc.body });
+    if head_only || not_modified {
+        return None;
     }
+    let body = if gzip { enc.gzip() } else { &enc.body };
+    if body.len() > GET_COPY_MAX {
+        return Some(body.clone());
+    }
+    out.extend_from_slice(body);
+    None
 }
 
 /// Which streaming message.
@@ -362,20 +374,34 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
     })
 }
 
-/// Whether an `Accept-Encoding` header (its values, as sent) allows gzip: `gzip` or `*`, not
-/// refused with `q=0`.
+/// Whether an `Accept-Encoding` header (its values, as sent) allows gzip (RFC 9110, 12.5.3):
+/// `gzip` (or its alias `x-gzip`) with a weight above 0, or, when gzip is not named, `*` with a
+/// weight above 0. A weight that does not parse counts as 1, as no weight.
 pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
-    values
+    let (mut gzip, mut any) = (None::<bool>, None::<bool>);
+    let codings = values
         .into_iter()
         .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let refused =
-                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+        .flat_map(|v| v.split(','));
+    for coding in codings {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let weight = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, q)| q.trim().parse::<f64>().ok())
+            .unwrap_or(1.0);
+        let slot = if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            &mut gzip
+        } else if name == "*" {
+            &mut any
+        } else {
+            continue;
+        };
+        // Named twice: accepted if either says so.
+        *slot = Some(slot.unwrap_or(false) || weight > 0.0);
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -489,6 +515,14 @@ pub(crate) mod tests {
         assert!(accepts_gzip([&b"br, gzip;q=0.8"[..]]));
         assert!(!accepts_gzip([&b"gzip;q=0, br"[..]]));
         assert!(accepts_gzip([&b"deflate"[..], &b"*"[..]]));
+        // Named, gzip's own weight decides, whatever `*` says.
+        assert!(!accepts_gzip([&b"gzip;q=0, *"[..]]));
+        assert!(!accepts_gzip([&b"*, gzip; q=0.000"[..]]));
+        assert!(accepts_gzip([&b"*;q=0, gzip"[..]]));
+        assert!(!accepts_gzip([&b"*;q=0"[..]]));
+        assert!(!accepts_gzip([&b"identity;q=0"[..]]));
+        assert!(accepts_gzip([&b"x-gzip"[..]]));
+        assert!(accepts_gzip([&b"GZIP;Q=0.5"[..]]));
     }
 }
 

@@ -85,8 +85,10 @@ const REMEMBERED: usize = 64;
 enum ClientMessage {
     Subscribe {
         topics: Vec<String>,
-        #[serde(default)]
-        since: Option<u64>,
+        /// As `Last-Event-ID`: a value that is not a version (negative, fractional, too large,
+        /// not a number) is 0, a full snapshot, never an error.
+        #[serde(default, deserialize_with = "resume_point")]
+        since: u64,
         /// Changes as `patch` messages where the client holds the base.
         #[serde(default)]
         delta: bool,
@@ -94,6 +96,18 @@ enum ClientMessage {
     Unsubscribe {
         topics: Vec<String>,
     },
+}
+
+/// A `since` as the client sent it: a version (a whole number, or one in a string, as
+/// `Last-Event-ID` carries it), else 0.
+fn resume_point<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .unwrap_or(0))
 }
 
 pub async fn upgrade(
@@ -633,7 +647,6 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                     .send(wire::error(err.code(), &err.to_string(), None))
                     .await;
             }
-            let since = since.unwrap_or(0);
             direct.leave(subs, held);
             // The connection's first subscription, to one topic: the publisher's path.
             let enter = direct.sink.is_some()
