@@ -207,6 +207,17 @@ async fn wait_for(what: &str, secs: u64, mut f: impl AsyncFnMut() -> (bool, Stri
     }
 }
 
+/// Wait until nine in ten of `n` stuck clients show in `apura_blocked_writes`.
+async fn nine_in_ten_blocked(http: &reqwest::Client, gw: &GatewayProcess, n: usize) {
+    wait_for("blocked writes", 120, async || {
+        let blocked = GatewayMetrics::of(http, gw)
+            .await
+            .get("apura_blocked_writes");
+        (blocked >= n as u64 * 9 / 10, blocked.to_string())
+    })
+    .await;
+}
+
 fn pct(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
@@ -252,13 +263,7 @@ async fn stuck_clients_cost_bounded_memory_do_not_slow_others_and_are_dropped() 
     for i in 0..20 {
         bus.publish(vec![draft(1000 + i)]).await.unwrap();
     }
-    wait_for("blocked writes", 120, async || {
-        let blocked = GatewayMetrics::of(&http, &gw)
-            .await
-            .get("apura_blocked_writes");
-        (blocked >= n as u64 * 9 / 10, blocked.to_string())
-    })
-    .await;
+    nine_in_ten_blocked(&http, &gw, n).await;
     let rss_blocked = rss_bytes(pid);
 
     // 200 more versions of 50 KB: ~10 MB each client has not read, ~100 GB in all if queued.
@@ -436,13 +441,7 @@ async fn stuck_clients_of_a_large_document_hold_no_copy_of_it() {
         let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
         stuck.push(stuck_on_large(gw.addr, source, i % 2 == 0).await);
     }
-    wait_for("blocked writes", 120, async || {
-        let blocked = GatewayMetrics::of(&http, &gw)
-            .await
-            .get("apura_blocked_writes");
-        (blocked >= n as u64 * 9 / 10, blocked.to_string())
-    })
-    .await;
+    nine_in_ten_blocked(&http, &gw, n).await;
     let m = GatewayMetrics::of(&http, &gw).await;
     assert_eq!(m.get("apura_sse_connections"), n as u64 / 2);
     assert!(m.get("apura_get_requests_total") >= n as u64 / 2);
