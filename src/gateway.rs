@@ -130,6 +130,11 @@ pub struct GatewayArgs {
     /// since the last tick gets no comment, and a ping only every fourth tick).
     #[arg(long, env = "APURA_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
+    /// Most threads that write a change to the streams following one topic (SSE, and
+    /// WebSockets following one topic): the thread that applies the change, and others beside
+    /// it while each has at least 256 streams to write. 0: one per core.
+    #[arg(long, env = "APURA_PUBLISH_THREADS", default_value_t = 0)]
+    pub publish_threads: usize,
     /// Most topics on one SSE connection or WebSocket.
     #[arg(long, env = "APURA_MAX_TOPICS", default_value_t = DEFAULT_MAX_TOPICS)]
     pub max_topics: usize,
@@ -199,6 +204,14 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// `--publish-threads`, 0 read as the cores this process may use.
+    pub fn publishers(&self) -> usize {
+        match self.publish_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Every problem with the options, reported at once.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -382,6 +395,11 @@ async fn report_audience(bus: Arc<dyn Bus>, hub: Arc<Hub>, stop: CancellationTok
     }
 }
 
+/// Most cycles applied together. A large change comes as dozens of cycles of at most 256 KiB
+/// (see `crate::ingest::core::CYCLE_BYTES`); those that arrived while the last pass was being
+/// written are applied at once.
+const CYCLES_AT_ONCE: usize = 64;
+
 /// Keep the hub in step with the bus until `shutdown`: subscribe first, then load every
 /// snapshot, then report ready; on a resync (lag, or a bus reconnect) load the snapshots again.
 ///
@@ -399,7 +417,7 @@ pub async fn follow(
     let _stop_reporting = reporting.clone().drop_guard();
     tokio::spawn(report_audience(bus.clone(), hub.clone(), reporting));
     let mut retry = Retry::default();
-    let mut events = loop {
+    let events = loop {
         let subscribed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             s = bus.subscribe() => s,
@@ -418,6 +436,9 @@ pub async fn follow(
     };
     retry.succeeded();
     hub.metrics.bus_reachable(true);
+    // Every event waiting when one arrives, taken at once: the cycles among them are applied
+    // together and their changes written in one pass (see [`Hub::apply_cycles`]).
+    let mut events = events.ready_chunks(CYCLES_AT_ONCE);
     // When the snapshots are to be loaded: now, after every resync, and again after a failed
     // load, until one succeeds.
     let mut reload = Some(tokio::time::Instant::now());
@@ -450,18 +471,26 @@ pub async fn follow(
             }
             e = events.next() => e,
         };
-        match event {
-            Some(BusEvent::Cycle(cycle)) => {
-                hub.apply_cycle(&cycle.documents, cycle.version);
-                hub.metrics.cycle_arrived(cycle.published_at);
-                if loaded && !hub.is_ready() && !hub.is_empty() {
-                    hub.set_ready();
-                }
+        let Some(events) = event else {
+            anyhow::bail!("the bus subscription ended");
+        };
+        let mut cycles = Vec::with_capacity(events.len());
+        for event in events {
+            match event {
+                BusEvent::Cycle(cycle) => cycles.push(cycle),
+                // Cycles were missed: load the snapshots now (also when a retry was waiting:
+                // a resync after a reconnect means the bus is back).
+                BusEvent::Resync => reload = Some(tokio::time::Instant::now()),
             }
-            // Cycles were missed: load the snapshots now (also when a retry was waiting: a
-            // resync after a reconnect means the bus is back).
-            Some(BusEvent::Resync) => reload = Some(tokio::time::Instant::now()),
-            None => anyhow::bail!("the bus subscription ended"),
+        }
+        if !cycles.is_empty() {
+            hub.apply_cycles(&cycles);
+            for cycle in &cycles {
+                hub.metrics.cycle_arrived(cycle.published_at);
+            }
+            if loaded && !hub.is_ready() && !hub.is_empty() {
+                hub.set_ready();
+            }
         }
     }
 }

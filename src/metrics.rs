@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use prometheus::local::LocalHistogram;
 use prometheus::process_collector::ProcessCollector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry, TextEncoder};
@@ -113,6 +114,11 @@ impl StreamForm {
         StreamForm::Deflate,
         StreamForm::Patch,
     ];
+
+    /// The form's place in [`StreamForm::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -213,6 +219,52 @@ pub struct Metrics {
     detections: HistogramVec,
     /// The histograms and the process metrics.
     registry: Registry,
+}
+
+/// The deliveries of one pass of the publisher over a change's streams, counted here and added
+/// to the process's counters and histogram once, when the tally is dropped. The threads that
+/// share a change's writes (see `crate::gateway::hub`) then do not take turns on the same
+/// counters at every write.
+pub struct Tally<'a> {
+    metrics: &'a Metrics,
+    deliveries: u64,
+    bytes: [u64; 4],
+    lag: [LocalHistogram; 2],
+}
+
+impl Tally<'_> {
+    /// One document written to a subscriber of `kind`, as [`Metrics::delivered`].
+    pub fn delivered(&mut self, kind: StreamKind, published_at: Option<i64>) {
+        self.deliveries += 1;
+        if let Some(at) = published_at {
+            let lag = (now_millis() - at).max(0) as f64 / 1000.0;
+            self.lag[kind as usize].observe(lag);
+        }
+    }
+
+    /// `n` bytes written in `form`, as [`Metrics::wrote`].
+    pub fn wrote(&mut self, form: StreamForm, n: usize) {
+        self.bytes[form.index()] += n as u64;
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        let m = self.metrics;
+        if self.deliveries > 0 {
+            m.deliveries.fetch_add(self.deliveries, Relaxed);
+        }
+        let total: u64 = self.bytes.iter().sum();
+        if total > 0 {
+            m.bytes_sent.fetch_add(total, Relaxed);
+            for (counter, n) in m.stream_bytes.iter().zip(self.bytes) {
+                if n > 0 {
+                    counter.fetch_add(n, Relaxed);
+                }
+            }
+        }
+        // Each `LocalHistogram` adds itself to its histogram as it is dropped.
+    }
 }
 
 impl Default for Metrics {
@@ -405,20 +457,22 @@ impl Metrics {
     /// Count `n` bytes written to a streaming subscriber in `form`.
     pub fn wrote(&self, form: StreamForm, n: usize) {
         self.bytes_sent.fetch_add(n as u64, Relaxed);
-        let i = StreamForm::ALL
-            .iter()
-            .position(|f| *f == form)
-            .expect("a form");
-        self.stream_bytes[i].fetch_add(n as u64, Relaxed);
+        self.stream_bytes[form.index()].fetch_add(n as u64, Relaxed);
+    }
+
+    /// A tally of the deliveries of one pass of the publisher, added here when it is dropped.
+    pub fn tally(&self) -> Tally<'_> {
+        Tally {
+            metrics: self,
+            deliveries: 0,
+            bytes: [0; 4],
+            lag: [self.delivery_lag[0].local(), self.delivery_lag[1].local()],
+        }
     }
 
     /// Bytes written in `form` so far.
     pub fn stream_bytes(&self, form: StreamForm) -> u64 {
-        let i = StreamForm::ALL
-            .iter()
-            .position(|f| *f == form)
-            .expect("a form");
-        self.stream_bytes[i].load(Relaxed)
+        self.stream_bytes[form.index()].load(Relaxed)
     }
 
     /// Remember the publication time of a document if it is the newest seen.

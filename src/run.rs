@@ -56,7 +56,7 @@ pub async fn serve_embedded(
     // The ingest leads from its start to its end: there is no other to take over.
     let _ = metrics.embedded_ingest.set(AtomicBool::new(false));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new());
-    let hub = Arc::new(Hub::new(metrics.clone()));
+    let hub = Arc::new(Hub::new(metrics.clone()).with_publishers(gateway_args.publishers()));
 
     let tracker = TaskTracker::new();
     let (s1, s2) = (shutdown.clone(), shutdown.clone());

@@ -432,6 +432,89 @@ fn assert_skipped_to(versions: &[u64], last: u64, stream: &str) {
     );
 }
 
+/// A change to more streams than one thread writes alone (`--publish-threads`: the streams are
+/// shared out in runs over several threads), in cycles that arrive one by one or several at
+/// once (applied together, one pass): every stream gets its snapshot, then only newer
+/// versions, in order, and ends on the latest; every frame is counted once in
+/// `apura_deliveries_total`.
+#[tokio::test]
+async fn a_change_written_by_several_threads_reaches_every_stream_once_and_in_order() {
+    use apura::bus::Bus;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STREAMS: usize = 1_200;
+    let mut args = gateway_args();
+    args.publish_threads = 4;
+    let gw = Gateway::start(args).await;
+    gw.publish(&[("hot", 0), ("cold", 0)]).await;
+    let mut streams = Vec::new();
+    for i in 0..STREAMS {
+        let topic = if i % 4 == 3 { "cold" } else { "hot" };
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!("GET /events?topics={topic} HTTP/1.1\r\nHost: t\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        streams.push(socket);
+    }
+    eventually(|| gw.hub.audience(1).subscriptions == STREAMS as u64).await;
+    let mut last = 0;
+    for n in 1..=6 {
+        if n % 2 == 0 {
+            // Two cycles at once: the gateway may take them together.
+            let draft = |topic: &str| apura::documents::Draft {
+                topic: topic.into(),
+                body: bytes::Bytes::from(format!(r#"{{"topic":"{topic}","n":{n}}}"#)),
+            };
+            gw.bus.publish(vec![draft("hot")]).await.unwrap();
+            last = gw
+                .bus
+                .publish(vec![draft("hot"), draft("cold")])
+                .await
+                .unwrap()
+                .version;
+            eventually(|| gw.hub.get("cold").is_some_and(|e| e.version == last)).await;
+        } else {
+            last = gw.publish(&[("hot", n), ("cold", n)]).await;
+        }
+    }
+    let end = format!("\nid: {last}\n");
+    let mut frames = 0;
+    for (i, mut socket) in streams.into_iter().enumerate() {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(&end) {
+            let read = tokio::time::timeout(WAIT, socket.read(&mut buf)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => panic!("stream {i} ended or stalled before version {last}"),
+            }
+        }
+        let text = String::from_utf8(got).unwrap();
+        let ids: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        let events: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_skipped_to(&ids, last, "SSE");
+        assert_eq!(events.len(), ids.len());
+        assert_eq!(events[0], "snapshot", "stream {i}");
+        assert!(
+            events[1..].iter().all(|e| *e == "update"),
+            "stream {i}: {events:?}"
+        );
+        frames += ids.len() as u64;
+    }
+    let deliveries = || {
+        gw.hub
+            .metrics
+            .deliveries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually(|| deliveries() == frames).await;
+}
+
 #[tokio::test]
 async fn unknown_topics_allocate_no_channel() {
     let gw = Gateway::start(gateway_args()).await;

@@ -62,7 +62,7 @@ pub async fn serve(
         &args.redis_prefix,
         metrics.clone(),
     )?);
-    let hub = Arc::new(Hub::new(metrics));
+    let hub = Arc::new(Hub::new(metrics).with_publishers(args.gateway.publishers()));
     let (h, s) = (hub.clone(), shutdown.clone());
     let follower = tokio::spawn(async move {
         let followed = super::follow_apart(bus, h, s.clone()).await;

@@ -43,7 +43,7 @@ use super::sse::{Admitted, ConnectionGuard};
 use super::wire::sse::{self as wire, Encoder, LAST_CHUNK, Piece};
 use super::wire::ws as ws_wire;
 use super::ws::BUSY_PING_EVERY;
-use crate::metrics::{Metrics, StreamForm, StreamKind};
+use crate::metrics::{Metrics, StreamForm, StreamKind, Tally};
 
 /// One stream's socket, shared by its task and the publisher; whoever writes holds `state`'s
 /// lock for the write (the publisher) or its `busy` flag (the task).
@@ -239,7 +239,7 @@ impl Sink {
 
     /// Write `enc` (a complete cycle's version of this stream's topic) now if the socket takes
     /// it, else leave it to the stream's task. Never waits.
-    pub fn offer(&self, enc: &Encoded) {
+    pub fn offer(&self, enc: &Encoded, tally: &mut Tally<'_>) {
         let mut st = self.lock();
         if st.closed || st.detached || enc.version <= st.last {
             return;
@@ -262,7 +262,8 @@ impl Sink {
             }
         };
         if self.write_now(st, &framed, before, settle) {
-            self.metrics.delivered(framed.kind, Some(enc.published_at));
+            tally.delivered(framed.kind, Some(enc.published_at));
+            tally.wrote(framed.form, framed.body.len());
         }
     }
 
@@ -286,7 +287,6 @@ impl Sink {
                 }
                 let handed = st.busy;
                 drop(st);
-                self.metrics.wrote(framed.form, framed.body.len());
                 if handed {
                     self.wake.notify_one();
                 }
@@ -342,7 +342,9 @@ impl Sink {
         }
         let before = st.writer.clone();
         if let Some(framed) = st.writer.heartbeat() {
-            self.write_now(st, &framed, before, |st, written| st.beat_due = !written);
+            if self.write_now(st, &framed, before, |st, written| st.beat_due = !written) {
+                self.metrics.wrote(framed.form, framed.body.len());
+            }
         }
         true
     }
@@ -835,7 +837,7 @@ mod tests {
             Arc::default(),
         );
         sink.lock().last = 1;
-        sink.offer(&encoded(2));
+        sink.offer(&encoded(2), &mut Metrics::default().tally());
         let st = sink.lock();
         assert!(st.behind && st.rest.is_empty() && !st.closed);
         assert_eq!(st.last, 1, "nothing was written");
@@ -919,7 +921,7 @@ mod tests {
             body: Bytes::from(format!(r#"{{"pad":"{}"}}"#, "x".repeat(4 << 20))),
         };
         let big = Encoded::new(&Document::stamp(&draft, 2, 1000));
-        sink.offer(&big);
+        sink.offer(&big, &mut Metrics::default().tally());
         let message = Bytes::from(big.ws(Frame::Update).clone());
         {
             let st = sink.lock();

@@ -628,18 +628,19 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
         while matches!(rd.read(&mut b).await, Ok(n) if n > 0) {}
     };
     tokio::pin!(gone, frames);
+    // The frames of one chunk, the same vector for every chunk.
+    let mut run = Vec::new();
     loop {
         tokio::select! {
             biased;
             _ = &mut gone => return,
             frame = frames.next() => match frame {
                 Some(bytes) => {
-                    let (run, ended) = if several {
-                        with_ready(frames.as_mut(), bytes).await
-                    } else {
-                        (vec![bytes], false)
-                    };
-                    if wire::write_chunk(&mut wr, run).await.is_err() {
+                    run.push(bytes);
+                    let ended = several && with_ready(frames.as_mut(), &mut run).await;
+                    let written = wire::write_chunk(&mut wr, &run).await;
+                    run.clear();
+                    if written.is_err() {
                         return;
                     }
                     if ended {
@@ -656,14 +657,13 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     }
 }
 
-/// `first` and every frame after it that is ready now, to be written as one chunk (SSE frames,
-/// and gzip segments of one stream, follow each other as they are), and whether the stream
-/// ended. Polled with this task's waker: a frame not ready yet wakes the task as usual.
+/// Add to `run` every frame ready now, to be written as one chunk (SSE frames, and gzip
+/// segments of one stream, follow each other as they are); whether the stream ended. Polled
+/// with this task's waker: a frame not ready yet wakes the task as usual.
 async fn with_ready(
     mut frames: Pin<&mut impl futures_util::Stream<Item = Bytes>>,
-    first: Bytes,
-) -> (Vec<Bytes>, bool) {
-    let mut run = vec![first];
+    run: &mut Vec<Bytes>,
+) -> bool {
     let mut ended = false;
     std::future::poll_fn(|cx| {
         loop {
@@ -678,7 +678,7 @@ async fn with_ready(
         }
     })
     .await;
-    (run, ended)
+    ended
 }
 
 /// Write a whole response (an error: small) and close the connection.

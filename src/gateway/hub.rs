@@ -4,7 +4,7 @@
 //! subscriber that falls behind does not queue anything; when it next reads it gets the latest
 //! document, which is always a correct answer because results are state, not a log.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Weak};
 
 use axum::http::HeaderValue;
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::direct::Sink;
 use super::wire::Forms;
 pub use super::wire::Frame;
-use crate::bus::Document;
+use crate::bus::{Cycle, Document};
 use crate::metrics::Metrics;
 
 /// One version of one topic, and every form of it the endpoints send (see [`super::wire`]).
@@ -71,8 +71,16 @@ pub struct Hub {
     ready: AtomicBool,
     /// The last version whose whole cycle is applied: what connections may send up to.
     complete: Arc<AtomicU64>,
+    /// Threads that write a change to the publisher's streams (see [`Hub::publish_cycle`]).
+    publishers: usize,
     pub metrics: Arc<Metrics>,
 }
+
+/// Fewest streams of one change worth a thread of their own: below it, starting the thread
+/// costs more than it saves.
+const STREAMS_PER_PUBLISHER: usize = 256;
+/// Streams a publishing thread takes at a time.
+const RUN: usize = 32;
 
 impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
@@ -81,8 +89,15 @@ impl Hub {
             sinks: DashMap::new(),
             ready: AtomicBool::new(false),
             complete: Arc::default(),
+            publishers: 1,
             metrics,
         }
+    }
+
+    /// Write a change to the publisher's streams from `threads` threads at most (at least 1).
+    pub fn with_publishers(mut self, threads: usize) -> Self {
+        self.publishers = threads.max(1);
+        self
     }
 
     /// Apply a cycle (or a snapshot load): store its documents, mark every version up to
@@ -97,6 +112,28 @@ impl Hub {
             .collect();
         self.publish_cycle(&changed, version);
         changed.len()
+    }
+
+    /// Apply cycles that arrived together, as [`Hub::apply_cycle`] applies one: store every
+    /// document of every cycle, mark them complete, then wake and write each changed topic
+    /// once. A large change comes as dozens of cycles; those that waited while the last pass
+    /// was written then go out in one pass, which `--publish-threads` can share. Returns how
+    /// many documents were newer.
+    pub fn apply_cycles(&self, cycles: &[Arc<Cycle>]) -> usize {
+        let mut changed: Vec<&Arc<str>> = cycles
+            .iter()
+            .flat_map(|cycle| &cycle.documents)
+            .filter(|doc| self.store(doc))
+            .map(|doc| &doc.topic)
+            .collect();
+        let newer = changed.len();
+        if cycles.len() > 1 {
+            changed.sort_unstable();
+            changed.dedup();
+        }
+        let version = cycles.iter().map(|c| c.version).max().unwrap_or(0);
+        self.publish_cycle(&changed, version);
+        newer
     }
 
     /// Step one: hold a document as the topic's latest, waking nobody.
@@ -125,7 +162,9 @@ impl Hub {
 
     /// Steps two and three: mark the cycle complete, then wake the changed topics' subscribers
     /// and write to the streams the publisher serves itself. Every task is woken first, so
-    /// that the other cores run them while this one writes.
+    /// that the other cores run them while this one writes. With `--publish-threads` above 1
+    /// and enough streams, the writes are split in runs over that many threads, this one
+    /// among them; the cycle is done when every run is written.
     pub(crate) fn publish_cycle(&self, changed: &[&Arc<str>], version: u64) {
         self.complete.fetch_max(version, Release);
         let mut direct = Vec::new();
@@ -144,9 +183,48 @@ impl Hub {
                 }
             }
         }
-        for (enc, sink) in direct {
-            sink.offer(&enc);
+        self.offer_all(&direct);
+    }
+
+    /// Offer every change to its stream, over [`Hub::publishers`] threads at most, each with at
+    /// least [`STREAMS_PER_PUBLISHER`] streams, this one among them. The threads take runs of
+    /// [`RUN`] streams in turn until none is left, so that they end together however long
+    /// each write takes. A thread that cannot be started leaves the runs to the others.
+    fn offer_all(&self, direct: &[(Arc<Encoded>, Arc<Sink>)]) {
+        let next = AtomicUsize::new(0);
+        let offer = || {
+            let mut tally = self.metrics.tally();
+            loop {
+                let start = next.fetch_add(RUN, Relaxed);
+                let Some(run) = direct.get(start..direct.len().min(start + RUN)) else {
+                    break;
+                };
+                if run.is_empty() {
+                    break;
+                }
+                for (enc, sink) in run {
+                    sink.offer(enc, &mut tally);
+                }
+            }
+        };
+        let threads = self
+            .publishers
+            .min(direct.len() / STREAMS_PER_PUBLISHER)
+            .max(1);
+        if threads == 1 {
+            return offer();
         }
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                let started = std::thread::Builder::new()
+                    .name("apura-publish".into())
+                    .spawn_scoped(scope, offer);
+                if started.is_err() {
+                    break;
+                }
+            }
+            offer();
+        });
     }
 
     /// Have the publisher write `topic`'s changes to `sink` from now on.
@@ -396,6 +474,33 @@ mod tests {
         drop((a, b));
         let audience = hub.audience(50);
         assert_eq!(audience.top, vec![(Arc::from("brazil"), 1)]);
+    }
+
+    #[test]
+    fn cycles_applied_together_leave_each_topic_on_its_newest_version_and_all_complete() {
+        let hub = Hub::new(Arc::default());
+        hub.apply_cycle(&[doc("a", 1), doc("b", 1)], 1);
+        let mut a = hub.subscribe("a").unwrap();
+        let mut b = hub.subscribe("b").unwrap();
+        let cycle = |version, docs| {
+            Arc::new(Cycle {
+                version,
+                published_at: 1000,
+                documents: docs,
+            })
+        };
+        let cycles = [
+            cycle(2, vec![doc("a", 2)]),
+            cycle(3, vec![doc("a", 3), doc("c", 3)]),
+            // Already held: not newer.
+            cycle(4, vec![doc("b", 1)]),
+        ];
+        assert_eq!(hub.apply_cycles(&cycles), 3);
+        assert_eq!(hub.complete().load(std::sync::atomic::Ordering::Acquire), 4);
+        assert!(a.has_changed().unwrap());
+        assert_eq!(a.borrow_and_update().version, 3);
+        assert!(!b.has_changed().unwrap(), "b did not change");
+        assert_eq!(hub.get("c").unwrap().version, 3);
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub fn gateway_args() -> GatewayArgs {
         send_buffer: 0,
         ws_snapshot_rate: gateway::DEFAULT_WS_SNAPSHOT_RATE,
         admin_listen: None,
+        publish_threads: 0,
     }
 }
 
@@ -235,7 +236,8 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(args: GatewayArgs) -> Gateway {
         let bus = Arc::new(EmbeddedBus::new());
-        let hub = Arc::new(Hub::new(Arc::new(Metrics::default())));
+        let hub =
+            Arc::new(Hub::new(Arc::new(Metrics::default())).with_publishers(args.publishers()));
         let shutdown = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

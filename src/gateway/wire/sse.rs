@@ -191,47 +191,62 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Write `frames` (SSE frames, or gzip segments of one stream, which follow each other as they
 /// are) as one HTTP/1.1 chunk: size line, the shared bytes of each frame, CRLF, in vectored
 /// writes. No frame is copied: a client that stops reading holds a reference to each, not a
-/// copy (a stream on the 900 KB `cities` index would hold one per connection).
-pub async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frames: Vec<Bytes>) -> io::Result<()> {
-    let (size, len) = chunk_size(frames.iter().map(Bytes::len).sum());
-    let mut pieces = Pieces::default();
-    pieces.push(Bytes::copy_from_slice(&size[..len]));
-    for frame in frames {
-        pieces.push(frame);
-    }
-    pieces.push(Bytes::from_static(b"\r\n"));
-    wr.write_all_buf(&mut pieces).await
+/// copy (a stream on the 900 KB `cities` index would hold one per connection); and nothing is
+/// allocated, the size line being on the stack and the frames borrowed.
+pub async fn write_chunk(wr: &mut (impl AsyncWrite + Unpin), frames: &[Bytes]) -> io::Result<()> {
+    let body: usize = frames.iter().map(Bytes::len).sum();
+    let (size, end) = chunk_size(body);
+    let mut chunk = Chunk {
+        size,
+        start: 0,
+        end,
+        frames,
+        offset: 0,
+        crlf: 0,
+        remaining: end + body + 2,
+    };
+    wr.write_all_buf(&mut chunk).await
 }
 
-/// Shared pieces written one after the other, as one [`Buf`]: `write_all_buf` writes them in
+/// One chunk as a [`Buf`]: the size line `size[start..end]`, then `frames` (the first one
+/// `offset` bytes in), then the CRLF from its byte `crlf`. `write_all_buf` writes it in
 /// vectored writes of up to 64 pieces.
-#[derive(Default)]
-struct Pieces {
-    queue: std::collections::VecDeque<Bytes>,
+struct Chunk<'a> {
+    size: [u8; 18],
+    start: usize,
+    end: usize,
+    frames: &'a [Bytes],
+    offset: usize,
+    crlf: usize,
     remaining: usize,
 }
 
-impl Pieces {
-    fn push(&mut self, piece: Bytes) {
-        if !piece.is_empty() {
-            self.remaining += piece.len();
-            self.queue.push_back(piece);
-        }
+impl Chunk<'_> {
+    /// Every piece not written yet, in order, empty ones left out.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let frames = self.frames.iter().enumerate().map(|(i, f)| match i {
+            0 => &f[self.offset..],
+            _ => &f[..],
+        });
+        std::iter::once(&self.size[self.start..self.end])
+            .chain(frames)
+            .chain(std::iter::once(&b"\r\n"[self.crlf..]))
+            .filter(|p| !p.is_empty())
     }
 }
 
-impl Buf for Pieces {
+impl Buf for Chunk<'_> {
     fn remaining(&self) -> usize {
         self.remaining
     }
 
     fn chunk(&self) -> &[u8] {
-        self.queue.front().map_or(&[], |b| &b[..])
+        self.pieces().next().unwrap_or(&[])
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, piece) in dst.iter_mut().zip(&self.queue) {
+        for (slot, piece) in dst.iter_mut().zip(self.pieces()) {
             *slot = io::IoSlice::new(piece);
             n += 1;
         }
@@ -239,16 +254,24 @@ impl Buf for Pieces {
     }
 
     fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.remaining, "advance past the end of the pieces");
+        assert!(cnt <= self.remaining, "advance past the end of the chunk");
         self.remaining -= cnt;
+        let size = cnt.min(self.end - self.start);
+        self.start += size;
+        cnt -= size;
         while cnt > 0 {
-            let front = self.queue.front_mut().expect("cnt is within the pieces");
-            if cnt < front.len() {
-                front.advance(cnt);
+            let Some(first) = self.frames.first() else {
+                self.crlf += cnt;
+                return;
+            };
+            let left = first.len() - self.offset;
+            if cnt < left {
+                self.offset += cnt;
                 return;
             }
-            cnt -= front.len();
-            self.queue.pop_front();
+            cnt -= left;
+            self.frames = &self.frames[1..];
+            self.offset = 0;
         }
     }
 }
@@ -323,7 +346,7 @@ mod tests {
             Bytes::from_static(b": \n\n"),
         ];
         let mut socket = Trickle::default();
-        write_chunk(&mut socket, frames.clone()).await.unwrap();
+        write_chunk(&mut socket, &frames).await.unwrap();
         let body: Vec<u8> = frames.concat();
         let mut expected = format!("{:x}\r\n", body.len()).into_bytes();
         expected.extend_from_slice(&body);
