@@ -95,6 +95,8 @@ pub const DEFAULT_WS_SNAPSHOT_RATE: u64 = 2 << 20;
 /// Smallest `--ws-snapshot-rate` accepted: less would close pages that only open and switch
 /// cities.
 pub const MIN_WS_SNAPSHOT_RATE: u64 = 64 << 10;
+/// Default `--ws-message-rate`: messages a second one WebSocket may send, on average.
+pub const DEFAULT_WS_MESSAGE_RATE: u64 = 20;
 /// Smallest `--send-buffer` accepted, one page: a smaller value is more likely a size meant in
 /// KiB than a choice, and Linux raises tiny buffers to a minimum of its own anyway.
 pub const MIN_SEND_BUFFER: u32 = 4096;
@@ -196,6 +198,11 @@ pub struct GatewayArgs {
     /// version the client was already sent sends nothing.
     #[arg(long, env = "APURA_WS_SNAPSHOT_RATE", default_value_t = DEFAULT_WS_SNAPSHOT_RATE)]
     pub ws_snapshot_rate: u64,
+    /// Messages per second one WebSocket may send (text, binary and pings), on average, with
+    /// bursts of ten seconds' worth; the message that finds the budget spent closes the socket
+    /// with 1008. A page subscribes once and then changes topics at a reader's pace.
+    #[arg(long, env = "APURA_WS_MESSAGE_RATE", default_value_t = DEFAULT_WS_MESSAGE_RATE)]
+    pub ws_message_rate: u64,
     /// Address (`IP:PORT` or `HOST:PORT`) of a listener of its own for `/metrics` and `/status`,
     /// which then leave the public port (they answer 404 there). Unset: both are served on
     /// `--listen`.
@@ -240,6 +247,9 @@ impl GatewayArgs {
             problems.push(format!(
                 "--send-buffer must be 0 (the kernel's default) or at least {MIN_SEND_BUFFER}"
             ));
+        }
+        if self.ws_message_rate == 0 {
+            problems.push("--ws-message-rate must be at least 1 (messages per second)".to_string());
         }
         if self.ws_snapshot_rate < MIN_WS_SNAPSHOT_RATE {
             problems.push(format!(
@@ -288,6 +298,8 @@ pub struct AppState {
     pub drain: Duration,
     /// `--ws-snapshot-rate`.
     pub ws_snapshot_rate: u64,
+    /// `--ws-message-rate`.
+    pub ws_message_rate: u64,
     /// The last `/status` report, shared by the requests of one second.
     pub reports: Arc<status::Reports>,
 }
@@ -715,6 +727,7 @@ pub async fn serve(
         admission: admission.clone(),
         drain: args.drain,
         ws_snapshot_rate: args.ws_snapshot_rate,
+        ws_message_rate: args.ws_message_rate,
         reports: Arc::default(),
         metrics: hub.metrics.clone(),
         hub,

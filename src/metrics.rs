@@ -197,6 +197,8 @@ pub struct Metrics {
     pub snapshot_load_failures: AtomicU64,
     /// WebSockets closed with 1008 for pulling snapshots past `--ws-snapshot-rate`.
     pub ws_budget_closes: AtomicU64,
+    /// WebSockets closed with 1008 for sending past `--ws-message-rate`.
+    pub ws_message_rate_closes: AtomicU64,
     /// Whether the bus answered this process's last call (1) or not (0).
     pub bus_up: AtomicI64,
     /// Ingest: `--interval`, in ms (0: not an ingest).
@@ -379,6 +381,7 @@ impl Default for Metrics {
             bus_reconnects: AtomicU64::default(),
             snapshot_load_failures: AtomicU64::default(),
             ws_budget_closes: AtomicU64::default(),
+            ws_message_rate_closes: AtomicU64::default(),
             bus_up: AtomicI64::new(1),
             poll_interval_millis: AtomicU64::default(),
             embedded_ingest: OnceLock::new(),
@@ -607,7 +610,7 @@ impl Metrics {
         for (name, help, value) in gauges {
             one(name, help, GAUGE, value.load(Relaxed) as f64);
         }
-        let counters: [(&str, &str, &AtomicU64); 24] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
             (
                 "apura_sse_connections_opened_total",
                 "SSE connections accepted.",
@@ -727,6 +730,11 @@ impl Metrics {
                 "apura_ws_snapshot_budget_closes_total",
                 "WebSockets closed with 1008 for pulling snapshots past --ws-snapshot-rate.",
                 &self.ws_budget_closes,
+            ),
+            (
+                "apura_ws_message_rate_closes_total",
+                "WebSockets closed with 1008 for sending messages past --ws-message-rate.",
+                &self.ws_message_rate_closes,
             ),
         ];
         for (name, help, value) in counters {

@@ -266,6 +266,8 @@ struct Tally {
     updates: std::collections::HashMap<String, u32>,
     bytes: u64,
     snapshot_bytes: u64,
+    /// Error messages (an unknown topic, …).
+    errors: u32,
     close: Option<u16>,
 }
 
@@ -285,6 +287,7 @@ async fn tally(mut stream: futures_util::stream::SplitStream<Ws>, wait: Duration
                 } else if head.starts_with(r#"{"type":"update""#) {
                     &mut t.updates
                 } else {
+                    t.errors += u32::from(head.contains(r#""type":"error""#));
                     continue;
                 };
                 let topic = head.split('"').nth(7).unwrap_or("").to_string();
@@ -305,7 +308,10 @@ async fn tally(mut stream: futures_util::stream::SplitStream<Ws>, wait: Duration
 /// (it holds that version), while another client on the gateway keeps receiving.
 #[tokio::test]
 async fn a_subscribe_loop_gets_no_repeated_snapshot() {
-    let stack = Stack::start(&[crowded(12_000, 0), rio(100)]).await;
+    // Every message taken, none refused for the rate: what is counted here is snapshots.
+    let mut args = gateway_args();
+    args.ws_message_rate = 1_000_000;
+    let stack = Stack::start_with(&[crowded(12_000, 0), rio(100)], args).await;
     let (body, _) = get_document(&stack, BIG).await;
 
     let mut reader = ws_connect(stack.addr).await;
@@ -368,6 +374,8 @@ async fn past_the_snapshot_budget_a_subscribe_loop_is_closed_with_1008() {
     const PAD: usize = 20_000;
     let mut args = gateway_args();
     args.ws_snapshot_rate = RATE;
+    // The snapshot budget is what this client runs into, not the message rate.
+    args.ws_message_rate = 1_000_000;
     let gw = Gateway::start(args).await;
     let topics = padded_topics(&gw, 200, PAD).await;
     let http = reqwest::Client::new();
@@ -511,6 +519,93 @@ async fn malformed_handshakes_are_refused_with_json_errors() {
     subscribed(stack.addr).await;
 }
 
+/// A client that sends messages past `--ws-message-rate` (subscribe/unsubscribe as fast as it
+/// can) is closed with 1008 after at most the burst and the rate over its life; the close is
+/// counted; a client that sends a burst within the budget and then a message a second stays
+/// open; a client on the same gateway gets its update meanwhile.
+#[tokio::test]
+async fn past_the_message_rate_a_flood_of_messages_is_closed_with_1008() {
+    const RATE: u64 = 10;
+    let mut args = gateway_args();
+    args.ws_message_rate = RATE;
+    let gw = Gateway::start(args).await;
+    gw.publish(&[("a", 1), ("b", 1)]).await;
+    let burst = (RATE * apura::gateway::ws::SNAPSHOT_BURST_SECONDS) as usize;
+
+    let (mut ordinary, _) = subscribed_to(gw.addr, "a").await;
+    // A page within the budget: most of the burst at once, then one message a second.
+    let (mut calm_tx, calm_rx) = ws_connect(gw.addr).await.split();
+    let calm = tokio::spawn(tally(calm_rx, Duration::from_secs(30)));
+    for i in 0..burst - 10 {
+        let kind = if i % 2 == 0 {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        let m = serde_json::json!({"type": kind, "topics": ["b"]}).to_string();
+        calm_tx.send(Message::text(m)).await.unwrap();
+    }
+
+    let started = std::time::Instant::now();
+    let (mut tx, rx) = ws_connect(gw.addr).await.split();
+    let flooder = tokio::spawn(tally(rx, Duration::from_secs(30)));
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(20) {
+        // An unknown topic: every message taken is answered with an error.
+        let m = serde_json::json!({"type": "subscribe", "topics": [format!("nope-{sent}")]})
+            .to_string();
+        if tx.send(Message::text(m)).await.is_err() {
+            break;
+        }
+        sent += 1;
+        if sent % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+        if flooder.is_finished() {
+            break;
+        }
+    }
+    let flooded = flooder.await.unwrap();
+    let lasted = started.elapsed().as_secs_f64();
+    assert_eq!(
+        flooded.close,
+        Some(1008),
+        "{sent} messages sent: {flooded:?}"
+    );
+    // Every message taken was answered with an error: the burst at least, and at most the
+    // burst and the rate over the flood's life.
+    let answered = f64::from(flooded.errors);
+    assert!(
+        answered >= burst as f64 && answered <= burst as f64 + RATE as f64 * lasted + 1.0,
+        "{answered} answered in {lasted:.1} s, {sent} sent"
+    );
+    assert_eq!(
+        gw.hub
+            .metrics
+            .ws_message_rate_closes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // The ordinary client is still served, and the calm one, a message a second, still open.
+    let version = gw.publish(&[("a", 2)]).await;
+    let update = ws_next(&mut ordinary, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(update["version"].as_u64(), Some(version));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let m = serde_json::json!({"type": "subscribe", "topics": ["a"]}).to_string();
+        calm_tx.send(Message::text(m)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    calm_tx.send(Message::Close(None)).await.unwrap();
+    let calm = calm.await.unwrap();
+    assert_ne!(calm.close, Some(1008), "{calm:?}");
+    assert_eq!(calm.snapshots.get("a"), Some(&1), "{calm:?}");
+    eprintln!("{sent} messages sent; closed with 1008 after {lasted:.1} s");
+}
+
 /// A client closed with 1008 that never reads the Close and keeps sending is cut off once the
 /// 2 s the gateway waits for its Close have passed.
 #[tokio::test]
@@ -518,6 +613,8 @@ async fn a_client_that_ignores_the_close_is_cut_off() {
     const RATE: u64 = apura::gateway::MIN_WS_SNAPSHOT_RATE;
     let mut args = gateway_args();
     args.ws_snapshot_rate = RATE;
+    // The snapshot budget is what this client runs into, not the message rate.
+    args.ws_message_rate = 1_000_000;
     let gw = Gateway::start(args).await;
     let topics = padded_topics(&gw, 100, 20_000).await;
     let (mut tx, _rx) = ws_connect(gw.addr).await.split();
@@ -593,7 +690,10 @@ fn versions(got: &[(String, String, u64)], topic: &str) -> Vec<u64> {
 /// and pings all along gets whole frames only, skips to the latest and never goes back.
 #[tokio::test]
 async fn a_websocket_of_one_topic_that_lags_and_pings_gets_whole_frames_and_the_latest() {
-    let gw = Gateway::start(gateway_args()).await;
+    // 300 pings in a few seconds: past the default message rate's burst.
+    let mut args = gateway_args();
+    args.ws_message_rate = 1_000_000;
+    let gw = Gateway::start(args).await;
     gw.publish(&[("hot", 0)]).await;
     let (mut ws, _) = subscribed_to(gw.addr, "hot").await;
     // 300 versions of 100 KB while the client reads nothing and pings after each.

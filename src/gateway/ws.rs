@@ -73,7 +73,7 @@ pub(crate) const BUSY_PING_EVERY: u32 = 4;
 /// and a reset can destroy the Close frame before the client reads it.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Seconds' worth of `--ws-snapshot-rate` a connection may take at once: the snapshots of a
-/// page opening, however many topics it subscribes to.
+/// page opening, however many topics it subscribes to. The same for `--ws-message-rate`.
 pub const SNAPSHOT_BURST_SECONDS: u64 = 10;
 /// Topics a connection unsubscribed from whose last version sent is remembered, so that
 /// subscribing again sends nothing unless the topic moved on. Past these, the oldest is
@@ -271,7 +271,9 @@ async fn close_after_error<IO: AsyncRead + AsyncWrite + Unpin>(
 /// The snapshot bytes a connection may still pull: a token bucket of `--ws-snapshot-rate`
 /// bytes a second holding [`SNAPSHOT_BURST_SECONDS`] of them. A snapshot is sent while the
 /// bucket is not empty, and may take it below zero: one document of any size always fits, and
-/// a connection pulls at most the burst, plus the rate over its life, plus one document.
+/// a connection pulls at most the burst, plus the rate over its life, plus one document. The
+/// messages a connection may still send are counted the same way, one token each
+/// (`--ws-message-rate`).
 struct Budget {
     rate: f64,
     burst: f64,
@@ -435,6 +437,7 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
         used: false,
     };
     let mut budget = Budget::new(state.ws_snapshot_rate);
+    let mut messages = Budget::new(state.ws_message_rate);
     // A stream, not `changed()` in the loop: that future would be made, registered and
     // dropped again at every message.
     let mut heartbeat = WatchStream::from_changes(state.heartbeat.join(direct.sink.as_ref()));
@@ -506,6 +509,29 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 Some(Outgoing::Ping)
             }
             msg = socket.next() => match msg {
+                // A client's own messages (a pong answers the server) go through the budget:
+                // a flood of subscribes or pings costs the gateway a core otherwise.
+                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)))
+                    if !messages.spend(1) =>
+                {
+                    let closes = metrics.ws_message_rate_closes.fetch_add(1, Relaxed) + 1;
+                    // Logged at 1, 2, 4, 8… closes, as the snapshot budget's.
+                    if closes.is_power_of_two() {
+                        tracing::warn!(
+                            closes,
+                            rate = state.ws_message_rate,
+                            "WebSocket closed with 1008: too many messages (--ws-message-rate)"
+                        );
+                    }
+                    direct.quiet();
+                    Box::pin(close_after_error(
+                        &mut socket,
+                        CloseCode::Policy,
+                        "too many messages; send fewer",
+                    ))
+                    .await;
+                    break;
+                }
                 Some(Ok(Message::Text(text))) => {
                     // A failed write (the client stopped reading: write timeout) ends it.
                     let mut conn = Conn { subs: &mut subs, held: &mut held, direct: &mut direct, budget: &mut budget };

@@ -154,6 +154,7 @@ pub fn gateway_args() -> GatewayArgs {
         write_timeout: Duration::from_secs(30),
         send_buffer: 0,
         ws_snapshot_rate: gateway::DEFAULT_WS_SNAPSHOT_RATE,
+        ws_message_rate: gateway::DEFAULT_WS_MESSAGE_RATE,
         admin_listen: None,
         publish_threads: 0,
     }
