@@ -198,7 +198,7 @@ pub struct GatewayArgs {
     /// version the client was already sent sends nothing.
     #[arg(long, env = "APURA_WS_SNAPSHOT_RATE", default_value_t = DEFAULT_WS_SNAPSHOT_RATE)]
     pub ws_snapshot_rate: u64,
-    /// Messages per second one WebSocket may send (text, binary and pings), on average, with
+    /// Messages per second one WebSocket may send (text, binary, ping, pong), on average, with
     /// bursts of ten seconds' worth; the message that finds the budget spent closes the socket
     /// with 1008. A page subscribes once and then changes topics at a reader's pace.
     #[arg(long, env = "APURA_WS_MESSAGE_RATE", default_value_t = DEFAULT_WS_MESSAGE_RATE)]

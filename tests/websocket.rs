@@ -521,8 +521,9 @@ async fn malformed_handshakes_are_refused_with_json_errors() {
 
 /// A client that sends messages past `--ws-message-rate` (subscribe/unsubscribe as fast as it
 /// can) is closed with 1008 after at most the burst and the rate over its life; the close is
-/// counted; a client that sends a burst within the budget and then a message a second stays
-/// open; a client on the same gateway gets its update meanwhile.
+/// counted; so is a flood of pongs nobody asked for; a client that sends a burst within the
+/// budget and then a message a second stays open; a client on the same gateway gets its
+/// update meanwhile.
 #[tokio::test]
 async fn past_the_message_rate_a_flood_of_messages_is_closed_with_1008() {
     const RATE: u64 = 10;
@@ -585,6 +586,24 @@ async fn past_the_message_rate_a_flood_of_messages_is_closed_with_1008() {
             .ws_message_rate_closes
             .load(std::sync::atomic::Ordering::Relaxed),
         1
+    );
+    // Pongs nobody asked for are a flood like any other.
+    let (mut pong_tx, pong_rx) = ws_connect(gw.addr).await.split();
+    let ponger = tokio::spawn(tally(pong_rx, Duration::from_secs(30)));
+    let pong_started = std::time::Instant::now();
+    while !ponger.is_finished() && pong_started.elapsed() < Duration::from_secs(20) {
+        if pong_tx.send(Message::Pong(Bytes::new())).await.is_err() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(ponger.await.unwrap().close, Some(1008));
+    assert_eq!(
+        gw.hub
+            .metrics
+            .ws_message_rate_closes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
     );
 
     // The ordinary client is still served, and the calm one, a message a second, still open.

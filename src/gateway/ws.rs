@@ -509,9 +509,10 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 Some(Outgoing::Ping)
             }
             msg = socket.next() => match msg {
-                // A client's own messages (a pong answers the server) go through the budget:
-                // a flood of subscribes or pings costs the gateway a core otherwise.
-                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_)))
+                // Every message of the client goes through the budget, pongs too (one answers
+                // each ping, a few a minute; unasked, they are a flood like any other): a flood
+                // of subscribes or pings costs the gateway a core otherwise.
+                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))
                     if !messages.spend(1) =>
                 {
                     let closes = metrics.ws_message_rate_closes.fetch_add(1, Relaxed) + 1;
