@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -268,6 +268,22 @@ async fn close_after_error<IO: AsyncRead + AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
+/// Close with 1008 (policy violation) for a budget spent: counted in `closes`, and logged at
+/// the 1st, 2nd, 4th, 8th… close (visible, and no flood of lines under an attack).
+async fn close_for_policy<IO: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut Socket<IO>,
+    closes: &AtomicU64,
+    rate: u64,
+    log: &'static str,
+    reason: &'static str,
+) {
+    let n = closes.fetch_add(1, Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(closes = n, rate, "{log}");
+    }
+    close_after_error(socket, CloseCode::Policy, reason).await;
+}
+
 /// The snapshot bytes a connection may still pull: a token bucket of `--ws-snapshot-rate`
 /// bytes a second holding [`SNAPSHOT_BURST_SECONDS`] of them. A snapshot is sent while the
 /// bucket is not empty, and may take it below zero: one document of any size always fits, and
@@ -465,18 +481,11 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 let frame = if patch { Frame::Patch } else { frame };
                 let text = Bytes::from(enc.ws(frame).clone());
                 if frame == Frame::Snapshot && !budget.spend(text.len()) {
-                    let closes = metrics.ws_budget_closes.fetch_add(1, Relaxed) + 1;
-                    // Logged at 1, 2, 4, 8… closes: visible, and no flood under an attack.
-                    if closes.is_power_of_two() {
-                        tracing::warn!(
-                            closes,
-                            rate = state.ws_snapshot_rate,
-                            "WebSocket closed with 1008: snapshot budget spent (--ws-snapshot-rate)"
-                        );
-                    }
-                    Box::pin(close_after_error(
+                    Box::pin(close_for_policy(
                         &mut socket,
-                        CloseCode::Policy,
+                        &metrics.ws_budget_closes,
+                        state.ws_snapshot_rate,
+                        "WebSocket closed with 1008: snapshot budget spent (--ws-snapshot-rate)",
                         "snapshot budget exceeded; subscribe less often",
                     ))
                     .await;
@@ -515,19 +524,12 @@ async fn connection<IO: AsyncRead + AsyncWrite + Unpin>(
                 Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))
                     if !messages.spend(1) =>
                 {
-                    let closes = metrics.ws_message_rate_closes.fetch_add(1, Relaxed) + 1;
-                    // Logged at 1, 2, 4, 8… closes, as the snapshot budget's.
-                    if closes.is_power_of_two() {
-                        tracing::warn!(
-                            closes,
-                            rate = state.ws_message_rate,
-                            "WebSocket closed with 1008: too many messages (--ws-message-rate)"
-                        );
-                    }
                     direct.quiet();
-                    Box::pin(close_after_error(
+                    Box::pin(close_for_policy(
                         &mut socket,
-                        CloseCode::Policy,
+                        &metrics.ws_message_rate_closes,
+                        state.ws_message_rate,
+                        "WebSocket closed with 1008: too many messages (--ws-message-rate)",
                         "too many messages; send fewer",
                     ))
                     .await;
