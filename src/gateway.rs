@@ -56,12 +56,15 @@ pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::State;
 use axum::handler::HandlerWithoutStateExt;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
@@ -360,8 +363,32 @@ pub fn router(state: AppState, web_dir: PathBuf, admin: bool) -> Router {
                 .fallback(http::nothing_here.into_service()),
         )
         .layer(axum::middleware::from_fn(no_leading_double_slash))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            one_host,
+        ))
         .layer(cors)
         .with_state(state)
+}
+
+/// An HTTP/1.1 request without exactly one `Host` line is answered 400, as RFC 9112 §3.2 asks
+/// of a server: browsers, proxies and CDNs always send one. HTTP/1.0 may go without.
+async fn one_host(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let hosts = req
+        .headers()
+        .get_all(axum::http::header::HOST)
+        .iter()
+        .count();
+    if req.version() == axum::http::Version::HTTP_11 && hosts != 1 {
+        state.metrics.client_errors.fetch_add(1, Relaxed);
+        let message = "an HTTP/1.1 request needs exactly one `Host` header".to_string();
+        return http::ApiError::BadRequest(message).into_response();
+    }
+    next.run(req).await
 }
 
 /// A path that starts with `//` is not found: the page's files would answer a folder's name

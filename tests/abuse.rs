@@ -316,6 +316,65 @@ async fn header_floods_get_431() {
     assert_eq!(r.status(), 200);
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without exactly one `Host` line is a 400 with a JSON
+/// error and a metric, on every path (documents, streams, the page, WebSocket), first on its
+/// connection or kept alive after another; HTTP/1.0 may go without, and an empty `Host` is one.
+#[tokio::test]
+async fn an_http11_request_without_exactly_one_host_is_a_400() {
+    let gw = gateway().await;
+    let errors = metric(&gw, "apura_client_errors_total").await;
+    let refused = [
+        "GET /brazil.json HTTP/1.1\r\n\r\n",
+        "HEAD /cities/mayors-sp-sao-paulo.json HTTP/1.1\r\n\r\n",
+        "GET /events?topics=brazil HTTP/1.1\r\n\r\n",
+        "GET /brazil.json HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET /events?topics=brazil HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+        "GET /index.html HTTP/1.1\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ];
+    for head in refused {
+        let r = raw(&gw, head.as_bytes()).await;
+        assert_eq!(status(&r), 400, "{head:?}: {r}");
+        if !head.starts_with("HEAD") {
+            assert!(r.contains("exactly one `Host`"), "{head:?}: {r}");
+        }
+    }
+
+    // Kept alive: a request without `Host` after a good one on the same connection.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /brazil.json HTTP/1.1\r\nHost: t\r\n\r\nGET /brazil.json HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains("exactly one `Host`") {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // The document's JSON ends where the second answer starts.
+    assert!(got.contains("}HTTP/1.1 400 Bad Request\r\n"), "{got}");
+
+    // Counted, one per request refused.
+    let counted = metric(&gw, "apura_client_errors_total").await - errors;
+    assert_eq!(counted, refused.len() as i64 + 1);
+
+    // Still served: HTTP/1.0 without `Host`, and an empty `Host`.
+    let r = raw(&gw, b"GET /brazil.json HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status(&r), 200, "{r}");
+    let r = raw(
+        &gw,
+        b"GET /brazil.json HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+}
+
 /// Static files come from `web-demo/` only, however the path is spelled.
 #[tokio::test]
 async fn static_files_cannot_escape_the_web_folder() {

@@ -515,6 +515,33 @@ async fn malformed_handshakes_are_refused_with_json_errors() {
         .await
         .unwrap();
     assert_eq!(keyless.status(), 400);
+    // RFC 6455 §4.1: the key is 16 bytes in base64.
+    for key in [
+        "abc",
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "dGhlIHNhbXBsZSBub25jZQ=!",
+        "dGhl IHNhbXBsZSBub25jZ==",
+    ] {
+        let bad = http
+            .get(stack.url("/ws"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{key}");
+        assert!(bad.headers().get("sec-websocket-accept").is_none(), "{key}");
+        let body: serde_json::Value = bad.json().await.unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("Sec-WebSocket-Key"),
+            "{key}: {body}"
+        );
+    }
     // A real handshake still works.
     subscribed(stack.addr).await;
 }

@@ -453,9 +453,10 @@ struct DocumentRequest {
     len: usize,
 }
 
-/// A plain `GET` or `HEAD` of a document over HTTP/1.1: no query, no body, no upgrade, no
-/// `Expect`, no `Connection: close`, one `If-None-Match` at most, in printable ASCII; anything
-/// else is left to hyper and the router, which answer it the same way or as the case needs.
+/// A plain `GET` or `HEAD` of a document over HTTP/1.1: one `Host`, no query, no body, no
+/// upgrade, no `Expect`, no `Connection: close`, one `If-None-Match` at most, in printable
+/// ASCII; anything else is left to hyper and the router, which answer it the same way or as
+/// the case needs.
 fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentRequest> {
     let head = match req.method? {
         "GET" => false,
@@ -494,10 +495,12 @@ fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentReque
         }
     };
     let mut if_none_match = None;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "upgrade" | "content-length" | "transfer-encoding" | "expect" => return None,
+            "host" => hosts += 1,
             "connection"
                 if h.value
                     .to_ascii_lowercase()
@@ -518,6 +521,9 @@ fn document_request(req: &httparse::Request, len: usize) -> Option<DocumentReque
             }
             _ => {}
         }
+    }
+    if hosts != 1 {
+        return None;
     }
     let gzip = accepts_gzip(req);
     Some(DocumentRequest {
@@ -553,8 +559,9 @@ struct OpenStream {
     gzip: bool,
 }
 
-/// A plain `GET /events?…` over HTTP/1.1 with a query serde can read; anything unusual (an
-/// upgrade, a body, `Expect`, HTTP/1.0, a query it cannot read) is left to hyper and the router.
+/// A plain `GET /events?…` over HTTP/1.1 with one `Host` and a query serde can read; anything
+/// unusual (no `Host`, an upgrade, a body, `Expect`, HTTP/1.0, a query it cannot read) is left
+/// to hyper and the router.
 fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
     if req.method != Some("GET") || req.version != Some(1) {
         return None;
@@ -565,13 +572,18 @@ fn stream_request(req: &httparse::Request) -> Option<OpenStream> {
         rest => rest.strip_prefix('?')?,
     };
     let mut last_event_id = None;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "upgrade" | "content-length" | "transfer-encoding" | "expect" => return None,
+            "host" => hosts += 1,
             "last-event-id" => last_event_id = Some(std::str::from_utf8(h.value).ok()?.into()),
             _ => {}
         }
+    }
+    if hosts != 1 {
+        return None;
     }
     let query = serde_urlencoded::from_str(query).ok()?;
     let gzip = accepts_gzip(req);

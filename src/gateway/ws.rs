@@ -126,7 +126,10 @@ pub async fn upgrade(
     let (mut parts, _) = request.into_parts();
     let accept = match accept_key(&parts.method, &parts.headers) {
         Ok(accept) => accept,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            state.metrics.client_errors.fetch_add(1, Relaxed);
+            return refusal.into_response();
+        }
     };
     if let Err(e) = state.admission.admit(&state.metrics, client) {
         return e.into_response();
@@ -195,6 +198,7 @@ enum Refusal {
     Method,
     Missing(&'static str),
     Version,
+    Key,
 }
 
 impl IntoResponse for Refusal {
@@ -205,6 +209,10 @@ impl IntoResponse for Refusal {
                 let message = format!("a WebSocket handshake needs `{what}`");
                 ApiError::BadRequest(message).into_response()
             }
+            Refusal::Key => ApiError::BadRequest(
+                "`Sec-WebSocket-Key` must be 16 bytes in base64 (24 characters)".into(),
+            )
+            .into_response(),
             Refusal::Version => {
                 let mut resp =
                     ApiError::BadRequest("WebSocket version 13 only".into()).into_response();
@@ -247,7 +255,21 @@ fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Refus
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err(Refusal::Missing("Sec-WebSocket-Key"));
     };
+    if !is_key(key.as_bytes()) {
+        return Err(Refusal::Key);
+    }
     Ok(HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a header"))
+}
+
+/// Whether `key` is what RFC 6455 §4.1 asks a client to send: 16 bytes in base64, which is
+/// 22 characters of the base64 alphabet and `==`. A proxy or client that sends anything else
+/// is not speaking WebSocket.
+fn is_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 /// Close after a client's mistake: send the Close frame, then read (and drop) what the client
