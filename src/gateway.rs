@@ -523,10 +523,12 @@ pub async fn follow(
             }
         }
         if !cycles.is_empty() {
-            hub.apply_cycles(&cycles);
+            // Arrived: held here, ready to be applied. Applying them writes the streams the
+            // publisher serves, which is the fan-out's share, not the bus's.
             for cycle in &cycles {
                 hub.metrics.cycle_arrived(cycle.published_at);
             }
+            hub.apply_cycles(&cycles);
             if loaded && !hub.is_ready() && !hub.is_empty() {
                 hub.set_ready();
             }

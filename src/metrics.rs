@@ -292,7 +292,7 @@ impl Default for Metrics {
         let cycle_arrival = Histogram::with_opts(
             HistogramOpts::new(
                 "apura_cycle_arrival_seconds",
-                "Gateway: seconds from a cycle's publication (the ingest's stamp, before its bus write) to its documents held in the gateway's hub, ready to be written: the bus's share of the delivery lag.",
+                "Gateway: seconds from a cycle's publication (the ingest's stamp, before its bus write) to its arrival at the gateway, read and decoded, before it is applied and written: the bus's share of the delivery lag.",
             )
             .buckets(LAG_BUCKETS.to_vec()),
         )
@@ -493,7 +493,7 @@ impl Metrics {
         }
     }
 
-    /// Record a cycle from the bus held in the hub, published at `published_at`.
+    /// Record a cycle from the bus arrived at the gateway, published at `published_at`.
     pub fn cycle_arrived(&self, published_at: i64) {
         let lag = (now_millis() - published_at).max(0) as f64 / 1000.0;
         self.cycle_arrival.observe(lag);
