@@ -106,6 +106,16 @@ impl Source {
         }
     }
 
+    /// Ask for the file in full next time, not conditionally. For a file refused as
+    /// malformed: a transfer cut short comes with the whole file's validators, and keeping
+    /// them would have the server answer 304 for the good file from then on, freezing it on
+    /// the last file that went through.
+    pub fn forget_validators(&mut self) {
+        self.etag = None;
+        self.last_modified = None;
+        self.file_stamp = None;
+    }
+
     /// The location as given, for messages.
     pub fn name(&self) -> String {
         match &self.location {

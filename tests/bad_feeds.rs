@@ -343,6 +343,21 @@ async fn a_wrongly_dated_file_never_freezes_the_night() {
         ingest.poll().await.unwrap().cycle.is_some(),
         "the feed is followed again"
     );
+
+    // A file without a date after dated ones cannot be placed after them: refused as stale.
+    let stale = metrics.feed_errors("stale");
+    let undated =
+        moved(polls + 2, "19:01:20").replace(r#""date": "06/10/2024", "time": "19:01:20", "#, "");
+    assert!(!undated.contains("19:01:20"));
+    write_atomic(&feed, undated.as_bytes());
+    let report = ingest.poll().await.unwrap();
+    assert!(report.cycle.is_none(), "an undated file was published");
+    assert!(
+        report.rejected[0].contains("no date and time"),
+        "{:?}",
+        report.rejected
+    );
+    assert_eq!(metrics.feed_errors("stale"), stale + 1);
 }
 
 /// A city present in the previous file and absent now keeps its documents (results are state),
@@ -365,6 +380,51 @@ async fn a_city_missing_from_a_file_keeps_its_last_documents() {
     }
 }
 
+/// A runoff file lists only the cities with a second round: the others keep their first-round
+/// results, in their documents and in the roll-ups. A first-round file read again after it
+/// (newer, as a retotalization is) never takes a city back to its first round.
+#[tokio::test]
+async fn a_runoff_file_keeps_the_other_cities_and_no_city_goes_back_a_round() {
+    let mut cs = cities();
+    let stack = Stack::start(&cs).await;
+    let base = stack.url("");
+    let before = documents(&base).await;
+    let json = |path: &str, docs: &[String]| -> serde_json::Value {
+        serde_json::from_str(&docs[PATHS.iter().position(|p| *p == path).unwrap()]).unwrap()
+    };
+    let capitals = |docs: &[String]| {
+        json("/brazil.json", docs)["capitals"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let round = |docs: &[String]| json("/cities/mayors-sp-sao-paulo.json", docs)["round"].clone();
+    assert_eq!(round(&before), 1);
+    cs[0] = cs[0].clone().votes(&[650, 420], 12.0);
+    let runoff = feed_json(&cs[..1])
+        .replace("\"turno\": 1", "\"turno\": 2")
+        .replace("19:00:00", "19:05:00");
+    stack.write_raw_feed(runoff.as_bytes());
+    eventually_async(|| async { round(&documents(&base).await) == 2 }).await;
+    let after = documents(&base).await;
+    for i in [1, 2, 4, 5] {
+        // Alagoas and Rio, and their states: untouched.
+        assert_eq!(after[i], before[i], "{}", PATHS[i]);
+    }
+    assert_eq!(
+        capitals(&after),
+        capitals(&before),
+        "the capitals of the brazil roll-up"
+    );
+
+    let stale = feed_errors(&base, "stale").await;
+    let again = feed_json(&cs).replace("19:00:00", "19:10:00");
+    stack.write_raw_feed(again.as_bytes());
+    wait_error(&base, "stale", stale, Duration::from_secs(10)).await;
+    let later = documents(&base).await;
+    assert_eq!(round(&later), 2, "São Paulo stays in the runoff");
+}
+
 fn feed_args(feed: String, municipalities: String, max_feed_bytes: usize) -> FeedArgs {
     FeedArgs {
         interval: Duration::from_millis(50),
@@ -385,6 +445,13 @@ enum Mode {
     SlowLoris,
     /// 100 MB + 1 byte, streamed in 64 KiB chunks without a length.
     Huge,
+    /// `body` under the ETag `etag`, 304 to a request that holds it; cut after `cut` bytes
+    /// when given (a transfer cut short that still carries the whole file's ETag).
+    Tagged {
+        body: Bytes,
+        etag: &'static str,
+        cut: Option<usize>,
+    },
 }
 
 #[derive(Clone)]
@@ -398,6 +465,7 @@ struct Upstream {
 
 async fn mayors(
     axum::extract::State(up): axum::extract::State<Upstream>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::body::Body;
     use axum::response::IntoResponse;
@@ -405,6 +473,16 @@ async fn mayors(
     let mode = up.mode.lock().unwrap().clone();
     match mode {
         Mode::Good(b) => b.into_response(),
+        Mode::Tagged { body, etag, cut } => {
+            if headers.get("if-none-match").is_some_and(|v| v == etag) {
+                return axum::http::StatusCode::NOT_MODIFIED.into_response();
+            }
+            let body = match cut {
+                Some(n) => body.slice(..n),
+                None => body,
+            };
+            ([("etag", etag)], body).into_response()
+        }
         Mode::Status(s) => axum::http::StatusCode::from_u16(s).unwrap().into_response(),
         Mode::Hang => {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -526,5 +604,63 @@ async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
     let mut next = cs.clone();
     next[0] = next[0].clone().votes(&[650, 420], 12.0);
     set(Mode::Good(Bytes::from(feed_json(&next))));
+    eventually_async(|| async { documents(&base).await[0] != before[0] }).await;
+}
+
+/// A transfer cut short that carries the whole file's ETag is refused as malformed, and the
+/// file is asked for in full at the next poll: the good copy under the same ETag goes through,
+/// instead of a 304 that would keep the city on its previous results for the rest of the night.
+#[tokio::test]
+async fn a_file_cut_short_under_its_etag_is_fetched_again_in_full() {
+    let cs = cities();
+    let up = Upstream {
+        mode: Arc::new(Mutex::new(Mode::Good(Bytes::from(feed_json(&cs))))),
+        requests: Arc::default(),
+        huge_bytes: Arc::default(),
+        huge_requests: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .route("/mayors.json", axum::routing::get(mayors))
+        .with_state(up.clone());
+    let (up_addr, up_stop) = serve_app(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("municipalities.json");
+    write_atomic(&list, municipalities_json(&cs).as_bytes());
+    let args = feed_args(
+        format!("http://{up_addr}/mayors.json"),
+        list.display().to_string(),
+        1 << 20,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let _up_stop = up_stop.drop_guard();
+    tokio::spawn(apura::run::serve_embedded(
+        args,
+        gateway_args(),
+        listener,
+        shutdown,
+    ));
+    wait_ready(addr).await;
+    let base = format!("http://{addr}");
+    let before = documents(&base).await;
+
+    let mut next = cs.clone();
+    next[0] = next[0].clone().votes(&[650, 420], 12.0);
+    let body = Bytes::from(feed_json(&next));
+    let n = feed_errors(&base, "malformed").await;
+    *up.mode.lock().unwrap() = Mode::Tagged {
+        body: body.clone(),
+        etag: "\"final\"",
+        cut: Some(body.len() / 2),
+    };
+    wait_error(&base, "malformed", n, Duration::from_secs(10)).await;
+    assert_eq!(documents(&base).await, before, "after the cut transfer");
+    *up.mode.lock().unwrap() = Mode::Tagged {
+        body,
+        etag: "\"final\"",
+        cut: None,
+    };
     eventually_async(|| async { documents(&base).await[0] != before[0] }).await;
 }

@@ -25,7 +25,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Acquire};
+use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -529,10 +529,20 @@ pub async fn serve(
 
     let closing = state.closing();
     tokio::pin!(closing);
+    let mut junk = 0;
     loop {
         tokio::select! {
             biased;
-            gone = gone(&sink.socket) => if gone { break },
+            heard = heard(&sink.socket) => match heard {
+                Heard::Gone => break,
+                Heard::Sent(n) => {
+                    junk += n;
+                    if junk > JUNK_LIMIT {
+                        sink.metrics.client_errors.fetch_add(1, Relaxed);
+                        break;
+                    }
+                }
+            },
             _ = &mut closing => {
                 farewell(&stream, state).await;
                 return;
@@ -737,17 +747,32 @@ impl AsyncWrite for SinkIo {
     }
 }
 
-/// Wait until the socket is readable: `true` when the client has gone (end of stream or an
-/// error), `false` when it sent bytes, which are dropped.
-async fn gone(socket: &TcpStream) -> bool {
+/// Bytes an SSE client may send after its request before its stream is closed, counted in
+/// `apura_client_errors_total`. An event stream's client sends nothing more (a stray empty
+/// line at most); one that keeps sending would have the stream's task read for it without
+/// end: one such client, sending as fast as it could, kept a core of the gateway busy and
+/// other clients' requests waiting seconds.
+pub(super) const JUNK_LIMIT: usize = 1024;
+
+/// What the client of a stream did.
+enum Heard {
+    /// It has gone: end of stream or an error.
+    Gone,
+    /// It sent this many bytes, dropped.
+    Sent(usize),
+}
+
+/// Wait until the socket is readable, then read what the client sent.
+async fn heard(socket: &TcpStream) -> Heard {
     if socket.readable().await.is_err() {
-        return true;
+        return Heard::Gone;
     }
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; JUNK_LIMIT + 1];
     match socket.try_read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        Ok(0) => Heard::Gone,
+        Ok(n) => Heard::Sent(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Heard::Sent(0),
+        Err(_) => Heard::Gone,
     }
 }
 

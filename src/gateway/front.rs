@@ -208,16 +208,8 @@ async fn connection(
             serve_stream(io, &state, open, client).await;
         }
         Look::TooLarge => {
-            let body = serde_json::json!({
-                "error": "head_too_large",
-                "message": format!("request head over {HEAD_LIMIT} bytes or {MAX_HEADERS} headers"),
-            });
-            let resp = (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                axum::Json(body),
-            );
             metrics.client_errors.fetch_add(1, Relaxed);
-            answer_and_close(&mut io, &buf, resp.into_response()).await;
+            answer_and_close(&mut io, &buf, head_too_large()).await;
         }
         Look::Document(_) => {
             if let Some((io, rest, ticket)) =
@@ -257,6 +249,20 @@ async fn hand_to_hyper(
         timer: None,
     };
     serve_hyper(replay, keep, client, state, router, door, stop).await;
+}
+
+/// The answer to a request head over [`HEAD_LIMIT`] bytes or [`MAX_HEADERS`] lines, the first
+/// on its connection or a later one: the connection is closed after it.
+fn head_too_large() -> Response {
+    let body = serde_json::json!({
+        "error": "head_too_large",
+        "message": format!("request head over {HEAD_LIMIT} bytes or {MAX_HEADERS} headers"),
+    });
+    (
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// Answer document requests on the bare socket while they come (`buf` starts with a whole
@@ -315,10 +321,16 @@ async fn serve_documents(
                     return None;
                 }
                 if buf.len() >= HEAD_LIMIT && matches!(look(&buf), Look::More) {
-                    // hyper answers an oversized head.
-                    return Some((io, buf, ticket));
+                    metrics.client_errors.fetch_add(1, Relaxed);
+                    answer_and_close(&mut io, &buf, head_too_large()).await;
+                    return None;
                 }
                 continue;
+            }
+            Look::TooLarge => {
+                metrics.client_errors.fetch_add(1, Relaxed);
+                answer_and_close(&mut io, &buf, head_too_large()).await;
+                return None;
             }
             _ => return Some((io, buf, ticket)),
         };
@@ -634,10 +646,19 @@ async fn serve_stream(mut io: TimeoutStream, state: &AppState, req: OpenStream, 
     }
     let frames = sse::frames(state, admitted, since, form);
     let (mut rd, mut wr) = tokio::io::split(io);
-    // The client sends nothing more: reading tells when it has gone.
+    // The client sends nothing more: reading tells when it has gone. One that keeps sending
+    // is cut off (see `direct::JUNK_LIMIT`).
+    let metrics = state.metrics.clone();
     let gone = async move {
-        let mut b = [0u8; 64];
-        while matches!(rd.read(&mut b).await, Ok(n) if n > 0) {}
+        let mut b = [0u8; direct::JUNK_LIMIT + 1];
+        let mut junk = 0;
+        while let Ok(n @ 1..) = rd.read(&mut b).await {
+            junk += n;
+            if junk > direct::JUNK_LIMIT {
+                metrics.client_errors.fetch_add(1, Relaxed);
+                break;
+            }
+        }
     };
     tokio::pin!(gone, frames);
     // The frames of one chunk, the same vector for every chunk.
@@ -768,9 +789,14 @@ async fn serve_hyper(
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own bound on a later request (idle wait and head), behind the door's own.
+    // Its buffer bounded too: a later request's head over the limit is answered by the door
+    // when it comes to the bare socket; one that comes to hyper gets hyper's own 431, without
+    // a body, rather than hyper's default of ~400 KiB held per connection.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(door.idle_timeout + door.head_timeout);
+        .header_read_timeout(door.idle_timeout + door.head_timeout)
+        .max_buf_size(HEAD_LIMIT.max(8192))
+        .max_headers(MAX_HEADERS);
     let conn = builder
         .serve_connection(TokioIo::new(replay), service)
         .with_upgrades();

@@ -698,6 +698,20 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                     .send(wire::error(err.code(), &err.to_string(), None))
                     .await;
             }
+            // More topics than a connection may follow: refused whole, with one error. Taken
+            // topic by topic, a message of 4,000 unknown names (16 KiB) cost 4,000 errors, each
+            // written on its own, 20 times a second within the message rate: 65 MB out for
+            // 3 MB in, a quarter of a core, per connection.
+            if topics.len() > state.max_topics {
+                metrics.client_errors.fetch_add(1, Relaxed);
+                let err = ApiError::TooManyTopics {
+                    got: topics.len(),
+                    max: state.max_topics,
+                };
+                return socket
+                    .send(wire::error(err.code(), &err.to_string(), None))
+                    .await;
+            }
             direct.leave(subs, held);
             // The connection's first subscription, to one topic: the publisher's path.
             let enter = direct.sink.is_some()
@@ -706,7 +720,12 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                 && held.versions.is_empty()
                 && topics.len() == 1
                 && !delta;
+            let mut named = HashSet::with_capacity(topics.len());
             for topic in topics {
+                // A topic named twice in one message is taken once.
+                if !named.insert(topic.clone()) {
+                    continue;
+                }
                 if subs.contains(topic.as_str()) {
                     if delta {
                         held.delta.insert(Arc::from(topic.as_str()));
@@ -722,7 +741,7 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                         max: state.max_topics,
                     };
                     socket
-                        .send(wire::error(err.code(), &err.to_string(), Some(&topic)))
+                        .feed(wire::error(err.code(), &err.to_string(), Some(&topic)))
                         .await?;
                     continue;
                 }
@@ -732,7 +751,7 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                         topic.chars().filter(|c| !c.is_control()).take(80).collect();
                     let err = ApiError::UnknownTopic(shown.clone());
                     socket
-                        .send(wire::error(err.code(), &err.to_string(), Some(&shown)))
+                        .feed(wire::error(err.code(), &err.to_string(), Some(&shown)))
                         .await?;
                     continue;
                 };
@@ -767,6 +786,8 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                     subs.insert(topic, rx, current, snapshot.then_some(Frame::Snapshot));
                 }
             }
+            // The errors fed above, in one write.
+            socket.flush().await?;
         }
         ClientMessage::Unsubscribe { topics } => {
             direct.leave(subs, held);

@@ -382,8 +382,13 @@ async fn fetch_race_file(
         }
         Err(e) => {
             metrics.feed_error(e.kind());
-            // The validators are kept: the same bad file is not fetched, rejected and logged
-            // again every cycle; a corrected file has new validators.
+            // An invalid file keeps its validators: the same file is not fetched, refused and
+            // logged again every cycle; a corrected one has new validators. A malformed one
+            // (not JSON, cut short) is asked for in full next time: it may be a transfer cut
+            // short under the good file's validators (see `Source::forget_validators`).
+            if e.kind() == "malformed" {
+                polled.source.forget_validators();
+            }
             tracing::error!(error = %e, "feed rejected; previous documents stay current");
             Err(e.to_string())
         }
@@ -402,7 +407,14 @@ const STAMP_MAX_LEAP_SECS: i64 = 24 * 3_600;
 /// Why a file's time (`new`) cannot follow the accepted file's (`old`): the metric kind and the
 /// words. Older is `stale`; more than a day ahead is `time_leap`.
 fn stamp_disagreement(new: Option<&str>, old: Option<&str>) -> Option<(&'static str, String)> {
-    let (new, old) = (new?, old?);
+    let old = old?;
+    // An undated file after a dated one cannot be placed after it: it may be any old copy.
+    let Some(new) = new else {
+        return Some((
+            "stale",
+            format!("last_updated has no date and time; the accepted file's is {old}"),
+        ));
+    };
     if new < old {
         return Some((
             "stale",
@@ -467,7 +479,9 @@ mod tests {
         let (kind, why) = stamp_disagreement(Some("2029-10-01T20:00:00"), old).unwrap();
         assert_eq!(kind, "time_leap");
         assert!(why.contains("8760 h ahead"), "{why}");
-        assert_eq!(stamp_disagreement(None, old), None);
+        let (kind, why) = stamp_disagreement(None, old).unwrap();
+        assert_eq!(kind, "stale");
+        assert!(why.contains("no date and time"), "{why}");
         assert_eq!(stamp_disagreement(Some("2028-10-01T20:00:00"), None), None);
     }
 

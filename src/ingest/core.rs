@@ -84,6 +84,11 @@ pub struct Core {
     index: Option<Draft>,
     /// Body of every topic as last published: the diff's reference.
     published: HashMap<String, Bytes>,
+    /// Something was taken, or the reference changed, since a publication last left nothing
+    /// to publish: the next one slices and diffs. Without it, every end of poll (each second,
+    /// and right after the change it published, while the gateways write it) would build
+    /// every draft and the roll-ups again only to find them all published.
+    unsettled: bool,
     /// Set by [`Core::hold_for_zones`]: publish nothing until the first zone results are
     /// in, or this deadline.
     zones_hold: Option<Instant>,
@@ -107,6 +112,7 @@ impl Core {
             sliced: HashMap::new(),
             index: None,
             published: HashMap::new(),
+            unsettled: true,
             zones_hold: None,
             quarantine: HashMap::new(),
             last_publication: None,
@@ -229,6 +235,7 @@ impl Core {
         }
         // The index lists what the store holds (see `drafts`): build it again.
         self.index = None;
+        self.unsettled = true;
         Ok(docs.len())
     }
 
@@ -237,6 +244,7 @@ impl Core {
     pub fn forget_published(&mut self) {
         self.published.clear();
         self.index = None;
+        self.unsettled = true;
     }
 
     /// The municipalities of this deployment.
@@ -259,6 +267,7 @@ impl Core {
     /// Take zone results: a city's zone document is sliced again only if they changed.
     fn take_zones(&mut self, batch: Vec<(u32, ZoneBreakdown)>) {
         self.zones_hold = None;
+        self.unsettled = true;
         for (ibge, z) in batch {
             if self.zones.get(&ibge) != Some(&z) {
                 self.sliced.remove(&(ibge, TopicKind::Zones));
@@ -282,6 +291,7 @@ impl Core {
     /// races; its invalid cities (`invalid_cities`) are quarantined and keep their last good
     /// race.
     pub fn accept_office(&mut self, office: Office, mut feed: ConsolidatedFeed) {
+        self.unsettled = true;
         let invalid = std::mem::take(&mut feed.invalid_cities);
         for (ibge, err) in &invalid {
             self.hold(*ibge, office, feed.round, err);
@@ -300,21 +310,45 @@ impl Core {
             Office::Mayor => &mut self.mayors,
             Office::Councillor => &mut self.councillors,
         };
-        // A quarantined city keeps its last good race, of whatever round.
+        // A quarantined city keeps its last good race, of whatever round; so does a city whose
+        // race in this file is of an earlier round than the one held (a round-1 file read
+        // again after the runoff has begun).
         for ibge in invalid {
             if let Some(race) = old.get(ibge) {
                 races.insert(*ibge, race.clone());
             }
         }
-        // A city of this round present before and absent now keeps its last results: results
-        // are state, and a provider dropping a city from one file must not delete its page.
-        // (A round-2 file lists only the cities with a runoff: the others are not missing.)
-        let missing: Vec<u32> = old
+        let mut earlier = 0;
+        for (ibge, held) in old.iter() {
+            if let Some(race) = races.get_mut(ibge)
+                && race.round < held.round
+            {
+                *race = held.clone();
+                earlier += 1;
+            }
+        }
+        if earlier > 0 {
+            self.metrics.feed_error("stale");
+            tracing::warn!(
+                ?office,
+                cities = earlier,
+                round = feed.round,
+                "cities of a later round keep it: the file's races of an earlier round are not taken"
+            );
+        }
+        // A city present before and absent now keeps its last results: results are state, and
+        // a provider dropping a city from one file must not delete its page. Only a city of
+        // this file's round counts as missing: a round-2 file lists only the cities with a
+        // runoff, and the others keep their round-1 results.
+        let absent: Vec<u32> = old
+            .keys()
+            .filter(|ibge| !races.contains_key(ibge) && !invalid.contains(ibge))
+            .copied()
+            .collect();
+        let missing: Vec<u32> = absent
             .iter()
-            .filter(|(ibge, r)| {
-                r.round == feed.round && !races.contains_key(ibge) && !invalid.contains(ibge)
-            })
-            .map(|(ibge, _)| *ibge)
+            .filter(|ibge| old.get(ibge).is_some_and(|r| r.round == feed.round))
+            .copied()
             .collect();
         if !missing.is_empty() {
             self.metrics.feed_error("missing_cities");
@@ -330,7 +364,7 @@ impl Core {
                 "cities absent from the new file keep their last results"
             );
         }
-        for ibge in missing {
+        for ibge in absent {
             if let Some(race) = old.get(&ibge) {
                 races.insert(ibge, race.clone());
             }
@@ -350,6 +384,7 @@ impl Core {
     /// never replaces a later one (a first-round correction after the second round has begun
     /// stays out of the documents); an equal race changes nothing but ends a quarantine.
     pub fn accept_race(&mut self, race: Race) {
+        self.unsettled = true;
         let key = (race.ibge, race.office.topic_kind());
         let races = match race.office {
             Office::Mayor => &mut self.mayors,
@@ -357,6 +392,16 @@ impl Core {
         };
         match races.get(&race.ibge) {
             Some(old) if old.round > race.round => return,
+            // An older copy of the city's file (a cache serving it late): the results it
+            // holds were already replaced, and must not come back.
+            Some(old)
+                if old.round == race.round
+                    && matches!((&race.source_time, &old.source_time), (Some(new), Some(held)) if new < held) =>
+            {
+                self.metrics.feed_error("stale");
+                tracing::debug!(ibge = race.ibge, office = ?race.office, "an older copy of a city's file; not taken");
+                return;
+            }
             Some(old) if *old == race => {
                 self.release(race.ibge, race.office, race.round);
                 return;
@@ -376,6 +421,7 @@ impl Core {
     pub fn hold(&mut self, ibge: u32, office: Office, round: u8, err: &FeedError) {
         let reason = err.reason();
         self.metrics.city_rejected(reason);
+        self.unsettled = true;
         let key = (ibge, office);
         let kind = office.topic_kind();
         if let Some(q) = self.quarantine.get_mut(&key) {
@@ -540,10 +586,16 @@ impl Core {
             .collect()
     }
 
-    /// Make `drafts` the diff's reference, once they are published.
+    /// Make `drafts` the diff's reference, once they are published. A topic published before
+    /// keeps its key: no copy of its name per topic and change.
     pub fn mark_published(&mut self, drafts: &[Draft]) {
         for d in drafts {
-            self.published.insert(d.topic.clone(), d.body.clone());
+            match self.published.get_mut(&d.topic) {
+                Some(body) => *body = d.body.clone(),
+                None => {
+                    self.published.insert(d.topic.clone(), d.body.clone());
+                }
+            }
         }
     }
 
@@ -562,8 +614,13 @@ impl Core {
             tracing::warn!("no zone round in time; publishing without zone documents");
             self.zones_hold = None;
         }
+        if !self.unsettled {
+            self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
+            return Ok(Vec::new());
+        }
         let mut changed = self.changed();
         if changed.is_empty() {
+            self.unsettled = false;
             self.metrics.cycles_unchanged.fetch_add(1, Relaxed);
             return Ok(Vec::new());
         }
@@ -598,6 +655,8 @@ impl Core {
             self.metrics.saw_published_at(cycle.published_at);
             cycles.push(cycle);
         }
+        // Every part is published: the reference is the documents, until something is taken.
+        self.unsettled = false;
         Ok(cycles)
     }
 }

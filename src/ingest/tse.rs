@@ -511,7 +511,13 @@ impl TseSource {
                     Err(err) => {
                         stats.rejected += 1;
                         reject(&self.metrics, &err, rejected);
-                        // Its validators are kept: the same bad file is not fetched again.
+                        // An invalid file's validators are kept: the same bad file is not
+                        // fetched again. A malformed one is asked for in full next time (see
+                        // `Source::forget_validators`).
+                        let mut source = source;
+                        if err.kind() == "malformed" {
+                            source.forget_validators();
+                        }
                         self.set_progress(e, &uf, source, Backoff::default());
                     }
                 },
@@ -691,8 +697,16 @@ impl TseSource {
                         Some(Accepted::Race(race))
                     }
                     Err(error) => {
-                        // Validators kept: the same bad file is not fetched again until its
-                        // row moves. The city is quarantined; no other city waits for it.
+                        // An invalid file's validators are kept: the same file is not fetched
+                        // again until its row moves. A malformed one (not JSON, cut short) is
+                        // due again next cycle, asked for in full: it may be a transfer cut
+                        // short (see `Source::forget_validators`). The city is quarantined; no
+                        // other city waits for it.
+                        if error.kind() == "malformed" {
+                            state.source.forget_validators();
+                            state.fetched_for = None;
+                            state.retry = true;
+                        }
                         stats.rejected += 1;
                         self.metrics.feed_error(error.kind());
                         rejected.push(error.to_string());

@@ -247,3 +247,71 @@ async fn a_large_change_goes_out_as_consecutive_cycles_the_most_watched_first() 
     }
     assert!(core.changed().is_empty(), "all of it is the reference now");
 }
+
+/// An end of poll with nothing new publishes nothing; a store found empty (`forget_published`)
+/// has every document published again at the next one with no new item, and a city
+/// quarantined by the next file has its document republished, marked held.
+#[tokio::test]
+async fn nothing_is_published_again_until_the_results_or_the_reference_change() {
+    let mut core = core();
+    core.accept_race(race(MAYOR, Office::Mayor));
+    let first = core.publish_changes().await.unwrap();
+    let all: HashSet<&str> = first.iter().flat_map(|c| topics(c)).collect();
+    assert!(all.contains("mayors-sp-vila-exemplo") && all.contains("cities"));
+    assert!(core.publish_changes().await.unwrap().is_empty());
+    core.accept_race(race(MAYOR, Office::Mayor));
+    assert!(
+        core.publish_changes().await.unwrap().is_empty(),
+        "the same race again"
+    );
+
+    core.forget_published();
+    let again = core.publish_changes().await.unwrap();
+    let republished: HashSet<&str> = again.iter().flat_map(|c| topics(c)).collect();
+    assert_eq!(republished, all, "every document, with no new item");
+    assert!(again[0].version > first[0].version);
+
+    core.hold(
+        CITY,
+        Office::Mayor,
+        1,
+        &FeedError::invalid("f", "vap", "negative"),
+    );
+    let held = core.publish_changes().await.unwrap();
+    let doc = held
+        .iter()
+        .flat_map(|c| &c.documents)
+        .find(|d| &*d.topic == "mayors-sp-vila-exemplo")
+        .expect("the quarantined city's document");
+    let v: serde_json::Value = serde_json::from_slice(&doc.json).unwrap();
+    assert!(v["held"].is_object(), "{v}");
+    assert!(core.publish_changes().await.unwrap().is_empty());
+}
+
+/// An older copy of a city's file (a cache serving it late) does not take the city back: the
+/// race it holds is not taken, nothing is published, and it does not end a quarantine.
+#[tokio::test]
+async fn an_older_copy_of_a_city_file_is_not_taken() {
+    let mut core = core();
+    let at = |t: &str, step| Race {
+        source_time: Some(t.to_string()),
+        ..mayor_moved(step)
+    };
+    core.accept_race(at("2028-10-01T21:30:00", 5));
+    assert!(!core.publish_changes().await.unwrap().is_empty());
+    core.accept_race(at("2028-10-01T20:00:00", 1));
+    assert!(
+        core.publish_changes().await.unwrap().is_empty(),
+        "an older copy published"
+    );
+    assert_eq!(
+        core.race(CITY, Office::Mayor),
+        Some(&at("2028-10-01T21:30:00", 5))
+    );
+    core.accept_race(at("2028-10-01T21:35:00", 6));
+    assert_eq!(
+        core.publish_changes().await.unwrap().len(),
+        1,
+        "a newer one is"
+    );
+}

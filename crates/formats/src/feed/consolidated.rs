@@ -290,7 +290,12 @@ pub fn parse_per_city(
                 "city appears twice",
             ));
         }
-        let Some(m) = key.parse::<u32>().ok().and_then(|code| list.get(code)) else {
+        // A city's code as written: digits without a leading zero or sign, so that no second
+        // spelling of a code (`03550308`, `+3550308`) passes the check above and replaces
+        // the city unseen.
+        let canonical = !key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit());
+        let code = canonical.then(|| key.parse::<u32>().ok()).flatten();
+        let Some(m) = code.and_then(|code| list.get(code)) else {
             unknown_cities.push(key);
             continue;
         };
@@ -589,6 +594,34 @@ mod tests {
         );
         let err = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap_err();
         assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    /// A second spelling of a city's code (a leading zero, a sign) is no city: it is skipped
+    /// as unknown and cannot replace the city's results.
+    #[test]
+    fn another_spelling_of_a_city_code_is_unknown_not_a_replacement() {
+        let good = parse(GOOD.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap();
+        let turnout = |f: &ConsolidatedFeed| {
+            f.races
+                .iter()
+                .find(|r| r.ibge == 2705903)
+                .map(|r| r.totals.turnout)
+        };
+        for spelling in ["02705903", "+2705903"] {
+            let bad = GOOD.replace(
+                r#""9999999": {"nm": "NOWHERE""#,
+                &format!(
+                    r#""{spelling}": {{"nm": "OLHO", "a": "", "b": "1", "n": "1", "t": "99", "c": []}},
+                       "9999999": {{"nm": "NOWHERE""#
+                ),
+            );
+            let feed = parse(bad.as_bytes(), "mayors.json", Office::Mayor, &list()).unwrap();
+            assert_eq!(turnout(&feed), turnout(&good), "{spelling}");
+            assert!(
+                feed.unknown_cities.contains(&spelling.to_string()),
+                "{spelling}"
+            );
+        }
     }
 
     #[test]

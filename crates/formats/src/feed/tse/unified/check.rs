@@ -39,7 +39,9 @@ impl Unified {
     ///   majoritarian offices have no list votes, so the two are equal);
     /// - the parties' list votes (`tvtl`) add up to `vl`.
     ///
-    /// The candidate sums need the file to hold one office, as a city's file does.
+    /// The candidate sums need the file to hold one office, as a city's file does: a city's
+    /// file that holds none or several, or any file that lists an office twice, fails too
+    /// (its totals would check one office's candidates, and the race be read from another's).
     pub fn check(&self) -> Vec<String> {
         let v = &self.votes;
         let mut out = Vec::new();
@@ -74,6 +76,17 @@ impl Unified {
                 &[v.nominal, Some(v.list.unwrap_or(0))],
                 &mut out,
             );
+        }
+        for (i, office) in self.offices.iter().enumerate() {
+            if self.offices[..i].iter().any(|o| o.code == office.code) {
+                out.push(format!("office {} is listed twice in carg", office.code));
+            }
+        }
+        if self.scope == Some(Scope::Municipality) && self.offices.len() != 1 {
+            out.push(format!(
+                "a city's file holds {} offices in carg, not one",
+                self.offices.len()
+            ));
         }
         if let [office] = self.offices.as_slice() {
             let nominal: u128 = office
@@ -138,5 +151,35 @@ mod tests {
         let bad = MAYOR.replace(r#""vn" : "280""#, r#""vn" : "281""#);
         let err = parse_validated(bad.as_bytes(), "mayor.json").unwrap_err();
         assert!(err.to_string().contains("tvn = vn + vnt"), "{err}");
+    }
+
+    /// A city's file whose `carg` holds a forged copy of its office before the real one: the
+    /// sums would check one and the race be read from the other. Refused, as is a city's file
+    /// with a second office.
+    #[test]
+    fn an_office_listed_twice_or_a_second_office_in_a_city_file_is_rejected() {
+        let mut file: serde_json::Value = serde_json::from_str(MAYOR).unwrap();
+        let real = file["carg"][0].clone();
+        let mut forged = real.clone();
+        for party in forged["agr"].as_array_mut().unwrap() {
+            for group in party["par"].as_array_mut().unwrap() {
+                for c in group["cand"].as_array_mut().unwrap() {
+                    c["vap"] = "999999".into();
+                }
+            }
+        }
+        file["carg"] = serde_json::json!([forged, real]);
+        let err = parse_validated(file.to_string().as_bytes(), "mayor.json").unwrap_err();
+        assert_eq!(err.kind(), "invalid");
+        assert!(
+            err.to_string().contains("office 11 is listed twice"),
+            "{err}"
+        );
+
+        let mut other = real.clone();
+        other["cd"] = "13".into();
+        file["carg"] = serde_json::json!([real, other]);
+        let err = parse_validated(file.to_string().as_bytes(), "mayor.json").unwrap_err();
+        assert!(err.to_string().contains("holds 2 offices"), "{err}");
     }
 }
