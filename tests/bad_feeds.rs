@@ -524,14 +524,18 @@ async fn mayors(
     }
 }
 
-/// The HTTP failures: 500, an upstream that never answers, a slow-loris one, and a 100 MB body
-/// over a 1 MiB cap. Each is counted by kind within the bounds the fetch options give, and no
-/// document changes.
-#[tokio::test]
-async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
-    let cs = cities();
+/// What keeps a test's upstream and apura running: dropped, both stop.
+struct Running {
+    _dir: tempfile::TempDir,
+    _stop: tokio_util::sync::DropGuard,
+    _up_stop: tokio_util::sync::DropGuard,
+}
+
+/// The test upstream serving `cs` as `/mayors.json` (its mode settable), and `apura run`
+/// following it, ready; answers the upstream, apura's base URL and what keeps both running.
+async fn upstream_and_apura(cs: &[City]) -> (Upstream, String, Running) {
     let up = Upstream {
-        mode: Arc::new(Mutex::new(Mode::Good(Bytes::from(feed_json(&cs))))),
+        mode: Arc::new(Mutex::new(Mode::Good(Bytes::from(feed_json(cs))))),
         requests: Arc::default(),
         huge_bytes: Arc::default(),
         huge_requests: Arc::default(),
@@ -540,10 +544,9 @@ async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
         .route("/mayors.json", axum::routing::get(mayors))
         .with_state(up.clone());
     let (up_addr, up_stop) = serve_app(app).await;
-
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("municipalities.json");
-    write_atomic(&list, municipalities_json(&cs).as_bytes());
+    write_atomic(&list, municipalities_json(cs).as_bytes());
     let args = feed_args(
         format!("http://{up_addr}/mayors.json"),
         list.display().to_string(),
@@ -552,8 +555,11 @@ async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let _up_stop = up_stop.drop_guard();
+    let running = Running {
+        _dir: dir,
+        _stop: shutdown.clone().drop_guard(),
+        _up_stop: up_stop.drop_guard(),
+    };
     tokio::spawn(apura::run::serve_embedded(
         args,
         gateway_args(),
@@ -561,7 +567,16 @@ async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
         shutdown,
     ));
     wait_ready(addr).await;
-    let base = format!("http://{addr}");
+    (up, format!("http://{addr}"), running)
+}
+
+/// The HTTP failures: 500, an upstream that never answers, a slow-loris one, and a 100 MB body
+/// over a 1 MiB cap. Each is counted by kind within the bounds the fetch options give, and no
+/// document changes.
+#[tokio::test]
+async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
+    let cs = cities();
+    let (up, base, _running) = upstream_and_apura(&cs).await;
     let before = documents(&base).await;
     let set = |m: Mode| *up.mode.lock().unwrap() = m;
 
@@ -613,37 +628,7 @@ async fn http_failures_are_bounded_in_time_and_bytes_and_keep_every_document() {
 #[tokio::test]
 async fn a_file_cut_short_under_its_etag_is_fetched_again_in_full() {
     let cs = cities();
-    let up = Upstream {
-        mode: Arc::new(Mutex::new(Mode::Good(Bytes::from(feed_json(&cs))))),
-        requests: Arc::default(),
-        huge_bytes: Arc::default(),
-        huge_requests: Arc::default(),
-    };
-    let app = axum::Router::new()
-        .route("/mayors.json", axum::routing::get(mayors))
-        .with_state(up.clone());
-    let (up_addr, up_stop) = serve_app(app).await;
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("municipalities.json");
-    write_atomic(&list, municipalities_json(&cs).as_bytes());
-    let args = feed_args(
-        format!("http://{up_addr}/mayors.json"),
-        list.display().to_string(),
-        1 << 20,
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let _up_stop = up_stop.drop_guard();
-    tokio::spawn(apura::run::serve_embedded(
-        args,
-        gateway_args(),
-        listener,
-        shutdown,
-    ));
-    wait_ready(addr).await;
-    let base = format!("http://{addr}");
+    let (up, base, _running) = upstream_and_apura(&cs).await;
     let before = documents(&base).await;
 
     let mut next = cs.clone();

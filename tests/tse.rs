@@ -516,3 +516,105 @@ async fn apura_demo_runs_the_tse_pipeline() {
     assert!(!log.contains("ERROR"), "{log}");
     assert!(!log.contains("blocked"), "{log}");
 }
+
+/// A city's mayor file cut short in transfer, under the whole file's `ETag`, quarantines the
+/// city as malformed; at the next poll the file is asked for in full, not with `If-None-Match`
+/// (which the simulator would answer 304), and the city's results go through.
+#[tokio::test]
+async fn a_city_file_cut_short_is_asked_for_in_full_at_the_next_poll() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let clock = ManualClock::new();
+    let sim = TseSim::start(tse_config(cut_list(400, &[]), Some(clock.clone()))).await;
+    clock.set(sim.sim.last_tick() / 3);
+    // In front of the simulator: the first mayor file asked for once armed is cut in half.
+    let armed = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(std::sync::Mutex::new(None::<String>));
+    let upstream = format!("http://{}", sim.addr);
+    let client = reqwest::Client::new();
+    let proxy = {
+        let (armed, cut) = (armed.clone(), cut.clone());
+        move |req: axum::extract::Request| {
+            let (armed, cut, upstream, client) =
+                (armed.clone(), cut.clone(), upstream.clone(), client.clone());
+            async move {
+                use axum::response::IntoResponse;
+                let path = req.uri().path().to_string();
+                let mut ask = client.get(format!("{upstream}{path}"));
+                for name in ["if-none-match", "if-modified-since"] {
+                    if let Some(v) = req.headers().get(name) {
+                        ask = ask.header(name, v);
+                    }
+                }
+                let resp = ask.send().await.unwrap();
+                let status = resp.status();
+                let etag = resp.headers().get("etag").cloned();
+                let mut body = resp.bytes().await.unwrap();
+                if status == 200
+                    && path.ends_with("-u.json")
+                    && path.contains("-c0011-")
+                    && armed.swap(false, SeqCst)
+                {
+                    body = body.slice(..body.len() / 2);
+                    *cut.lock().unwrap() = Some(path);
+                }
+                let mut out = (
+                    axum::http::StatusCode::from_u16(status.as_u16()).unwrap(),
+                    body,
+                )
+                    .into_response();
+                if let Some(etag) = etag {
+                    out.headers_mut().insert("etag", etag);
+                }
+                out
+            }
+        }
+    };
+    let (proxy_addr, proxy_stop) = serve_app(axum::Router::new().fallback(proxy)).await;
+    let _proxy_stop = proxy_stop.drop_guard();
+    let feed = FeedArgs::tse(
+        format!("http://{proxy_addr}{}", apura::simulate::tse::BASE_PATH),
+        apura::simulate::tse::ELECTION,
+    );
+    let mut ingest = ingest(&feed).await;
+    assert!(ingest.poll().await.unwrap().cycle.is_some());
+
+    // The next tick moves cities; the first mayor file of them comes cut short.
+    armed.store(true, SeqCst);
+    clock.set(sim.sim.last_tick() / 3 + 1);
+    let report = ingest.poll().await.unwrap();
+    let path = cut
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("no mayor file was asked for");
+    assert!(
+        report.rejected.iter().any(|r| r.contains("not valid JSON")),
+        "{:?}",
+        report.rejected
+    );
+    // mayors-<uf>-<slug> of the cut file: its code is in the path (`<uf><mun5>-c0011`).
+    let held = |ingest: &Ingest| -> Vec<u32> {
+        ingest
+            .municipalities()
+            .iter()
+            .filter(|m| ingest.held(m.ibge, Office::Mayor).is_some())
+            .map(|m| m.ibge)
+            .collect()
+    };
+    let quarantined = held(&ingest);
+    assert_eq!(quarantined.len(), 1, "{path}: {quarantined:?}");
+
+    // Nothing moved since: only the cut file is due, asked for in full, and taken.
+    let report = ingest.poll().await.unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert!(held(&ingest).is_empty(), "{path}: still held");
+    let published: Vec<String> = report
+        .cycles
+        .iter()
+        .flat_map(|c| c.documents.iter().map(|d| d.topic.to_string()))
+        .collect();
+    assert!(
+        published.iter().any(|t| t.starts_with("mayors-")),
+        "{path}: {published:?}"
+    );
+}
