@@ -717,3 +717,55 @@ async fn on_shutdown_sse_streams_end_spread_out_with_random_retry() {
     );
     assert!(last < Duration::from_secs(3), "drain took {last:?}");
 }
+
+/// Frames the message rate does not count (empty continuation frames of a message that never
+/// ends) are read no faster than the largest messages the rate allows: a client cannot make the
+/// gateway parse millions of frames a second. Its sends wait in TCP instead.
+#[tokio::test]
+async fn a_websocket_client_cannot_make_the_gateway_read_without_bound() {
+    let gw = gateway().await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // A text frame that does not end, then empty continuation frames, masked, 6 bytes each.
+    s.write_all(&[0x01, 0x81, 0, 0, 0, 0, b'a']).await.unwrap();
+    let batch: Vec<u8> = [0x00u8, 0x80, 0, 0, 0, 0].repeat((64 << 10) / 6);
+    let (mut r, mut w) = s.into_split();
+    // Whatever the gateway sends back is read and dropped.
+    tokio::spawn(async move {
+        let mut sink = [0u8; 4096];
+        while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while started.elapsed() < Duration::from_secs(3) {
+        match tokio::time::timeout(Duration::from_millis(200), w.write_all(&batch)).await {
+            Ok(Ok(())) => sent += batch.len(),
+            Ok(Err(_)) => break,
+            Err(_) => {}
+        }
+    }
+    // At the default 20 messages a second of 16 KiB: 320 KiB a second with a burst of 10 s'
+    // worth (3.2 MiB), plus what the sockets' buffers hold. Unbounded, the gateway parsed
+    // ~60 MB a second here.
+    eprintln!("{sent} bytes of empty frames taken in 3 s");
+    assert!(sent < 24 << 20, "{sent} bytes taken in 3 s");
+    // The gateway serves on.
+    let r = reqwest::get(gw.url("/brazil.json")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -140,6 +140,8 @@ pub async fn upgrade(
         return ApiError::BadRequest("this connection cannot be upgraded".into()).into_response();
     };
     let compressed = deflate.is_some();
+    // The client's bytes, read at most as fast as its messages may come at their largest.
+    let read_rate = state.ws_message_rate.saturating_mul(MAX_MESSAGE as u64);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -165,7 +167,8 @@ pub async fn upgrade(
                             let (socket, timeout, metrics) = io.into_parts();
                             let sink = Sink::websocket(socket, timeout, metrics);
                             let io = SinkIo::new(sink.clone(), read, keep);
-                            let io = Inbound::new(io, false, MAX_MESSAGE);
+                            let io = Inbound::new(io, false, MAX_MESSAGE)
+                                .with_read_rate(read_rate, SNAPSHOT_BURST_SECONDS);
                             let socket =
                                 WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
                                     .await;
@@ -175,7 +178,8 @@ pub async fn upgrade(
                         Err(upgraded) => upgraded,
                     }
                 };
-                let io = Inbound::new(TokioIo::new(upgraded), compressed, MAX_MESSAGE);
+                let io = Inbound::new(TokioIo::new(upgraded), compressed, MAX_MESSAGE)
+                    .with_read_rate(read_rate, SNAPSHOT_BURST_SECONDS);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 connection(socket, state, compressed, None).await;
             }

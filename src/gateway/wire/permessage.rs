@@ -12,6 +12,7 @@
 //! frames, which tungstenite then checks as it checks any other (size, UTF-8, fragments).
 //! Everything else passes through unchanged.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -144,6 +145,43 @@ pub struct Inbound<IO> {
     skip: u64,
     skipped: u8,
     eof: bool,
+    /// How fast the client's bytes are read, when bounded (see [`Inbound::with_read_rate`]).
+    rate: Option<ReadRate>,
+}
+
+/// A token bucket of bytes read from a client: `rate` a second, holding `burst`. Empty, the
+/// next read waits until it holds a byte again; the client's sends then wait in TCP.
+struct ReadRate {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ReadRate {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if let Some(pause) = &mut self.pause {
+                ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
+            self.last = now;
+            if self.tokens > 0.0 {
+                return Poll::Ready(());
+            }
+            let wait = (1.0 - self.tokens) / self.rate;
+            let wait = std::time::Duration::from_secs_f64(wait.min(60.0));
+            self.pause = Some(Box::pin(tokio::time::sleep(wait)));
+        }
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        self.tokens -= bytes as f64;
+    }
 }
 
 /// What one step of parsing did.
@@ -167,7 +205,26 @@ impl<IO> Inbound<IO> {
             skip: 0,
             skipped: 0,
             eof: false,
+            rate: None,
         }
+    }
+
+    /// Read the client's bytes at most `per_second` a second on average, with bursts of
+    /// `burst_seconds`' worth: what bounds the frames a client can make the gateway parse,
+    /// which the message rate does not (empty continuation frames of one message that never
+    /// ends: one connection sending them kept 93 % of a core busy). A client within its message
+    /// rate at the largest message size is never slowed.
+    pub fn with_read_rate(mut self, per_second: u64, burst_seconds: u64) -> Self {
+        let rate = per_second.max(1) as f64;
+        let burst = rate * burst_seconds.max(1) as f64;
+        self.rate = Some(ReadRate {
+            rate,
+            burst,
+            tokens: burst,
+            last: std::time::Instant::now(),
+            pause: None,
+        });
+        self
     }
 
     /// Handle the first frame in `raw`, if it is whole.
@@ -318,7 +375,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Inbound<IO> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.deflate {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+            if let Some(rate) = &mut this.rate {
+                ready!(rate.poll_ready(cx));
+            }
+            let before = buf.filled().len();
+            let read = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+            if let Some(rate) = &mut this.rate {
+                rate.spend(buf.filled().len() - before);
+            }
+            return Poll::Ready(read);
         }
         loop {
             if !this.ready.is_empty() {
@@ -359,9 +424,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Inbound<IO> {
                 }
                 continue;
             }
+            if let Some(rate) = &mut this.rate {
+                ready!(rate.poll_ready(cx));
+            }
             let mut chunk = [0u8; 2048];
             let mut read = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+            if let Some(rate) = &mut this.rate {
+                rate.spend(read.filled().len());
+            }
             if read.filled().is_empty() {
                 this.eof = true;
             }
