@@ -791,12 +791,12 @@ async fn serve_hyper(
     // hyper's own bound on a later request (idle wait and head), behind the door's own.
     // Its buffer bounded too: a later request's head over the limit is answered by the door
     // when it comes to the bare socket; one that comes to hyper gets hyper's own 431, without
-    // a body, rather than hyper's default of ~400 KiB held per connection.
+    // a body, rather than hyper's default of ~400 KiB held per connection. (Its default limit
+    // of header lines is already `MAX_HEADERS`, 100; setting it would put them on the heap.)
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(door.idle_timeout + door.head_timeout)
-        .max_buf_size(HEAD_LIMIT.max(8192))
-        .max_headers(MAX_HEADERS);
+        .max_buf_size(HEAD_LIMIT.max(8192));
     let conn = builder
         .serve_connection(TokioIo::new(replay), service)
         .with_upgrades();
