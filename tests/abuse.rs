@@ -724,24 +724,7 @@ async fn on_shutdown_sse_streams_end_spread_out_with_random_retry() {
 #[tokio::test]
 async fn a_websocket_client_cannot_make_the_gateway_read_without_bound() {
     let gw = gateway().await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut s = raw_ws_handshake(gw.addr).await;
     // A text frame that does not end, then empty continuation frames, masked, 6 bytes each.
     s.write_all(&[0x01, 0x81, 0, 0, 0, 0, b'a']).await.unwrap();
     let batch: Vec<u8> = [0x00u8, 0x80, 0, 0, 0, 0].repeat((64 << 10) / 6);
