@@ -76,11 +76,17 @@ enum FeedSource {
 }
 
 impl FeedSource {
-    /// Poll once, sending what was accepted; answer the files rejected.
-    async fn poll(&mut self, tx: &mpsc::Sender<Accepted>, stop: &CancellationToken) -> Vec<String> {
+    /// Poll once, sending what was accepted; answer the files rejected. A TSE poll waits for
+    /// its requests at most `patience` (see [`tse::TseSource::poll`]).
+    async fn poll(
+        &mut self,
+        tx: &mpsc::Sender<Accepted>,
+        stop: &CancellationToken,
+        patience: Option<Duration>,
+    ) -> Vec<String> {
         match self {
             FeedSource::Consolidated(source) => source.poll(tx).await,
-            FeedSource::Tse(source) => source.poll(tx, stop).await,
+            FeedSource::Tse(source) => source.poll(tx, stop, patience).await,
         }
     }
 
@@ -99,7 +105,7 @@ impl FeedSource {
         let mut every = Every::new(interval);
         while every.tick(shutdown).await {
             let started = Instant::now();
-            self.poll(&tx, shutdown).await;
+            self.poll(&tx, shutdown, Some(interval)).await;
             metrics.cycle_took(started.elapsed());
             if tx.send(Accepted::EndOfPoll).await.is_err() {
                 break;
@@ -336,6 +342,22 @@ impl Ingest {
     /// Poll the feed once and publish what changed; a TSE poll stops early, publishing what
     /// it has, when `stop` is cancelled.
     pub async fn poll_until(&mut self, stop: &CancellationToken) -> anyhow::Result<CycleReport> {
+        self.poll_with(stop, None).await
+    }
+
+    /// Poll once as the loop does, with `patience` its `--interval`: a TSE poll waits for
+    /// requests that long at most, and a later poll takes those still open when they land
+    /// (see [`tse::TseSource::poll`]).
+    pub async fn poll_within(&mut self, patience: Duration) -> anyhow::Result<CycleReport> {
+        self.poll_with(&CancellationToken::new(), Some(patience))
+            .await
+    }
+
+    async fn poll_with(
+        &mut self,
+        stop: &CancellationToken,
+        patience: Option<Duration>,
+    ) -> anyhow::Result<CycleReport> {
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel(CHANNEL);
         let mut cycles = Vec::new();
@@ -347,7 +369,7 @@ impl Ingest {
         } = self;
         let (rejected, followed) = tokio::join!(
             async move {
-                let rejected = source.poll(&tx, stop).await;
+                let rejected = source.poll(&tx, stop, patience).await;
                 let _ = tx.send(Accepted::EndOfPoll).await;
                 rejected
             },

@@ -529,52 +529,18 @@ async fn a_city_file_cut_short_is_asked_for_in_full_at_the_next_poll() {
     // In front of the simulator: the first mayor file asked for once armed is cut in half.
     let armed = Arc::new(AtomicBool::new(false));
     let cut = Arc::new(std::sync::Mutex::new(None::<String>));
-    let upstream = format!("http://{}", sim.addr);
-    let client = reqwest::Client::new();
-    let proxy = {
+    let proxy = FaultyProxy::start(sim.addr, {
         let (armed, cut) = (armed.clone(), cut.clone());
-        move |req: axum::extract::Request| {
-            let (armed, cut, upstream, client) =
-                (armed.clone(), cut.clone(), upstream.clone(), client.clone());
-            async move {
-                use axum::response::IntoResponse;
-                let path = req.uri().path().to_string();
-                let mut ask = client.get(format!("{upstream}{path}"));
-                for name in ["if-none-match", "if-modified-since"] {
-                    if let Some(v) = req.headers().get(name) {
-                        ask = ask.header(name, v);
-                    }
-                }
-                let resp = ask.send().await.unwrap();
-                let status = resp.status();
-                let etag = resp.headers().get("etag").cloned();
-                let mut body = resp.bytes().await.unwrap();
-                if status == 200
-                    && path.ends_with("-u.json")
-                    && path.contains("-c0011-")
-                    && armed.swap(false, SeqCst)
-                {
-                    body = body.slice(..body.len() / 2);
-                    *cut.lock().unwrap() = Some(path);
-                }
-                let mut out = (
-                    axum::http::StatusCode::from_u16(status.as_u16()).unwrap(),
-                    body,
-                )
-                    .into_response();
-                if let Some(etag) = etag {
-                    out.headers_mut().insert("etag", etag);
-                }
-                out
+        move |path: &str, status| {
+            if status == 200 && is_mayor_file(path) && armed.swap(false, SeqCst) {
+                *cut.lock().unwrap() = Some(path.to_string());
+                return Fault::Cut;
             }
+            Fault::None
         }
-    };
-    let (proxy_addr, proxy_stop) = serve_app(axum::Router::new().fallback(proxy)).await;
-    let _proxy_stop = proxy_stop.drop_guard();
-    let feed = FeedArgs::tse(
-        format!("http://{proxy_addr}{}", apura::simulate::tse::BASE_PATH),
-        apura::simulate::tse::ELECTION,
-    );
+    })
+    .await;
+    let feed = proxy.feed();
     let mut ingest = ingest(&feed).await;
     assert!(ingest.poll().await.unwrap().cycle.is_some());
 
@@ -617,4 +583,93 @@ async fn a_city_file_cut_short_is_asked_for_in_full_at_the_next_poll() {
         published.iter().any(|t| t.starts_with("mayors-")),
         "{path}: {published:?}"
     );
+}
+
+/// A city's round-1 mayor file (`…<uf><mun5>-c0011-e<ele6>-u.json`).
+fn is_mayor_file(path: &str) -> bool {
+    path.ends_with("-u.json") && path.contains("-c0011-")
+}
+
+fn mayor_topics(report: &apura::ingest::CycleReport) -> Vec<String> {
+    report
+        .cycles
+        .iter()
+        .flat_map(|c| c.documents.iter().map(|d| d.topic.to_string()))
+        .filter(|t| t.starts_with("mayors-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_city_file_delays_no_other_city() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    // Under the default `--fetch-timeout` of 10 s. The cycle's other requests take about 2 s
+    // at the default budget of 50 a second; the last is then waited for PATIENCE.
+    const STALL: Duration = Duration::from_secs(9);
+    const PATIENCE: Duration = Duration::from_secs(1);
+    let clock = ManualClock::new();
+    let sim = TseSim::start(tse_config(cut_list(400, &[]), Some(clock.clone()))).await;
+    clock.set(sim.sim.last_tick() / 3);
+    // Once armed, the first mayor file asked for is answered after STALL; every request for a
+    // file is counted.
+    let armed = Arc::new(AtomicBool::new(false));
+    let stalled = Arc::new(std::sync::Mutex::new(None::<String>));
+    let asked = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+    let proxy = FaultyProxy::start(sim.addr, {
+        let (armed, stalled, asked) = (armed.clone(), stalled.clone(), asked.clone());
+        move |path: &str, _| {
+            *asked.lock().unwrap().entry(path.to_string()).or_default() += 1;
+            if is_mayor_file(path) && armed.swap(false, SeqCst) {
+                *stalled.lock().unwrap() = Some(path.to_string());
+                return Fault::Stall(STALL);
+            }
+            Fault::None
+        }
+    })
+    .await;
+    let mut ingest = ingest(&proxy.feed()).await;
+    assert!(ingest.poll().await.unwrap().cycle.is_some());
+
+    // The next tick moves cities; the first mayor file of them is slow.
+    armed.store(true, SeqCst);
+    clock.set(sim.sim.last_tick() / 3 + 1);
+    let started = Instant::now();
+    let report = ingest.poll_within(PATIENCE).await.unwrap();
+    let took = started.elapsed();
+    let path = stalled
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("no mayor file was asked for");
+    assert!(
+        took < STALL - Duration::from_secs(3),
+        "the cycle waited {took:?} for {path}"
+    );
+    let first = mayor_topics(&report);
+    assert!(
+        !first.is_empty(),
+        "no other city's mayor was published: {:?}",
+        report.cycles.len()
+    );
+    assert_eq!(ingest.tse_stats().unwrap().in_flight, 1);
+
+    // The slow file is taken by a later cycle when it lands, and never asked for twice.
+    let mut later = Vec::new();
+    let deadline = Instant::now() + STALL * 2;
+    while ingest.tse_stats().unwrap().in_flight > 0 && Instant::now() < deadline {
+        let report = ingest.poll_within(PATIENCE).await.unwrap();
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        later.extend(mayor_topics(&report));
+    }
+    assert_eq!(
+        ingest.tse_stats().unwrap().in_flight,
+        0,
+        "{path} never landed"
+    );
+    assert_eq!(
+        asked.lock().unwrap()[&path],
+        2,
+        "{path}: asked for again while in flight"
+    );
+    let landed: Vec<&String> = later.iter().filter(|t| !first.contains(t)).collect();
+    assert_eq!(landed.len(), 1, "{path}: {later:?}");
 }

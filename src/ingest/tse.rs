@@ -19,7 +19,10 @@
 //! requests/s every 5 s), most-watched first; the rest stay due and go first in the next cycle,
 //! which reads the progress files again before. So when thousands of towns change at once (the
 //! first minutes of the night, or a restart), a capital that changes meanwhile waits at most
-//! about one interval, not the whole backlog.
+//! about one interval, not the whole backlog. A cycle also waits for its requests one
+//! `--interval` at most: a file that answers slowly (up to `--fetch-timeout`) stays in flight,
+//! is not asked for again, and is taken by the cycle running when it lands, so it holds up no
+//! other city past the next cycle.
 //!
 //! **Order.** Every file asked for the first time, or because its city's row moved, comes
 //! before any retry of a file that answered 404 or failed: a file that is not there never takes
@@ -55,12 +58,15 @@ mod backoff;
 mod check;
 pub mod zones;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -177,7 +183,40 @@ pub struct TseSource {
     topic_files: HashMap<String, (u32, Office)>,
     /// The files of the [`HOT_AUDIENCE`] most-subscribed city races, as last reported.
     hot: HashSet<(u32, Office)>,
+    /// Requests in flight: one left by a cycle that stopped waiting for it is taken by a
+    /// later cycle when it lands.
+    flights: FuturesUnordered<Landing>,
+    /// What is in flight: not asked for again until it lands.
+    flying: HashSet<Flight>,
 }
+
+/// A request in flight: a state's progress file (election, state) or a city's file (election,
+/// IBGE code, office).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Flight {
+    Progress(usize, String),
+    File(usize, u32, Office),
+}
+
+/// What a request brought back.
+enum Landed {
+    /// A state's progress file (the flight says which), asked for at `asked`: the moment its
+    /// moved rows are stale from, the same for every state of a cycle, so that the sweep's
+    /// order does not depend on which state answered first.
+    Progress {
+        asked: Instant,
+        source: Source,
+        result: Result<Fetched, FetchError>,
+    },
+    File {
+        due: Due,
+        source: Source,
+        result: Result<Fetched, FetchError>,
+    },
+}
+
+/// A request in flight, and what it brings.
+type Landing = Pin<Box<dyn Future<Output = (Flight, Landed)> + Send>>;
 
 /// What a cycle did, for the log line and the tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +228,11 @@ pub struct PassStats {
     pub not_found: usize,
     pub failed: usize,
     pub rejected: usize,
-    /// Files due but left for the next cycle (over [`TseSource::poll`]'s per-cycle cap).
+    /// Files due but left for the next cycle (over [`TseSource::poll`]'s per-cycle cap, or
+    /// not yet asked for when the cycle's `--interval` was up).
     pub backlog: usize,
+    /// Requests still in flight when the cycle stopped waiting: a later cycle takes them.
+    pub in_flight: usize,
 }
 
 impl TseSource {
@@ -306,6 +348,8 @@ impl TseSource {
                 audience: None,
                 topic_files,
                 hot: HashSet::new(),
+                flights: FuturesUnordered::new(),
+                flying: HashSet::new(),
             },
             list,
         ))
@@ -350,53 +394,91 @@ impl TseSource {
 
     /// One cycle: progress files, then the changed cities in order, each race sent to the core
     /// as it comes. Answers the files rejected, with the reason (already logged and counted).
+    ///
+    /// With `patience` (the loop's `--interval`), the cycle waits for a request that long at
+    /// most past its turn in the budget: one slow file (up to `--fetch-timeout`) delays no
+    /// other city past the next cycle. A request still open then runs on, is not asked for
+    /// again meanwhile, and is taken when it lands by the cycle then running, which waits for
+    /// it as for its own; files not yet asked for (every slot held by a slow request) stay
+    /// due, first in the next cycle. Without it, the cycle waits for every request.
     pub async fn poll(
         &mut self,
         tx: &mpsc::Sender<Accepted>,
         stop: &CancellationToken,
+        patience: Option<Duration>,
     ) -> Vec<String> {
         let started = Instant::now();
+        // How long a request is waited for past its turn in the budget.
+        let spacing = Duration::from_secs(1) / self.throttle.rate().max(1);
+        let wait_for = |turns: usize| {
+            patience
+                .map(|p| Instant::now() + p + spacing * u32::try_from(turns).unwrap_or(u32::MAX))
+        };
         let mut stats = PassStats::default();
         let mut rejected = Vec::new();
         self.read_audience().await;
-        self.read_progress(stop, &mut stats, &mut rejected).await;
+
+        // The progress files, all at once within the budget.
+        let now = Instant::now();
+        let mut asked = Vec::new();
+        for (e, election) in self.elections.iter().enumerate() {
+            for (uf, (source, backoff)) in &election.progress {
+                let flight = Flight::Progress(e, uf.clone());
+                if backoff.allows(now, None) && !self.flying.contains(&flight) {
+                    asked.push((flight, source.clone()));
+                }
+            }
+        }
+        stats.progress_requests = asked.len();
+        let mut deadline = wait_for(asked.len());
+        let mut mine = HashSet::with_capacity(asked.len());
+        for (flight, source) in asked {
+            mine.insert(flight.clone());
+            self.launch_progress(flight, source, now);
+        }
+        while mine.iter().any(|f| self.flying.contains(f)) {
+            if !self
+                .land_next(deadline, stop, tx, &mut stats, &mut rejected)
+                .await
+            {
+                break;
+            }
+        }
+
+        // The files of the cities that moved, in order, at most `max_in_flight` open.
         let mut due = self.due(Instant::now());
         stats.backlog = due.len().saturating_sub(self.files_per_cycle);
+        let never_fetched = |d: &&Due| d.office == Office::Mayor && d.first && !d.retry;
         self.mayors_waiting = due
             .iter()
             .skip(self.files_per_cycle)
-            .filter(|d| d.office == Office::Mayor && d.first && !d.retry)
+            .filter(never_fetched)
             .count();
         due.truncate(self.files_per_cycle);
-        stats.file_requests = due.len();
-
-        let fetcher = self.fetcher.clone();
-        let metrics = self.metrics.clone();
-        let requests = due.into_iter().map(|d| {
-            let mut source = d.source.clone();
-            let (fetcher, metrics) = (fetcher.clone(), metrics.clone());
-            async move {
-                let started = std::time::Instant::now();
-                let result = fetcher.fetch(&mut source).await;
-                metrics.fetched("tse_results", started.elapsed(), &result);
-                (d, source, result)
+        // Then every request in flight, an earlier cycle's too, until the last one this cycle
+        // asked for has been waited for.
+        let mut queue = VecDeque::from(due);
+        loop {
+            while !stop.is_cancelled() && self.files_in_flight() < self.max_in_flight {
+                let Some(d) = queue.pop_front() else { break };
+                stats.file_requests += 1;
+                self.launch_file(d);
+                deadline = deadline.max(wait_for(self.max_in_flight));
             }
-        });
-        let mut results = std::pin::pin!(
-            futures_util::stream::iter(requests)
-                .buffer_unordered(self.max_in_flight)
-                .take_until(stop.cancelled())
-        );
-        while let Some((d, source, result)) = results.next().await {
-            if let Some(accepted) = self.take_file(d, source, result, &mut stats, &mut rejected) {
-                if let Accepted::Race(race) = &accepted {
-                    self.remember_mayor(race);
-                }
-                // The core is gone only when the ingest stops.
-                let _ = tx.send(accepted).await;
+            if queue.is_empty() && self.flying.is_empty() {
+                break;
+            }
+            if !self
+                .land_next(deadline, stop, tx, &mut stats, &mut rejected)
+                .await
+            {
+                break;
             }
         }
-        if stats.file_requests > 0 || stats.failed > 0 {
+        stats.backlog += queue.len();
+        self.mayors_waiting += queue.iter().filter(never_fetched).count();
+        stats.in_flight = self.flying.len();
+        if stats.file_requests > 0 || stats.failed > 0 || stats.in_flight > 0 {
             tracing::info!(
                 progress = stats.progress_requests,
                 files = stats.file_requests,
@@ -406,6 +488,7 @@ impl TseSource {
                 failed = stats.failed,
                 rejected = stats.rejected,
                 backlog = stats.backlog,
+                in_flight = stats.in_flight,
                 elapsed = ?started.elapsed(),
                 "TSE cycle"
             );
@@ -414,6 +497,104 @@ impl TseSource {
         }
         self.last_stats = stats;
         rejected
+    }
+
+    /// Put `job`, the request for `flight`, in flight. Requests are polled first in the order
+    /// they are put in flight, so they take their turns in the budget in that order.
+    fn launch(&mut self, flight: Flight, job: impl Future<Output = Landed> + Send + 'static) {
+        self.flying.insert(flight.clone());
+        self.flights
+            .push(Box::pin(job.map(move |landed| (flight, landed))));
+    }
+
+    fn launch_progress(&mut self, flight: Flight, mut source: Source, asked: Instant) {
+        let (fetcher, metrics) = (self.fetcher.clone(), self.metrics.clone());
+        self.launch(flight, async move {
+            let started = std::time::Instant::now();
+            let result = fetcher.fetch(&mut source).await;
+            metrics.fetched("tse_progress", started.elapsed(), &result);
+            Landed::Progress {
+                asked,
+                source,
+                result,
+            }
+        });
+    }
+
+    fn launch_file(&mut self, due: Due) {
+        let flight = Flight::File(due.election, due.ibge, due.office);
+        let (fetcher, metrics) = (self.fetcher.clone(), self.metrics.clone());
+        let mut source = due.source.clone();
+        self.launch(flight, async move {
+            let started = std::time::Instant::now();
+            let result = fetcher.fetch(&mut source).await;
+            metrics.fetched("tse_results", started.elapsed(), &result);
+            Landed::File {
+                due,
+                source,
+                result,
+            }
+        });
+    }
+
+    fn files_in_flight(&self) -> usize {
+        self.flying
+            .iter()
+            .filter(|f| matches!(f, Flight::File(..)))
+            .count()
+    }
+
+    /// Take the next request to land, whichever cycle asked for it: `false` (nothing taken)
+    /// when none is in flight, `stop` is cancelled or `deadline` passes first.
+    async fn land_next(
+        &mut self,
+        deadline: Option<Instant>,
+        stop: &CancellationToken,
+        tx: &mpsc::Sender<Accepted>,
+        stats: &mut PassStats,
+        rejected: &mut Vec<String>,
+    ) -> bool {
+        let expired = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let landed = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return false,
+            landed = self.flights.next() => landed,
+            _ = expired => return false,
+        };
+        let Some((flight, landed)) = landed else {
+            return false;
+        };
+        self.flying.remove(&flight);
+        match landed {
+            Landed::Progress {
+                asked,
+                source,
+                result,
+            } => {
+                if let Flight::Progress(e, uf) = flight {
+                    self.take_progress(e, &uf, asked, source, result, stats, rejected);
+                }
+            }
+            Landed::File {
+                due,
+                source,
+                result,
+            } => {
+                if let Some(accepted) = self.take_file(due, source, result, stats, rejected) {
+                    if let Accepted::Race(race) = &accepted {
+                        self.remember_mayor(race);
+                    }
+                    // The core is gone only when the ingest stops.
+                    let _ = tx.send(accepted).await;
+                }
+            }
+        }
+        true
     }
 
     /// Keep the latest mayor race of a city for the zone sweep, as the core does: an earlier
@@ -470,71 +651,51 @@ impl TseSource {
         }
     }
 
-    /// Fetch the progress files of every election, all at once within the budget, and take
-    /// their rows.
-    async fn read_progress(
+    /// Take a state's progress file, asked for at `now`: its rows, or why it was refused.
+    #[allow(clippy::too_many_arguments)]
+    fn take_progress(
         &mut self,
-        stop: &CancellationToken,
+        e: usize,
+        uf: &str,
+        now: Instant,
+        source: Source,
+        result: Result<Fetched, FetchError>,
         stats: &mut PassStats,
         rejected: &mut Vec<String>,
     ) {
-        let now = Instant::now();
-        let mut jobs = Vec::new();
-        for (e, election) in self.elections.iter().enumerate() {
-            for (uf, (source, backoff)) in &election.progress {
-                if backoff.allows(now, None) {
-                    jobs.push((e, uf.clone(), source.clone()));
-                }
-            }
-        }
-        stats.progress_requests = jobs.len();
-        let (fetcher, metrics) = (&self.fetcher, &self.metrics);
-        let results: Vec<_> =
-            futures_util::stream::iter(jobs.into_iter().map(|(e, uf, mut source)| async move {
-                let started = std::time::Instant::now();
-                let r = fetcher.fetch(&mut source).await;
-                metrics.fetched("tse_progress", started.elapsed(), &r);
-                (e, uf, source, r)
-            }))
-            .buffer_unordered(self.max_in_flight)
-            .take_until(stop.cancelled())
-            .collect()
-            .await;
-        for (e, uf, source, result) in results {
-            let name = source.name();
-            match result {
-                Ok(Fetched::Modified(bytes)) => match progress::parse(&bytes, &name) {
-                    Ok(file) => {
-                        self.take_rows(e, &file, now);
-                        self.set_progress(e, &uf, source, Backoff::default());
-                    }
-                    Err(err) => {
-                        stats.rejected += 1;
-                        reject(&self.metrics, &err, rejected);
-                        // An invalid file's validators are kept: the same bad file is not
-                        // fetched again. A malformed one is asked for in full next time (see
-                        // `Source::forget_validators`).
-                        let mut source = source;
-                        if err.kind() == "malformed" {
-                            source.forget_validators();
-                        }
-                        self.set_progress(e, &uf, source, Backoff::default());
-                    }
-                },
-                Ok(Fetched::NotModified) => {
-                    self.set_progress(e, &uf, source, Backoff::default());
-                }
-                Ok(Fetched::NotFound) => {
-                    stats.not_found += 1;
-                    let mut backoff = self.elections[e].progress[&uf].1.clone();
-                    backoff.miss(now, None);
-                    tracing::debug!(file = %name, wait = ?backoff.until.map(|t| t - now), "progress file not published yet");
-                    self.set_progress(e, &uf, source, backoff);
+        let name = source.name();
+        match result {
+            Ok(Fetched::Modified(bytes)) => match progress::parse(&bytes, &name) {
+                Ok(file) => {
+                    self.take_rows(e, &file, now);
+                    self.set_progress(e, uf, source, Backoff::default());
                 }
                 Err(err) => {
-                    stats.failed += 1;
-                    fetch_failed(&self.metrics, &err, rejected);
+                    stats.rejected += 1;
+                    reject(&self.metrics, &err, rejected);
+                    // An invalid file's validators are kept: the same bad file is not fetched
+                    // again. A malformed one is asked for in full next time (see
+                    // `Source::forget_validators`).
+                    let mut source = source;
+                    if err.kind() == "malformed" {
+                        source.forget_validators();
+                    }
+                    self.set_progress(e, uf, source, Backoff::default());
                 }
+            },
+            Ok(Fetched::NotModified) => {
+                self.set_progress(e, uf, source, Backoff::default());
+            }
+            Ok(Fetched::NotFound) => {
+                stats.not_found += 1;
+                let mut backoff = self.elections[e].progress[uf].1.clone();
+                backoff.miss(now, None);
+                tracing::debug!(file = %name, wait = ?backoff.until.map(|t| t - now), "progress file not published yet");
+                self.set_progress(e, uf, source, backoff);
+            }
+            Err(err) => {
+                stats.failed += 1;
+                fetch_failed(&self.metrics, &err, rejected);
             }
         }
     }
@@ -597,6 +758,9 @@ impl TseSource {
                 };
                 let city = &self.cities[code];
                 for &office in election.offices {
+                    if self.flying.contains(&Flight::File(e, ibge, office)) {
+                        continue;
+                    }
                     let state = election.files.get(&(ibge, office));
                     let fresh =
                         state.is_some_and(|s| s.fetched_for.as_ref() == Some(&row.fingerprint));

@@ -95,3 +95,78 @@ pub async fn ingest(feed: &FeedArgs) -> Ingest {
     .await
     .unwrap()
 }
+
+/// What [`FaultyProxy`] does to an answer of the simulator.
+pub enum Fault {
+    /// Passed on as it is.
+    None,
+    /// Its body cut in half, under the whole file's validators.
+    Cut,
+    /// Passed on after this long.
+    Stall(std::time::Duration),
+}
+
+/// A proxy in front of a simulator that passes on conditional requests and their validators,
+/// and does to each answer what `fault(path, status)` says. Stopped when dropped.
+pub struct FaultyProxy {
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl FaultyProxy {
+    pub async fn start(
+        upstream: std::net::SocketAddr,
+        fault: impl Fn(&str, u16) -> Fault + Clone + Send + Sync + 'static,
+    ) -> FaultyProxy {
+        let client = reqwest::Client::new();
+        let pass = move |req: axum::extract::Request| {
+            let (client, fault) = (client.clone(), fault.clone());
+            async move {
+                use axum::response::IntoResponse;
+                let path = req.uri().path().to_string();
+                let mut ask = client.get(format!("http://{upstream}{path}"));
+                for name in ["if-none-match", "if-modified-since"] {
+                    if let Some(v) = req.headers().get(name) {
+                        ask = ask.header(name, v);
+                    }
+                }
+                let resp = ask.send().await.unwrap();
+                let status = resp.status().as_u16();
+                let etag = resp.headers().get("etag").cloned();
+                let mut body = resp.bytes().await.unwrap();
+                match fault(&path, status) {
+                    Fault::None => {}
+                    Fault::Cut => body = body.slice(..body.len() / 2),
+                    Fault::Stall(wait) => tokio::time::sleep(wait).await,
+                }
+                let mut out =
+                    (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response();
+                if let Some(etag) = etag {
+                    out.headers_mut().insert("etag", etag);
+                }
+                out
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(pass))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        FaultyProxy { addr, shutdown }
+    }
+
+    /// The TSE feed through the proxy.
+    pub fn feed(&self) -> FeedArgs {
+        FeedArgs::tse(format!("http://{}{BASE_PATH}", self.addr), ELECTION)
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
