@@ -65,8 +65,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -499,20 +499,28 @@ impl TseSource {
         rejected
     }
 
-    /// Put `job`, the request for `flight`, in flight. Requests are polled first in the order
-    /// they are put in flight, so they take their turns in the budget in that order.
-    fn launch(&mut self, flight: Flight, job: impl Future<Output = Landed> + Send + 'static) {
-        self.flying.insert(flight.clone());
-        self.flights
-            .push(Box::pin(job.map(move |landed| (flight, landed))));
-    }
-
-    fn launch_progress(&mut self, flight: Flight, mut source: Source, asked: Instant) {
+    /// Put the request of `source` for `flight` in flight, its duration recorded as `kind`;
+    /// `landed` is what it brings. Requests are polled first in the order they are put in
+    /// flight, so they take their turns in the budget in that order.
+    fn launch(
+        &mut self,
+        flight: Flight,
+        kind: &'static str,
+        mut source: Source,
+        landed: impl FnOnce(Source, Result<Fetched, FetchError>) -> Landed + Send + 'static,
+    ) {
         let (fetcher, metrics) = (self.fetcher.clone(), self.metrics.clone());
-        self.launch(flight, async move {
+        self.flying.insert(flight.clone());
+        self.flights.push(Box::pin(async move {
             let started = std::time::Instant::now();
             let result = fetcher.fetch(&mut source).await;
-            metrics.fetched("tse_progress", started.elapsed(), &result);
+            metrics.fetched(kind, started.elapsed(), &result);
+            (flight, landed(source, result))
+        }));
+    }
+
+    fn launch_progress(&mut self, flight: Flight, source: Source, asked: Instant) {
+        self.launch(flight, "tse_progress", source, move |source, result| {
             Landed::Progress {
                 asked,
                 source,
@@ -523,12 +531,8 @@ impl TseSource {
 
     fn launch_file(&mut self, due: Due) {
         let flight = Flight::File(due.election, due.ibge, due.office);
-        let (fetcher, metrics) = (self.fetcher.clone(), self.metrics.clone());
-        let mut source = due.source.clone();
-        self.launch(flight, async move {
-            let started = std::time::Instant::now();
-            let result = fetcher.fetch(&mut source).await;
-            metrics.fetched("tse_results", started.elapsed(), &result);
+        let source = due.source.clone();
+        self.launch(flight, "tse_results", source, move |source, result| {
             Landed::File {
                 due,
                 source,
