@@ -96,17 +96,38 @@ enum Writer {
     Ws,
 }
 
-/// One frame ready to write: a head, the shared bytes of a version, a tail.
-struct Framed {
+/// One frame ready to write: a head, the bytes of a version (borrowed from it), a tail.
+struct Framed<'a> {
     head: [u8; 18],
     head_len: usize,
-    body: Bytes,
+    body: Body<'a>,
     tail: &'static [u8],
     form: StreamForm,
     kind: StreamKind,
 }
 
-impl Framed {
+/// A frame's body: a version's bytes, borrowed while the frame is written, so that a delivery
+/// costs no count on bytes every publishing thread shares (a stream that takes the frame only
+/// in part keeps a shared copy, see [`Framed::rest`]); or a piece of the stream's own.
+enum Body<'a> {
+    Version(&'a Bytes),
+    Own(Bytes),
+}
+
+impl Body<'_> {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Body::Version(bytes) => bytes,
+            Body::Own(bytes) => bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+impl Framed<'_> {
     fn len(&self) -> usize {
         self.head_len + self.body.len() + self.tail.len()
     }
@@ -114,7 +135,7 @@ impl Framed {
     fn slices(&self) -> [IoSlice<'_>; 3] {
         [
             IoSlice::new(&self.head[..self.head_len]),
-            IoSlice::new(&self.body),
+            IoSlice::new(self.body.bytes()),
             IoSlice::new(self.tail),
         ]
     }
@@ -124,7 +145,11 @@ impl Framed {
     fn rest(&self, mut written: usize) -> Vec<Bytes> {
         let head = Bytes::copy_from_slice(&self.head[..self.head_len]);
         let mut rest = Vec::with_capacity(3);
-        for piece in [head, self.body.clone(), Bytes::from_static(self.tail)] {
+        for piece in [
+            head,
+            self.body.bytes().clone(),
+            Bytes::from_static(self.tail),
+        ] {
             if written >= piece.len() {
                 written -= piece.len();
             } else {
@@ -138,18 +163,18 @@ impl Framed {
 
 impl Writer {
     /// `enc` as `frame` on this stream, counted by gzip as sent.
-    fn framed(&mut self, enc: &Encoded, frame: Frame) -> Framed {
+    fn framed<'a>(&mut self, enc: &'a Encoded, frame: Frame) -> Framed<'a> {
         match self {
             Writer::Sse(encoder) => {
                 let form = encoder.form();
-                Writer::chunk(encoder.document(enc, frame).clone(), form)
+                Writer::chunk(Body::Version(encoder.document(enc, frame)), form)
             }
-            Writer::Ws => Writer::ws(Bytes::from(enc.ws(frame).clone())),
+            Writer::Ws => Writer::ws(enc.ws(frame).as_ref()),
         }
     }
 
     /// An SSE piece in its HTTP/1.1 chunk.
-    fn chunk(body: Bytes, form: StreamForm) -> Framed {
+    fn chunk(body: Body<'_>, form: StreamForm) -> Framed<'_> {
         let (head, head_len) = wire::chunk_size(body.len());
         Framed {
             head,
@@ -162,14 +187,14 @@ impl Writer {
     }
 
     /// A whole WebSocket text frame.
-    fn ws(body: Bytes) -> Framed {
+    fn ws(body: &Bytes) -> Framed<'_> {
         let (short, head_len) = ws_wire::text_head(body.len());
         let mut head = [0u8; 18];
         head[..head_len].copy_from_slice(&short[..head_len]);
         Framed {
             head,
             head_len,
-            body,
+            body: Body::Version(body),
             tail: b"",
             form: StreamForm::Identity,
             kind: StreamKind::Ws,
@@ -177,11 +202,14 @@ impl Writer {
     }
 
     /// An SSE heartbeat comment; nothing on a WebSocket, which its task pings.
-    fn heartbeat(&mut self) -> Option<Framed> {
+    fn heartbeat(&mut self) -> Option<Framed<'static>> {
         match self {
             Writer::Sse(encoder) => {
                 let form = encoder.form();
-                Some(Writer::chunk(encoder.encode(&Piece::Heartbeat), form))
+                Some(Writer::chunk(
+                    Body::Own(encoder.encode(&Piece::Heartbeat)),
+                    form,
+                ))
             }
             Writer::Ws => None,
         }
@@ -237,6 +265,14 @@ impl Sink {
         })
     }
 
+    /// The publisher's write: [`Sink::send`] without tokio's readiness check, whose state lives
+    /// in an allocation of its own per socket, one more cache miss per delivery. A `WouldBlock`
+    /// here hands the stream to its task, whose first write (through [`Sink::send`]) meets it
+    /// again and clears the readiness before it waits.
+    fn send_now(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        SockRef::from(&self.socket).send_vectored(slices)
+    }
+
     /// Write `enc` (a complete cycle's version of this stream's topic) now if the socket takes
     /// it, else leave it to the stream's task. Never waits.
     pub fn offer(&self, enc: &Encoded, tally: &mut Tally<'_>) {
@@ -274,11 +310,11 @@ impl Sink {
     fn write_now(
         &self,
         mut st: MutexGuard<'_, State>,
-        framed: &Framed,
+        framed: &Framed<'_>,
         before: Writer,
         settle: impl FnOnce(&mut State, bool),
     ) -> bool {
-        match self.send(&framed.slices()) {
+        match self.send_now(&framed.slices()) {
             Ok(written) => {
                 settle(&mut st, true);
                 if written < framed.len() {
@@ -393,7 +429,7 @@ impl Sink {
         Ok(())
     }
 
-    async fn write_framed(&self, framed: &Framed) -> io::Result<()> {
+    async fn write_framed(&self, framed: &Framed<'_>) -> io::Result<()> {
         self.write_pieces(framed.rest(0)).await
     }
 
