@@ -10,5 +10,5 @@ done
 bash -n "$HERE/bench.sh"
 bash -n "$HERE/freshness-cold-start.sh"
 bash -n "$HERE/poll-cost.sh"
-python3 -m py_compile "$HERE/summarize.py" "$HERE/wire_bytes.py" "$HERE/write-floor.py"
+python3 -m py_compile "$HERE/summarize.py" "$HERE/wire_bytes.py" "$HERE/write-floor.py" "$HERE/cpu-by-process.py"
 cargo test --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"
