@@ -12,8 +12,10 @@ gateway, the load generator, the ingest and Redis can be compared for the same c
 
 A burst starts at the gateway's first sample after at least `--gap` seconds without one and
 ends at its last sample before the next such gap; each line gives the burst's length and the
-milliseconds of CPU each process took in it (samples / hz). Idle samples (pid 0) are left out;
-every other process is counted as `other`.
+milliseconds of CPU each process took in it (samples / hz), every other process counted as
+`other`, and the share of the burst's samples that were idle (pid 0: a core with nothing to
+run). `--timeline MS` also prints each burst in steps of MS milliseconds, to see which process
+held the cores when.
 """
 
 import argparse
@@ -43,9 +45,8 @@ def read_samples(path, labels):
             if len(fields) < 2:
                 continue
             pid = int(fields[0].split("/")[0])
-            if pid == 0:
-                continue
-            samples.append((float(fields[-1].rstrip(":")), labels.get(pid, "other")))
+            name = "idle" if pid == 0 else labels.get(pid, "other")
+            samples.append((float(fields[-1].rstrip(":")), name))
     samples.sort()
     return samples
 
@@ -69,6 +70,7 @@ def main():
     ap.add_argument("--hz", type=float, required=True, help="perf record's -F")
     ap.add_argument("--gap", type=float, default=0.05, help="seconds that end a burst (0.05)")
     ap.add_argument("--min-ms", type=float, default=50, help="shorter bursts are left out (50)")
+    ap.add_argument("--timeline", type=float, metavar="MS", help="print each burst in steps of MS")
     args = ap.parse_args()
     labels = parse_labels(args.labels)
     samples = read_samples(args.samples, labels)
@@ -78,14 +80,25 @@ def main():
     for start, end in bursts(samples, args.gap):
         if (end - start) * 1000 < args.min_ms:
             continue
-        counts = collections.Counter(n for t, n in samples if start <= t <= end)
+        inside = [(t, n) for t, n in samples if start <= t <= end]
+        counts = collections.Counter(n for _, n in inside)
         ms = {n: counts[n] / args.hz * 1000 for n in names}
         total = sum(ms.values())
         totals.append(total)
         for n in names:
             per_name[n].append(ms[n])
+        idle = 100 * counts["idle"] / max(1, len(inside))
+        per_name["idle"].append(idle)
         cells = "  ".join(f"{n} {ms[n]:.0f}" for n in names)
-        print(f"burst {1000 * (end - start):.0f} ms: CPU ms  {cells}  (all {total:.0f})")
+        print(f"burst {1000 * (end - start):.0f} ms: CPU ms  {cells}  (all {total:.0f}; idle {idle:.0f} %)")
+        if args.timeline:
+            step = args.timeline / 1000
+            at = start
+            while at <= end:
+                step_counts = collections.Counter(n for t, n in inside if at <= t < at + step)
+                cells = "  ".join(f"{n} {step_counts[n]}" for n in names + ["idle"] if step_counts[n])
+                print(f"  +{1000 * (at - start):4.0f} ms  samples: {cells}")
+                at += step
     if not totals:
         sys.exit("cpu-by-process: no burst of the gateway's work in these samples")
     whole = statistics.median(totals)
@@ -93,7 +106,8 @@ def main():
         f"{n} {statistics.median(per_name[n]):.0f} ({100 * statistics.median(per_name[n]) / whole:.0f} %)"
         for n in names
     )
-    print(f"median of {len(totals)} bursts: CPU ms  {cells}  (all {whole:.0f})")
+    idle = statistics.median(per_name["idle"])
+    print(f"median of {len(totals)} bursts: CPU ms  {cells}  (all {whole:.0f}; idle {idle:.0f} %)")
 
 
 if __name__ == "__main__":
