@@ -90,6 +90,9 @@ ADMIN_PORT_BASE=$((PORT_BASE + 100)) # gateway i's /metrics and /status on ADMIN
 OUT="${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 APURA="${APURA:-}"
 GATEWAY_ENV="${GATEWAY_ENV:-}"          # extra environment of the gateways, e.g. TOKIO_WORKER_THREADS=1
+SERVER_CPUS="${SERVER_CPUS:-}"          # e.g. 0: gateways and nginx pinned to these CPUs (taskset);
+                                        # run the bench itself under `taskset -c 1` so that the
+                                        # load generator, ingest and Redis keep to the others
 HOT_DOC="/cities/mayors-sp-sao-paulo.json"
 
 mkdir -p "$OUT/logs"
@@ -100,6 +103,14 @@ LAST_PID=
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # --- processes -------------------------------------------------------------------------------
+
+# pin PID...: every thread of each PID on $SERVER_CPUS (nothing when it is unset); threads
+# started later inherit it.
+pin() {
+    [ -n "$SERVER_CPUS" ] || return 0
+    local pid
+    for pid in "$@"; do taskset -a -p -c "$SERVER_CPUS" "$pid" >/dev/null; done
+}
 
 # start NAME CMD...: run CMD in the background, logging to $OUT/logs/NAME.log; sets LAST_PID.
 start() {
@@ -224,6 +235,7 @@ start_gateways() {
         GW_METRICS+=("127.0.0.1:$((ADMIN_PORT_BASE + i))/metrics")
     done
     wait_http "http://127.0.0.1:$GW_PORT$HOT_DOC" 120
+    pin "${GW_PIDS[@]}"
     # Every process must hold the documents before clients come: ask each through its own log.
     for i in $(seq "$n"); do
         for _ in $(seq 300); do
@@ -254,6 +266,11 @@ start_nginx() {
     start "$name" nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -g "daemon off;"
     NGINX_PID=$LAST_PID
     wait_port "$port"
+    if [ -n "$SERVER_CPUS" ]; then
+        sleep 0.5 # the workers are forked once the port listens
+        # shellcheck disable=SC2046 # one PID per word
+        pin $(nginx_pids | tr , ' ')
+    fi
 }
 
 # The master and its workers.
@@ -493,7 +510,7 @@ build
     echo "kernel: $(uname -r); open files: $(ulimit -n)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'); wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null || echo '?')"
-    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED READ_PACE=$READ_PACE SCALE_RUNS=$SCALE_RUNS SCALE_HOLD=$SCALE_HOLD GATEWAY_ENV='$GATEWAY_ENV' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
+    echo "settings: PHASES='$PHASES' RUNS=$RUNS SUBS=$SUBS HOLD=$HOLD CONNECT_RATE=$CONNECT_RATE SIM_INTERVAL=$SIM_INTERVAL COMPRESS='$COMPRESS' FANOUT_ARGS='$FANOUT_ARGS' FULL_FEED=$FULL_FEED READ_PACE=$READ_PACE SCALE_RUNS=$SCALE_RUNS SCALE_HOLD=$SCALE_HOLD GATEWAY_ENV='$GATEWAY_ENV' SERVER_CPUS='$SERVER_CPUS' BENCH_CPUS='$(taskset -cp $$ | awk '{print $NF}')' FRESH_INTERVALS='$FRESH_INTERVALS' FRESH_SETTLE=$FRESH_SETTLE FRESH_PHASE_MS=$FRESH_PHASE_MS TSE_NIGHT=$TSE_NIGHT TSE_SIM_INTERVAL=$TSE_SIM_INTERVAL TSE_INTERVALS='$TSE_INTERVALS' TSE_SUBS=$TSE_SUBS TSE_WAIT=$TSE_WAIT TSE_HOLD=$TSE_HOLD TSE_SETTLE=$TSE_SETTLE"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 for phase in $PHASES; do
